@@ -1,0 +1,193 @@
+"""DDIM sampling, inversion and denoising from any (x_t, t) (Song et al., 2021).
+
+Notation (paper symbols in brackets): ``a_t`` = alpha-bar at t, ``eps`` the predicted noise,
+``P_t(eps) = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)`` the predicted x0,
+``D_t(eps) = sqrt(1 - a_prev - sigma_t^2) eps`` the direction term, and one step
+
+    x_prev = sqrt(a_prev) P_t(eps) + D_t(eps) + sigma_t z,                      (1)
+    sigma_t = eta sqrt((1 - a_t / a_prev) (1 - a_prev) / (1 - a_t)).            (2)
+
+Timesteps are the scheduler's integers (0 to T-1); the clean end of a trajectory, alpha-bar 1,
+is labelled ``-1``. Nothing here switches gradients off: callers choose the grad mode.
+
+>>> import diffgeo
+>>> model = diffgeo.load("shapes")
+>>> traj = diffgeo.sample(model, 2, steps=10, seed=0, progress=False)
+>>> traj.xs.shape, traj.timesteps.tolist()[:3], int(traj.timesteps[-1])
+(torch.Size([11, 2, 3, 32, 32]), [900, 800, 700], -1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .io import load_tensors_json, save_tensors_json
+from .models import Model
+
+__all__ = ["Trajectory", "ddim_timesteps", "ddim_step", "sample", "denoise", "invert", "CLEAN"]
+
+CLEAN = -1  # label of the clean end (alpha-bar = 1)
+Callback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """A DDIM path. S steps, B samples.
+
+    timesteps: (S+1,) int64, the timestep of each state (``-1`` = clean end);
+    xs: (S+1, B, *x_shape), ``xs[0]`` the start and ``xs[-1]`` the result;
+    x0_preds: (S, B, *x_shape), the x0 predicted at each step;
+    meta: how it was made (model, eta, seed, direction).
+    """
+
+    timesteps: torch.Tensor
+    xs: torch.Tensor
+    x0_preds: torch.Tensor
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def result(self) -> torch.Tensor:
+        """The final state, (B, *x_shape)."""
+        return self.xs[-1]
+
+    def save(self, path: str | Path) -> Path:
+        """Save as one safetensors file with the metadata inside (atomic)."""
+        return save_tensors_json(path, {"timesteps": self.timesteps, "xs": self.xs, "x0_preds": self.x0_preds},
+                                 {"kind": "Trajectory", **self.meta})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Trajectory":
+        tensors, meta = load_tensors_json(path)
+        if meta.pop("kind", None) != "Trajectory":
+            raise ValueError(f"{path} does not hold a Trajectory")
+        return cls(tensors["timesteps"], tensors["xs"], tensors["x0_preds"], meta)
+
+
+def ddim_timesteps(model: Model, steps: int) -> torch.Tensor:
+    """The S-step DDIM grid, descending, as diffusers' ``DDIMScheduler.set_timesteps`` makes it.
+
+    >>> import diffgeo
+    >>> ddim_timesteps(diffgeo.load("shapes"), 4).tolist()
+    [750, 500, 250, 0]
+    """
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if steps > model.num_train_timesteps:
+        raise ValueError(f"steps={steps} exceeds the {model.num_train_timesteps} training timesteps")
+    sched = model.scheduler
+    sched.set_timesteps(steps)
+    return sched.timesteps.clone().long().cpu()
+
+
+def _abar(model: Model, t: int) -> float:
+    return 1.0 if t == CLEAN else float(model.alphas_cumprod[t])
+
+
+def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, a_t: float, a_prev: float, *, eta: float = 0.0,
+              noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DDIM update, equations (1)-(2): returns (x_prev, x0_pred).
+
+    Works in both directions: with a_prev < a_t it is the inversion step (eta must be 0).
+    """
+    x0 = (x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+    sigma = 0.0
+    if eta > 0:
+        sigma = eta * ((1 - a_t / a_prev) * (1 - a_prev) / (1 - a_t)) ** 0.5
+    x_prev = a_prev**0.5 * x0 + max(1 - a_prev - sigma**2, 0.0) ** 0.5 * eps
+    if sigma > 0:
+        if noise is None:
+            raise ValueError("eta > 0 needs noise")
+        x_prev = x_prev + sigma * noise
+    return x_prev, x0
+
+
+def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+    if generator is not None:
+        return generator
+    g = torch.Generator()
+    if seed is None:
+        g.seed()
+    else:
+        g.manual_seed(seed)
+    return g
+
+
+def _run(model: Model, x: torch.Tensor, path: list[int], *, eta: float, g: torch.Generator | None,
+         cond: dict | None, callback: Callback | None, progress: bool, desc: str, meta: dict) -> Trajectory:
+    xs, x0s = [x], []
+    for i in tqdm(range(len(path) - 1), desc=desc, disable=not progress, leave=False):
+        t, t_next = path[i], path[i + 1]
+        t_eval = 0 if t == CLEAN else t  # the clean end has no timestep: use the first one
+        eps = model.eps_fn(x, model.timesteps_tensor(t_eval, x.shape[0]), cond)
+        z = torch.randn(x.shape, generator=g).to(device=x.device, dtype=x.dtype) if eta > 0 else None
+        x_next, x0 = ddim_step(x, eps, _abar(model, t), _abar(model, t_next), eta=eta, noise=z)
+        if callback is not None:
+            callback({"i": i, "t": t, "t_next": t_next, "x_t": x, "eps": eps, "x0_pred": x0, "x_next": x_next})
+        xs.append(x_next)
+        x0s.append(x0)
+        x = x_next
+    return Trajectory(torch.tensor(path, dtype=torch.long), torch.stack(xs), torch.stack(x0s), meta)
+
+
+def denoise(model: Model, x_t: torch.Tensor, t: int, *, steps: int = 50, eta: float = 0.0, seed: int | None = None,
+            generator: torch.Generator | None = None, cond: dict | None = None, callback: Callback | None = None,
+            progress: bool = True) -> Trajectory:
+    """Continue DDIM from (x_t, t) to the clean end on the ``steps``-step grid.
+
+    The path is ``[t]`` followed by the grid points below t, then ``-1``. Used to finish a
+    trajectory after an edit at one timestep.
+    x_t: (B, *x_shape); returns a Trajectory with ``xs[0] = x_t``.
+    """
+    x_t = model.check_x(x_t)
+    model.check_t(t)
+    if not isinstance(eta, (int, float)) or eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta!r}")
+    t = int(t)
+    grid = ddim_timesteps(model, steps).tolist()
+    path = [t] + [s for s in grid if s < t] + [CLEAN]
+    g = _generator(seed, generator) if eta > 0 else None
+    meta = {"model": model.name, "direction": "denoise", "eta": eta, "steps": steps, "seed": seed}
+    return _run(model, x_t, path, eta=eta, g=g, cond=model._check_cond(cond), callback=callback,
+                progress=progress, desc="DDIM", meta=meta)
+
+
+def sample(model: Model, n: int | None = None, *, noise: torch.Tensor | None = None, steps: int = 50,
+           eta: float = 0.0, seed: int | None = None, generator: torch.Generator | None = None,
+           cond: dict | None = None, callback: Callback | None = None, progress: bool = True) -> Trajectory:
+    """Draw samples with DDIM: from ``noise`` (a given x_T, (B, *x_shape)) or n draws from ``seed``.
+
+    Noise is drawn on the CPU from the seed, so a seed gives the same x_T on every device.
+    Returns the Trajectory from x_T (at the first grid timestep) to the clean end.
+    """
+    if (n is None) == (noise is None):
+        raise ValueError("give exactly one of n (number of samples) and noise (a given x_T)")
+    g = _generator(seed, generator)
+    if noise is None:
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        noise = torch.randn((n, *model.x_shape), generator=g).to(device=model.device, dtype=model.dtype)
+    t_start = int(ddim_timesteps(model, steps)[0])
+    traj = denoise(model, noise, t_start, steps=steps, eta=eta, generator=g, cond=cond, callback=callback,
+                   progress=progress)
+    return Trajectory(traj.timesteps, traj.xs, traj.x0_preds, {**traj.meta, "direction": "sample", "seed": seed})
+
+
+def invert(model: Model, x0: torch.Tensor, *, steps: int = 50, cond: dict | None = None,
+           callback: Callback | None = None, progress: bool = True) -> Trajectory:
+    """Deterministic DDIM inversion of clean x0 (B, *x_shape) to the first sampling timestep.
+
+    The path is ``-1, 0, grid..., t_start``: it ends exactly where :func:`sample` starts, so
+    ``sample(model, noise=invert(model, x0).result)`` reconstructs x0 (the reference code stops
+    one step short). eps at the clean end is evaluated at t = 0.
+    """
+    x0 = model.check_x(x0, "x0")
+    grid = ddim_timesteps(model, steps).tolist()[::-1]
+    path = [CLEAN] + grid
+    meta = {"model": model.name, "direction": "invert", "eta": 0.0, "steps": steps, "seed": None}
+    return _run(model, x0, path, eta=0.0, g=None, cond=model._check_cond(cond), callback=callback,
+                progress=progress, desc="DDIM inversion", meta=meta)

@@ -1,0 +1,244 @@
+"""Reproduce the embedded models: ``python -m diffgeo.train shapes``.
+
+Training is resumable: a checkpoint (weights, EMA, optimiser state and loss log in one
+safetensors file, written atomically) is saved every ``--ckpt-every`` steps under ``--run-dir``;
+running the same command again continues from it. Every random draw (scenes, noise, timesteps)
+is seeded from ``(seed, step)``, so a resumed run follows the same path as an uninterrupted one.
+``--export-only`` writes the package folder from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .io import load_tensors_json, save_tensors_json
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DIR = Path(__file__).parent / "embedded"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that defines one embedded model's training."""
+
+    unet: dict
+    scheduler: dict
+    steps: int
+    batch_size: int
+    lr: float
+    warmup: int
+    ema_decay: float
+    dataset: str
+    factors: dict
+
+
+def _shapes_recipe() -> Recipe:
+    from .data import shapes
+
+    return Recipe(
+        unet=dict(
+            sample_size=32,
+            in_channels=3,
+            out_channels=3,
+            layers_per_block=1,
+            block_out_channels=(32, 64, 128),
+            down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+            attention_head_dim=32,
+            norm_num_groups=16,
+        ),
+        scheduler=dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                       prediction_type="epsilon", clip_sample=False),
+        steps=6000,
+        batch_size=64,
+        lr=3e-4,
+        warmup=200,
+        ema_decay=0.999,
+        dataset="diffgeo.data.shapes (procedural, fresh scenes every step)",
+        factors={
+            "shape": list(shapes.SHAPES),
+            "colour": list(shapes.COLOURS),
+            **{k: list(v) for k, v in shapes.RANGES.items()},
+        },
+    )
+
+
+RECIPES = {"shapes": _shapes_recipe}
+
+
+def _batch(name: str, step: int, batch_size: int, seed: int) -> torch.Tensor:
+    if name == "shapes":
+        from .data.shapes import make_scenes
+
+        return make_scenes(batch_size, seed=seed * 1_000_003 + step).images
+    raise KeyError(name)
+
+
+def _opt_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for idx, state in opt.state_dict()["state"].items():
+        for key, val in state.items():
+            out[f"opt.{idx}.{key}"] = torch.as_tensor(val)
+    return out
+
+
+def _load_opt(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    sd = opt.state_dict()
+    state: dict[int, dict] = {}
+    for key, val in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = val
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, ckpt_every: int = 250,
+          threads: int | None = None, progress: bool = True) -> Path:
+    """Train (or resume) the recipe ``name``; returns the checkpoint path."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    recipe = RECIPES[name]()
+    total = steps or recipe.steps
+    if threads:
+        torch.set_num_threads(threads)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = run_dir / "checkpoint.safetensors"
+    unet = UNet2DModel(**recipe.unet)
+    ema = UNet2DModel(**recipe.unet)
+    ema.load_state_dict(unet.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=recipe.lr, weight_decay=0.0)
+    sched = DDPMScheduler(**recipe.scheduler)
+    abar = sched.alphas_cumprod.float()
+    start, history, wall = 0, [], 0.0
+    if ckpt.exists():
+        tensors, meta = load_tensors_json(ckpt)
+        unet.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        _load_opt(opt, tensors)
+        start, history, wall = meta["step"], meta["history"], meta["wall_seconds"]
+        log.info("resuming %s from step %d", name, start)
+    unet.train()
+    bar = tqdm(total=total, initial=start, desc=f"train {name}", disable=not progress)
+    window: list[float] = []
+    t_last = time.time()
+    for step in range(start, total):
+        g = torch.Generator().manual_seed(seed * 7_919 + step)
+        x0 = _batch(name, step, recipe.batch_size, seed)
+        t = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        a = abar[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        for group in opt.param_groups:
+            group["lr"] = recipe.lr * min(1.0, (step + 1) / recipe.warmup)
+        loss = F.mse_loss(unet(x_t, t).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        decay = min(recipe.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), unet.parameters()):
+                pe.lerp_(p, 1 - decay)
+        window.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{sum(window) / len(window):.4f}")
+        done = step + 1
+        if done % 50 == 0:
+            history.append([done, sum(window) / len(window)])
+            window = []
+        if done % ckpt_every == 0 or done == total:
+            now = time.time()
+            wall += now - t_last
+            t_last = now
+            tensors = {f"model.{k}": v for k, v in unet.state_dict().items()}
+            tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+            tensors.update(_opt_tensors(opt))
+            save_tensors_json(ckpt, tensors, {"name": name, "step": done, "history": history,
+                                              "wall_seconds": wall, "seed": seed, "total": total})
+    bar.close()
+    return ckpt
+
+
+def export(name: str, *, run_dir: Path, dest: Path | None = None, command: str = "") -> Path:
+    """Write the EMA weights of the latest checkpoint as a diffusers folder inside the package."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    recipe = RECIPES[name]()
+    tensors, meta = load_tensors_json(run_dir / "checkpoint.safetensors")
+    unet = UNet2DModel(**recipe.unet)
+    unet.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    dest = dest or EMBEDDED_DIR / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest.parent))
+    tmp.chmod(0o755)
+    try:
+        unet.save_pretrained(tmp / "unet", safe_serialization=True)
+        DDPMScheduler(**recipe.scheduler).save_pretrained(tmp / "scheduler")
+        last = meta["history"][-5:]
+        provenance = {
+            "name": name,
+            "dataset": recipe.dataset,
+            "factors": recipe.factors,
+            "training_command": command or f"python -m diffgeo.train {name}",
+            "steps": meta["step"],
+            "batch_size": recipe.batch_size,
+            "lr": recipe.lr,
+            "ema_decay": recipe.ema_decay,
+            "seed": meta["seed"],
+            "wall_seconds": round(meta["wall_seconds"], 1),
+            "final_loss": round(sum(v for _, v in last) / max(len(last), 1), 5),
+            "loss_history": meta["history"],
+            "parameters": sum(p.numel() for p in unet.parameters()),
+            "torch": torch.__version__,
+        }
+        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=1))
+        old = dest.with_name(f".{name}.old")
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m diffgeo.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", choices=sorted(RECIPES))
+    parser.add_argument("--run-dir", type=Path, default=None, help="checkpoints (default runs/NAME)")
+    parser.add_argument("--steps", type=int, default=None, help="total steps (default: the recipe's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ckpt-every", type=int, default=250)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--export-only", action="store_true", help="export the latest checkpoint and stop")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    run_dir = args.run_dir or Path("runs") / args.name
+    if not args.export_only:
+        train(args.name, run_dir=run_dir, steps=args.steps, seed=args.seed, ckpt_every=args.ckpt_every,
+              threads=args.threads)
+    dest = export(args.name, run_dir=run_dir, command="python -m diffgeo.train " + shlex.join(sys.argv[1:] if argv is None else argv))
+    log.info("exported %s to %s", args.name, dest)
+
+
+if __name__ == "__main__":
+    main()

@@ -47,6 +47,12 @@ def list_models() -> list[str]:
     return sorted(p.name for p in EMBEDDED_DIR.iterdir() if (p / "provenance.json").is_file())
 
 
+def _is_supported_unet(unet: nn.Module) -> bool:
+    import diffusers
+
+    return isinstance(unet, tuple(getattr(diffusers, n) for n in _UNET_CLASSES))
+
+
 def default_device() -> torch.device:
     """CUDA when present, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -69,7 +75,7 @@ class Model:
                  provenance: dict | None = None):
         from diffusers import DDIMScheduler
 
-        if type(unet).__name__ not in _UNET_CLASSES:
+        if not _is_supported_unet(unet):
             raise TypeError(f"unsupported U-Net class {type(unet).__name__}; diffgeo takes {', '.join(_UNET_CLASSES)}")
         self.unet = unet.eval().requires_grad_(False)
         # Sampling here is DDIM whatever the training scheduler was: same betas, DDIM steps.
@@ -100,7 +106,9 @@ class Model:
 
     @property
     def is_conditional(self) -> bool:
-        return type(self.unet).__name__ == "UNet2DConditionModel"
+        from diffusers import UNet2DConditionModel
+
+        return isinstance(self.unet, UNet2DConditionModel)
 
     @property
     def h_shape(self) -> tuple[int, ...]:

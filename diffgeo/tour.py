@@ -1,0 +1,99 @@
+"""The main job of ``make demo``: ``python -m diffgeo tour``.
+
+Loads a model (default: the embedded ``shapes``), draws a grid of samples, reports the
+h-space shape and plots h statistics over timesteps. Writes PNG figures and a JSON summary.
+
+>>> import tempfile
+>>> summary = run_tour(out=tempfile.mkdtemp(), n=4, steps=5, progress=False)
+>>> summary["h_shape"]
+[128, 8, 8]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from .hspace import h_statistics
+from .io import atomic_path
+from .models import load
+from .plotting import save_image_grid
+from .sampling import sample
+
+__all__ = ["run_tour"]
+
+log = logging.getLogger(__name__)
+
+
+def _plot_h_statistics(stats, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    t = stats.timesteps.numpy()
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    axes[0].plot(t, stats.norm.numpy(), marker=".")
+    axes[0].set(title="mean ||h||", xlabel="timestep t")
+    axes[1].plot(t, stats.cross_sample_cosine.numpy(), marker=".", color="C1")
+    axes[1].set(title="cosine of h between samples", xlabel="timestep t")
+    axes[2].plot(t[:-1], stats.step_cosine.numpy()[:-1], marker=".", color="C2")
+    axes[2].set(title="cosine of h between consecutive steps", xlabel="timestep t")
+    for ax in axes:
+        ax.invert_xaxis()  # sampling runs from noise (large t) to data (t = 0)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def run_tour(model_name: str = "shapes", *, out: str | Path = "figures", n: int = 64, steps: int = 50, seed: int = 0,
+             progress: bool = True) -> dict:
+    """Sample, measure h, write figures to ``out``; returns the summary that is also saved as JSON."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    model = load(model_name)
+    log.info("loaded %s; x %s -> h %s", model, model.x_shape, model.h_shape)
+    with torch.no_grad():
+        traj = sample(model, n, steps=steps, seed=seed, progress=progress)
+        stats = h_statistics(model, traj)
+    images = model.decode(traj.result)
+    summary: dict = {
+        "model": model.name,
+        "x_shape": list(model.x_shape),
+        "h_shape": list(model.h_shape),
+        "h_module": model.h_module,
+        "n": n,
+        "steps": steps,
+        "seed": seed,
+        "h_statistics": {
+            "timesteps": stats.timesteps.tolist(),
+            "mean_norm": stats.norm.tolist(),
+            "cross_sample_cosine": stats.cross_sample_cosine.tolist(),
+        },
+    }
+    marks = None
+    if model.name == "shapes":
+        from .probe import validity
+
+        val = validity(images)
+        summary["valid_rate"] = val.rate
+        marks = (~val.valid).tolist()
+    title = f"{model.name}: {n} DDIM samples, {steps} steps, seed {seed}"
+    if marks is not None:
+        title += f" (valid {summary['valid_rate']:.0%}; red = invalid)"
+    save_image_grid(images, out / "tour_samples.png", nrow=min(8, n), title=title, marks=marks)
+    _plot_h_statistics(stats, out / "tour_h_statistics.png",
+                       f"{model.name}: h = {model.h_module} output, shape {tuple(model.h_shape)} from x {model.x_shape}")
+    summary["seconds"] = round(time.time() - t0, 1)
+    with atomic_path(out / "tour_summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
+    log.info("tour written to %s in %.1f s", out, summary["seconds"])
+    return summary

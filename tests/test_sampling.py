@@ -1,0 +1,211 @@
+"""DDIM sampling and inversion against diffusers, a closed-form Gaussian model, and the embedded model."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, UNet2DModel
+
+import diffgeo
+from diffgeo.sampling import CLEAN, Trajectory, ddim_timesteps
+from conftest import tiny_unet_config
+
+#: Measured max |x0 - reconstruction| of inversion-then-sampling on the embedded model's own
+#: samples (50 steps each way, 16 samples); see the docstring of diffgeo.invert.
+RECONSTRUCTION_RMSE_BOUND = 0.05
+
+
+# -- step-for-step against diffusers ---------------------------------------------------------
+@pytest.mark.parametrize("eta, steps", [(0.0, 10), (0.0, 7), (0.6, 10)])
+def test_matches_diffusers_ddim_step_for_step(shapes_model, eta, steps):
+    m = shapes_model
+    g = torch.Generator().manual_seed(11)
+    x_T = torch.randn(2, *m.x_shape, generator=g)
+    with torch.no_grad():
+        ours = diffgeo.sample(m, noise=x_T, steps=steps, eta=eta, seed=5, progress=False)
+    sched = DDIMScheduler.from_config(m.scheduler.config)
+    sched.set_timesteps(steps)
+    assert ours.timesteps[:-1].tolist() == sched.timesteps.tolist()
+    g_ref = torch.Generator().manual_seed(5)  # our sampler draws its step noise from the seed in order
+    x = x_T
+    with torch.no_grad():
+        for i, t in enumerate(sched.timesteps):
+            eps = m.unet(x, t.expand(2)).sample
+            z = torch.randn(x.shape, generator=g_ref) if eta > 0 else None
+            out = sched.step(eps, t, x, eta=eta, variance_noise=z)
+            assert close(ours.x0_preds[i], out.pred_original_sample), f"x0 at step {i}"
+            x = out.prev_sample
+            assert close(ours.xs[i + 1], x), f"x at step {i}"
+
+
+def close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> bool:
+    """Equal to 1e-5 relative to the tensor's scale (float32 arithmetic in a different order)."""
+    return bool((a - b).abs().max() <= tol * max(1.0, float(b.abs().max())))
+
+
+# -- a model whose eps is known in closed form ----------------------------------------------
+class GaussianScoreUNet(UNet2DModel):
+    """eps(x_t, t) exact for data N(mu, Sigma): sqrt(1 - a) C_t^{-1} (x_t - sqrt(a) mu), C_t = a Sigma + (1 - a) I."""
+
+    def setup(self, mu, sigma, alphas_cumprod):
+        self.mu, self.sigma, self.abar = mu, sigma, alphas_cumprod
+
+    def forward(self, sample, timestep, *args, **kwargs):
+        b = sample.shape[0]
+        x = sample.reshape(b, -1).double()
+        d = x.shape[1]
+        out = torch.empty_like(x)
+        for tt in timestep.unique():
+            a = self.abar[tt]
+            sel = timestep == tt
+            cov = a * self.sigma + (1 - a) * torch.eye(d, dtype=torch.float64)
+            out[sel] = (1 - a) ** 0.5 * torch.linalg.solve(cov, (x[sel] - a**0.5 * self.mu).T).T
+        return SimpleNamespace(sample=out.reshape(sample.shape).to(sample.dtype))
+
+
+@pytest.fixture(scope="module")
+def gaussian_model():
+    unet = GaussianScoreUNet(sample_size=2, in_channels=1, out_channels=1, layers_per_block=1,
+                             block_out_channels=(8,), down_block_types=("DownBlock2D",),
+                             up_block_types=("UpBlock2D",), norm_num_groups=4)
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(4, generator=g, dtype=torch.float64) * 2
+    a = torch.randn(4, 4, generator=g, dtype=torch.float64)
+    sigma = a @ a.T / 4 + 0.1 * torch.eye(4, dtype=torch.float64)
+    unet.setup(mu, sigma, sched.alphas_cumprod.double())
+    return diffgeo.models.Model(unet, sched, name="gaussian"), mu, sigma
+
+
+def test_deterministic_ddim_carries_noise_to_the_data_gaussian(gaussian_model):
+    model, mu, sigma = gaussian_model
+    with torch.no_grad():
+        x0 = diffgeo.sample(model, 20000, steps=100, seed=0, progress=False).result.reshape(20000, 4).double()
+    mean_err = (x0.mean(0) - mu).abs().max()
+    cov_err = (torch.cov(x0.T) - sigma).abs().max() / sigma.abs().max()
+    assert mean_err < 0.03, mean_err
+    assert cov_err < 0.03, cov_err
+
+
+def test_gaussian_inversion_is_the_inverse_map(gaussian_model):
+    model, mu, sigma = gaussian_model
+    g = torch.Generator().manual_seed(2)
+    data = (mu + torch.randn(64, 4, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(sigma).T).float()
+    data = data.reshape(64, 1, 2, 2)
+    with torch.no_grad():
+        inv = diffgeo.invert(model, data, steps=200, progress=False)
+        latent = inv.result.reshape(64, 4)
+        rec = diffgeo.sample(model, noise=inv.result, steps=200, progress=False).result
+    assert inv.timesteps[0] == CLEAN and inv.timesteps[-1] == ddim_timesteps(model, 200)[0]
+    assert (rec - data).abs().max() < 0.02
+    # inverted data are (approximately) standard normal: whitening works
+    assert latent.std(0).sub(1).abs().max() < 0.3 and latent.mean(0).abs().max() < 0.3
+
+
+# -- the embedded model ---------------------------------------------------------------------
+def test_inversion_then_sampling_reconstructs_own_samples(shapes_model):
+    with torch.no_grad():
+        x0 = diffgeo.sample(shapes_model, 16, steps=50, seed=3, progress=False).result
+        inv = diffgeo.invert(shapes_model, x0, steps=50, progress=False)
+        rec = diffgeo.sample(shapes_model, noise=inv.result, steps=50, progress=False).result
+    rmse = (rec - x0).pow(2).mean().sqrt()
+    assert rmse < RECONSTRUCTION_RMSE_BOUND, rmse
+
+
+def test_denoise_from_a_midpoint_continues_the_same_path(shapes_model):
+    with torch.no_grad():
+        full = diffgeo.sample(shapes_model, 2, steps=10, seed=1, progress=False)
+        k = 4
+        rest = diffgeo.denoise(shapes_model, full.xs[k], int(full.timesteps[k]), steps=10, progress=False)
+    assert rest.timesteps.tolist() == full.timesteps[k:].tolist()
+    assert torch.allclose(rest.result, full.result, atol=1e-6)
+
+
+def test_denoise_from_off_grid_t(shapes_model):
+    x = torch.randn(1, *shapes_model.x_shape)
+    with torch.no_grad():
+        tr = diffgeo.denoise(shapes_model, x, 515, steps=10, progress=False)
+    assert tr.timesteps.tolist() == [515, 500, 400, 300, 200, 100, 0, -1]
+
+
+def test_same_seed_same_samples_and_generator_equivalence(shapes_model):
+    with torch.no_grad():
+        a = diffgeo.sample(shapes_model, 2, steps=5, eta=1.0, seed=9, progress=False).result
+        b = diffgeo.sample(shapes_model, 2, steps=5, eta=1.0, seed=9, progress=False).result
+        c = diffgeo.sample(shapes_model, 2, steps=5, eta=1.0, generator=torch.Generator().manual_seed(9),
+                           progress=False).result
+        d = diffgeo.sample(shapes_model, 2, steps=5, eta=1.0, seed=10, progress=False).result
+    assert torch.equal(a, b) and torch.equal(a, c)
+    assert not torch.allclose(a, d)
+
+
+def test_callback_sees_every_step(shapes_model):
+    seen = []
+    with torch.no_grad():
+        tr = diffgeo.sample(shapes_model, 1, steps=6, seed=0, progress=False, callback=seen.append)
+    assert [d["i"] for d in seen] == list(range(6))
+    assert [d["t"] for d in seen] == tr.timesteps[:-1].tolist()
+    for d, x0 in zip(seen, tr.x0_preds):
+        assert torch.equal(d["x0_pred"], x0)
+
+
+def test_sampling_is_differentiable_and_matches_finite_differences(tmp_path):
+    torch.manual_seed(0)
+    unet = UNet2DModel(**tiny_unet_config(sample_size=8)).double()
+    model = diffgeo.models.Model(unet, DDIMScheduler(num_train_timesteps=1000), name="tiny64")
+    g = torch.Generator().manual_seed(4)
+    x_T = torch.randn(1, 3, 8, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    direction = torch.randn(1, 3, 8, 8, generator=g, dtype=torch.float64)
+    f = lambda x: diffgeo.sample(model, noise=x, steps=4, progress=False).result.pow(2).sum()  # noqa: E731
+    (grad,) = torch.autograd.grad(f(x_T), x_T)
+    h = 1e-5
+    with torch.no_grad():
+        fd = (f(x_T + h * direction) - f(x_T - h * direction)) / (2 * h)
+    assert torch.allclose((grad * direction).sum(), fd, rtol=1e-6)
+
+
+def test_trajectory_save_load_roundtrip(tmp_path, shapes_model):
+    with torch.no_grad():
+        tr = diffgeo.sample(shapes_model, 2, steps=3, seed=0, progress=False)
+    path = tr.save(tmp_path / "traj.safetensors")
+    back = Trajectory.load(path)
+    assert torch.equal(back.xs, tr.xs) and torch.equal(back.x0_preds, tr.x0_preds)
+    assert torch.equal(back.timesteps, tr.timesteps) and back.meta == tr.meta
+    assert back.meta["model"] == "shapes" and back.meta["seed"] == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["traj.safetensors"]  # no temporary left behind
+
+
+# -- bad input ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n=0), "positive integer"),
+        (dict(n=2, steps=0), "steps must be a positive integer"),
+        (dict(n=2, steps=2000), "exceeds"),
+        (dict(), "exactly one"),
+        (dict(n=1, noise=torch.randn(1, 3, 32, 32)), "exactly one"),
+        (dict(noise=torch.full((1, 3, 32, 32), float("nan"))), "NaN"),
+        (dict(noise=torch.randn(1, 3, 16, 16)), r"expects \(B, 3, 32, 32\)"),
+        (dict(n=1, eta=-1.0), "eta"),
+    ],
+)
+def test_bad_sampling_input(shapes_model, kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        diffgeo.sample(shapes_model, progress=False, **kwargs)
+
+
+def test_bad_inversion_input(shapes_model):
+    with pytest.raises(ValueError, match="x0 contains NaN"):
+        diffgeo.invert(shapes_model, torch.full((1, 3, 32, 32), float("nan")), progress=False)
+    with pytest.raises(ValueError, match="outside the schedule"):
+        diffgeo.denoise(shapes_model, torch.randn(1, 3, 32, 32), 1000, progress=False)
+
+
+def test_loading_a_trajectory_from_another_file(tmp_path):
+    from diffgeo.io import save_tensors_json
+
+    path = save_tensors_json(tmp_path / "x.safetensors", {"a": torch.zeros(1)}, {"kind": "LocalBasis"})
+    with pytest.raises(ValueError, match="does not hold a Trajectory"):
+        Trajectory.load(path)

@@ -9,6 +9,12 @@ torch.Size([4, 3, 32, 32])
 
 from .models import Model, list_models, load
 from .sampling import Trajectory, ddim_timesteps, denoise, invert, sample
+from .pullback import HMap, LocalBasis, exact_basis, h_map, local_basis
+from .geometry import (Curvedness, curvedness, distance_matrix, grassmann_distance, principal_angles,
+                       projection_distance, radial_power_spectrum, spectral_centroid, transport, transport_agreement)
 
 __all__ = ["Model", "Trajectory", "ddim_timesteps", "denoise", "invert", "list_models", "load", "sample"]
+__all__ += ["HMap", "LocalBasis", "exact_basis", "h_map", "local_basis", "Curvedness", "curvedness",
+            "distance_matrix", "grassmann_distance", "principal_angles", "projection_distance",
+            "radial_power_spectrum", "spectral_centroid", "transport", "transport_agreement"]
 __version__ = "0.1.0"

@@ -10,6 +10,12 @@ Notation (paper symbols in brackets): ``a_t`` = alpha-bar at t, ``eps`` the pred
 Timesteps are the scheduler's integers (0 to T-1); the clean end of a trajectory, alpha-bar 1,
 is labelled ``-1``. Nothing here switches gradients off: callers choose the grad mode.
 
+Text models take ``prompt=`` (a string or one per sample; None is the empty prompt),
+``negative_prompt=`` (default ``""``) and ``guidance_scale=``: eps is the classifier-free-guided
+combination when ``guidance_scale != 1`` and the conditional branch otherwise (the prompts are
+encoded once per call). ``cond=`` takes a precomputed :class:`~diffgeo.text.Cond` instead.
+For latent models the trajectory holds latents: ``model.decode(traj.result)`` gives images.
+
 >>> import diffgeo
 >>> model = diffgeo.load("shapes")
 >>> traj = diffgeo.sample(model, 2, steps=10, seed=0, progress=False)
@@ -27,7 +33,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .io import load_tensors_json, save_tensors_json
-from .models import Model
+from .models import CondLike, Model, PromptLike
+from .text import Cond
 
 __all__ = ["Trajectory", "ddim_timesteps", "ddim_step", "sample", "denoise", "invert", "CLEAN"]
 
@@ -117,8 +124,28 @@ def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Gen
     return g
 
 
+def _sampling_cond(model: Model, prompt: PromptLike | None, negative_prompt: PromptLike | None,
+                   guidance_scale: float, cond: CondLike, batch: int) -> Cond | None:
+    """Conditioning for a whole trajectory: cfg when guidance_scale != 1, else the conditional branch."""
+    if not isinstance(guidance_scale, (int, float)) or guidance_scale != guidance_scale:
+        raise TypeError(f"guidance_scale must be a number, got {guidance_scale!r}")
+    guided = float(guidance_scale) != 1.0
+    if cond is not None:
+        return model._resolve_cond(None, None, "cfg" if guided else "cond",
+                                   float(guidance_scale) if guided else None, cond, batch)
+    if not model.is_conditional:
+        if prompt is not None or negative_prompt is not None:
+            return model.conditioning(prompt, negative_prompt=negative_prompt)  # raises: unconditional model
+        if guided:
+            raise ValueError(f"{model.name} is unconditional: guidance_scale={guidance_scale} needs a conditional and "
+                             "an unconditional branch; use guidance_scale=1 (or a text model)")
+        return None
+    return model.conditioning(prompt, negative_prompt=negative_prompt, branch="cfg" if guided else "cond",
+                              guidance_scale=float(guidance_scale) if guided else None, batch=batch)
+
+
 def _run(model: Model, x: torch.Tensor, path: list[int], *, eta: float, g: torch.Generator | None,
-         cond: dict | None, callback: Callback | None, progress: bool, desc: str, meta: dict) -> Trajectory:
+         cond: Cond | None, callback: Callback | None, progress: bool, desc: str, meta: dict) -> Trajectory:
     xs, x0s = [x], []
     for i in tqdm(range(len(path) - 1), desc=desc, disable=not progress, leave=False):
         t, t_next = path[i], path[i + 1]
@@ -135,13 +162,15 @@ def _run(model: Model, x: torch.Tensor, path: list[int], *, eta: float, g: torch
 
 
 def denoise(model: Model, x_t: torch.Tensor, t: int, *, steps: int = 50, eta: float = 0.0, seed: int | None = None,
-            generator: torch.Generator | None = None, cond: dict | None = None, callback: Callback | None = None,
-            progress: bool = True) -> Trajectory:
+            generator: torch.Generator | None = None, prompt: PromptLike | None = None,
+            negative_prompt: PromptLike | None = None, guidance_scale: float = 1.0, cond: CondLike = None,
+            callback: Callback | None = None, progress: bool = True) -> Trajectory:
     """Continue DDIM from (x_t, t) to the clean end on the ``steps``-step grid.
 
     The path is ``[t]`` followed by the grid points below t, then ``-1``. Used to finish a
     trajectory after an edit at one timestep.
-    x_t: (B, *x_shape); returns a Trajectory with ``xs[0] = x_t``.
+    x_t: (B, *x_shape); returns a Trajectory with ``xs[0] = x_t``. Prompt keywords: see the
+    module docstring.
     """
     x_t = model.check_x(x_t)
     model.check_t(t)
@@ -151,18 +180,22 @@ def denoise(model: Model, x_t: torch.Tensor, t: int, *, steps: int = 50, eta: fl
     grid = ddim_timesteps(model, steps).tolist()
     path = [t] + [s for s in grid if s < t] + [CLEAN]
     g = _generator(seed, generator) if eta > 0 else None
-    meta = {"model": model.name, "direction": "denoise", "eta": eta, "steps": steps, "seed": seed}
-    return _run(model, x_t, path, eta=eta, g=g, cond=model._check_cond(cond), callback=callback,
-                progress=progress, desc="DDIM", meta=meta)
+    c = _sampling_cond(model, prompt, negative_prompt, guidance_scale, cond, x_t.shape[0])
+    meta = {"model": model.name, "direction": "denoise", "eta": eta, "steps": steps, "seed": seed,
+            **(c.meta() if c is not None else {})}
+    return _run(model, x_t, path, eta=eta, g=g, cond=c, callback=callback, progress=progress, desc="DDIM", meta=meta)
 
 
 def sample(model: Model, n: int | None = None, *, noise: torch.Tensor | None = None, steps: int = 50,
            eta: float = 0.0, seed: int | None = None, generator: torch.Generator | None = None,
-           cond: dict | None = None, callback: Callback | None = None, progress: bool = True) -> Trajectory:
+           prompt: PromptLike | None = None, negative_prompt: PromptLike | None = None, guidance_scale: float = 1.0,
+           cond: CondLike = None, callback: Callback | None = None, progress: bool = True) -> Trajectory:
     """Draw samples with DDIM: from ``noise`` (a given x_T, (B, *x_shape)) or n draws from ``seed``.
 
     Noise is drawn on the CPU from the seed, so a seed gives the same x_T on every device.
-    Returns the Trajectory from x_T (at the first grid timestep) to the clean end.
+    Returns the Trajectory from x_T (at the first grid timestep) to the clean end. Text models:
+    ``prompt`` (str or one per sample), ``negative_prompt``, ``guidance_scale`` (cfg when != 1),
+    e.g. ``sample(model, noise=x_T, prompt=["a red circle"], guidance_scale=4.0, steps=50)``.
     """
     if (n is None) == (noise is None):
         raise ValueError("give exactly one of n (number of samples) and noise (a given x_T)")
@@ -172,22 +205,28 @@ def sample(model: Model, n: int | None = None, *, noise: torch.Tensor | None = N
             raise ValueError(f"n must be a positive integer, got {n!r}")
         noise = torch.randn((n, *model.x_shape), generator=g).to(device=model.device, dtype=model.dtype)
     t_start = int(ddim_timesteps(model, steps)[0])
-    traj = denoise(model, noise, t_start, steps=steps, eta=eta, generator=g, cond=cond, callback=callback,
+    traj = denoise(model, noise, t_start, steps=steps, eta=eta, generator=g, prompt=prompt,
+                   negative_prompt=negative_prompt, guidance_scale=guidance_scale, cond=cond, callback=callback,
                    progress=progress)
     return Trajectory(traj.timesteps, traj.xs, traj.x0_preds, {**traj.meta, "direction": "sample", "seed": seed})
 
 
-def invert(model: Model, x0: torch.Tensor, *, steps: int = 50, cond: dict | None = None,
+def invert(model: Model, x0: torch.Tensor, *, steps: int = 50, prompt: PromptLike | None = None,
+           negative_prompt: PromptLike | None = None, guidance_scale: float = 1.0, cond: CondLike = None,
            callback: Callback | None = None, progress: bool = True) -> Trajectory:
     """Deterministic DDIM inversion of clean x0 (B, *x_shape) to the first sampling timestep.
 
     The path is ``-1, 0, grid..., t_start``: it ends exactly where :func:`sample` starts, so
     ``sample(model, noise=invert(model, x0).result)`` reconstructs x0 (the reference code stops
-    one step short). eps at the clean end is evaluated at t = 0.
+    one step short). eps at the clean end is evaluated at t = 0. Text models: the prompt
+    keywords as in :func:`sample` (inversion is exact only in the limit of small steps, and less
+    so with guidance). Latent models invert latents: ``model.encode_image(images)`` first.
     """
     x0 = model.check_x(x0, "x0")
     grid = ddim_timesteps(model, steps).tolist()[::-1]
     path = [CLEAN] + grid
-    meta = {"model": model.name, "direction": "invert", "eta": 0.0, "steps": steps, "seed": None}
-    return _run(model, x0, path, eta=0.0, g=None, cond=model._check_cond(cond), callback=callback,
-                progress=progress, desc="DDIM inversion", meta=meta)
+    c = _sampling_cond(model, prompt, negative_prompt, guidance_scale, cond, x0.shape[0])
+    meta = {"model": model.name, "direction": "invert", "eta": 0.0, "steps": steps, "seed": None,
+            **(c.meta() if c is not None else {})}
+    return _run(model, x0, path, eta=0.0, g=None, cond=c, callback=callback, progress=progress,
+                desc="DDIM inversion", meta=meta)

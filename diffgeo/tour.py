@@ -1,12 +1,15 @@
 """The main job of ``make demo``: ``python -m diffgeo tour``.
 
 Loads a model (default: the embedded ``shapes``), draws a grid of samples, reports the
-h-space shape and plots h statistics over timesteps. Writes PNG figures and a JSON summary.
+h-space shape and plots h statistics over timesteps; then draws one prompt grid per embedded
+text model (one row per prompt). Writes PNG figures and a JSON summary.
 
 >>> import tempfile
 >>> summary = run_tour(out=tempfile.mkdtemp(), n=4, steps=5, progress=False)
 >>> summary["h_shape"]
 [128, 8, 8]
+>>> sorted(summary["prompt_grids"]) == _text_models()
+True
 """
 
 from __future__ import annotations
@@ -53,9 +56,33 @@ def _plot_h_statistics(stats, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _text_models() -> list[str]:
+    """Embedded models with a text encoder (their provenance names one)."""
+    from .models import EMBEDDED_DIR, list_models
+
+    return [name for name in list_models()
+            if "text_encoder" in json.loads((EMBEDDED_DIR / name / "provenance.json").read_text())]
+
+
+def _prompt_grids(out: Path, *, n: int, steps: int, seed: int, progress: bool) -> dict:
+    """One prompt grid per embedded text model, ``tour_prompts_<name>.png``: one row per prompt,
+    ``n // 2`` (2 to 8) samples each, guided at the alignment module's default scale."""
+    from .alignment import DEFAULT_GUIDANCE, default_prompts, save_prompt_grid
+
+    grids = {}
+    for name in _text_models():
+        path = save_prompt_grid(load(name), out / f"tour_prompts_{name}.png", columns=max(2, min(8, n // 2)),
+                                guidance_scale=DEFAULT_GUIDANCE, steps=steps, seed=seed, progress=progress)
+        grids[name] = {"file": path.name, "prompts": default_prompts(name), "guidance_scale": DEFAULT_GUIDANCE}
+    return grids
+
+
 def run_tour(model_name: str = "shapes", *, out: str | Path = "figures", n: int = 64, steps: int = 50, seed: int = 0,
-             progress: bool = True) -> dict:
-    """Sample, measure h, write figures to ``out``; returns the summary that is also saved as JSON."""
+             progress: bool = True, prompt_grids: bool = True) -> dict:
+    """Sample, measure h, write figures to ``out``; returns the summary that is also saved as JSON.
+
+    ``prompt_grids``: also draw one prompt grid per embedded text model (``tour_prompts_<name>.png``).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -92,6 +119,8 @@ def run_tour(model_name: str = "shapes", *, out: str | Path = "figures", n: int 
     save_image_grid(images, out / "tour_samples.png", nrow=min(8, n), title=title, marks=marks)
     _plot_h_statistics(stats, out / "tour_h_statistics.png",
                        f"{model.name}: h = {model.h_module} output, shape {tuple(model.h_shape)} from x {model.x_shape}")
+    if prompt_grids:
+        summary["prompt_grids"] = _prompt_grids(out, n=n, steps=steps, seed=seed, progress=progress)
     summary["seconds"] = round(time.time() - t0, 1)
     with atomic_path(out / "tour_summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1))

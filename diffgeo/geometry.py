@@ -225,6 +225,8 @@ def transport(a: LocalBasis, b: LocalBasis, direction: int | torch.Tensor, *, vi
     if tuple(a.v.shape[1:]) != tuple(b.v.shape[1:]):
         raise ValueError(f"bases live in different spaces: {tuple(a.v.shape[1:])} vs {tuple(b.v.shape[1:])}")
     c = _coefficients(a, direction)
+    if float(c.norm()) <= 1e-12 * (float(direction.norm()) if isinstance(direction, torch.Tensor) else 1.0):
+        raise ValueError("the direction is orthogonal to A's tangent space: it has no coordinates to transport")
     vb = b.v_flat.double()
     if via == "h":
         u_a = a.u_flat.double().T @ c

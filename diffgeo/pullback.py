@@ -479,6 +479,11 @@ def _block_krylov(f: HMap, k: int, *, block: int, tol: float, max_iter: int, see
             cross = yi.double() @ y.double().T                      # (b, d)
             d_old = gram.shape[0]
             gram = torch.cat([torch.cat([gram, cross[:, :d_old].T], 1), cross], 0)
+            d = gram.shape[0]
+            if d < k and d < n:  # fewer Ritz vectors than asked for yet (block < k): grow first
+                qi = _orthonormalise_against(zi[: min(block, n - d)], torch.cat(q_blocks), gen)
+                bar.update(1)
+                continue
             # Rayleigh-Ritz on span(Q): Q J^T J Q^T = Y Y^T = A diag(s^2) A^T; the Ritz vectors are
             # v = A^T Q (rows), J v = A^T Y, and J^T J v = A^T Z gives the residuals.
             evals, evecs = torch.linalg.eigh(gram)

@@ -354,3 +354,12 @@ def test_non_finite_products_name_t_and_what_to_try(shapes_model, monkeypatch):
     monkeypatch.setattr(shapes_model, "h_fn", lambda x, t, cond=None: real(x, t, cond) * torch.exp(x.sum() * 1e4))
     with pytest.raises(FloatingPointError, match=r"t=500.*(float32|timestep)"):
         local_basis(shapes_model, torch.ones(1, 3, 32, 32), 500, 2, progress=False)
+
+
+@pytest.mark.parametrize("block", [1, 3])
+def test_block_smaller_than_k(block):
+    a_mat, _, s_t, v_true = matrix_with_svd([9.0, 7.0, 6.0, 4.0, 3.0, 2.0, 1.0], m=30, n=20, seed=7)
+    basis = local_basis(lambda x: a_mat @ x, torch.zeros(20, dtype=torch.float64), None, 5, block=block, tol=1e-10,
+                        max_iter=60, seed=0, progress=False)
+    assert basis.k == 5 and torch.allclose(basis.s, s_t[:5], rtol=1e-10)
+    assert angles(basis.v, v_true[:, :5].T).max() < 1e-7

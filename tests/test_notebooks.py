@@ -20,7 +20,7 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
     monkeypatch.setenv("DIFFGEO_FAST", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel draws inline
     nb = jupytext.read(path)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()

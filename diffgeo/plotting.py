@@ -3,7 +3,7 @@
 >>> import torch
 >>> grid = image_grid(torch.zeros(6, 3, 4, 4), nrow=3)
 >>> grid.shape
-(9, 14, 3)
+(11, 16, 3)
 """
 
 from __future__ import annotations

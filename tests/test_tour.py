@@ -35,5 +35,5 @@ def test_tour_writes_figures_with_correct_h_statistics(tmp_path, shapes_model):
             cosines.append(((u @ u.T).sum() - 8) / 56)
     stats = summary["h_statistics"]
     assert stats["timesteps"] == traj.timesteps[:-1].tolist()
-    assert torch.allclose(torch.tensor(stats["mean_norm"]), torch.tensor(norms, dtype=torch.float64), rtol=1e-5)
-    assert torch.allclose(torch.tensor(stats["cross_sample_cosine"]), torch.stack(cosines), atol=1e-5)
+    assert torch.allclose(torch.tensor(stats["mean_norm"], dtype=torch.float64), torch.tensor(norms, dtype=torch.float64), rtol=1e-5)
+    assert torch.allclose(torch.tensor(stats["cross_sample_cosine"], dtype=torch.float64), torch.stack(cosines), atol=1e-5)

@@ -292,9 +292,7 @@ class Curvedness:
     @classmethod
     def load(cls, path: str | Path) -> "Curvedness":
         """Inverse of :meth:`save`."""
-        tensors, meta = load_tensors_json(path)
-        if meta.pop("kind", None) != "Curvedness":
-            raise ValueError(f"{path} does not hold a Curvedness")
+        tensors, meta = load_tensors_json(path, kind="Curvedness")
         nums = {key: float(meta.pop(key)) for key in ("rotation", "off_tangent", "excess_length", "chord_x", "chord_h")}
         return cls(steps=tensors["steps"], off_tangent_a=tensors["off_tangent_a"],
                    off_tangent_b=tensors["off_tangent_b"], h_segments=tensors["h_segments"], meta=meta, **nums)

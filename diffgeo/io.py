@@ -57,8 +57,12 @@ def save_tensors_json(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     return path
 
 
-def load_tensors_json(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Inverse of :func:`save_tensors_json`: (tensors, metadata)."""
+def load_tensors_json(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Inverse of :func:`save_tensors_json`: (tensors, metadata).
+
+    With ``kind``, the file must have been saved with ``meta["kind"] == kind`` (removed from the
+    returned metadata); another kind raises a ValueError naming both.
+    """
     from safetensors import safe_open
 
     path = Path(path)
@@ -68,4 +72,9 @@ def load_tensors_json(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
         raw = (f.metadata() or {}).get("diffgeo")
     if raw is None:
         raise ValueError(f"{path} is a safetensors file but was not written by diffgeo (no 'diffgeo' metadata)")
-    return load_file(str(path)), json.loads(raw)
+    meta = json.loads(raw)
+    if kind is not None:
+        found = meta.pop("kind", None)
+        if found != kind:
+            raise ValueError(f"{path} does not hold a {kind} (it holds a {found or 'file of unknown kind'})")
+    return load_file(str(path)), meta

@@ -392,9 +392,7 @@ class LocalBasis:
     @classmethod
     def load(cls, path: str | Path) -> "LocalBasis":
         """Inverse of :meth:`save`."""
-        tensors, meta = load_tensors_json(path)
-        if meta.pop("kind", None) != "LocalBasis":
-            raise ValueError(f"{path} does not hold a LocalBasis")
+        tensors, meta = load_tensors_json(path, kind="LocalBasis")
         it, n_products = int(meta.pop("iterations")), int(meta.pop("n_products"))
         return cls(tensors["v"], tensors["u"], tensors["s"], tensors["residuals"], tensors["x"], it, n_products, meta)
 

@@ -69,9 +69,7 @@ class Trajectory:
 
     @classmethod
     def load(cls, path: str | Path) -> "Trajectory":
-        tensors, meta = load_tensors_json(path)
-        if meta.pop("kind", None) != "Trajectory":
-            raise ValueError(f"{path} does not hold a Trajectory")
+        tensors, meta = load_tensors_json(path, kind="Trajectory")
         return cls(tensors["timesteps"], tensors["xs"], tensors["x0_preds"], meta)
 
 

@@ -24,7 +24,6 @@ sampled every 2 ms after ``malloc_trim``) or ``torch.cuda.max_memory_allocated``
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import threading
 import time

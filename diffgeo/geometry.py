@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .io import load_tensors_json, save_tensors_json
-from .pullback import HMap, LocalBasis, h_map, local_basis
+from .pullback import LocalBasis, h_map, local_basis
 
 __all__ = ["principal_angles", "grassmann_distance", "projection_distance", "distance_matrix",
            "radial_power_spectrum", "spectral_centroid", "transport", "transport_agreement",

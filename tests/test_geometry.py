@@ -12,7 +12,7 @@ from diffgeo.geometry import (Curvedness, curvedness, distance_matrix, grassmann
                               projection_distance, radial_power_spectrum, spectral_centroid, transport,
                               transport_agreement)
 from diffgeo.models import Model
-from diffgeo.pullback import LocalBasis, exact_basis, local_basis
+from diffgeo.pullback import exact_basis
 from conftest import tiny_unet_config
 
 

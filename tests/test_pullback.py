@@ -7,7 +7,6 @@ output of a full forward pass, and the exact SVD of the embedded model's full Ja
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ from diffusers.models.attention_processor import Attention, AttnProcessor
 import diffgeo
 from diffgeo.hooks import capture
 from diffgeo.models import Model
-from diffgeo.pullback import HMap, LocalBasis, exact_basis, forward_ad_ready, h_map, jvp, local_basis, vjp
+from diffgeo.pullback import LocalBasis, exact_basis, forward_ad_ready, h_map, jvp, local_basis, vjp
 from conftest import tiny_unet_config
 
 

@@ -59,7 +59,9 @@ log = logging.getLogger(__name__)
 #: (``python -m diffgeo.alignment digits``, seed 0, 500 samples, 20 steps, the shipped 3000-step
 #: model): agreement 0.976 / 0.998 / 1.000 / 0.916 / 0.494 / 0.046 at w = 1 / 1.5 / 2 / 3 / 4 / 7.
 #: Above 3 it collapses: sampling clips x0 (the scheduler's ``clip_sample``) but keeps the guided
-#: eps in the direction term. tests/test_alignment.py checks the choice on another seed.
+#: eps in the direction term. With ``use_clipped_model_output=True`` (eps recomputed from the
+#: clipped x0) it is 0.976 / 1.000 / 1.000 / 1.000 / 1.000 / 1.000. tests/test_alignment.py checks
+#: both on another seed.
 DEFAULT_GUIDANCE = 2.0
 #: DDIM steps for the alignment measurements.
 DEFAULT_STEPS = 20
@@ -95,11 +97,13 @@ def _check_model(model: Model | PromptSampler, image_shape: tuple[int, ...] | No
 
 
 def generate(model: Model | PromptSampler, prompts: Sequence[str], *, guidance_scale: float = DEFAULT_GUIDANCE,
-             steps: int = DEFAULT_STEPS, seed: int = 0, batch_size: int = 250, progress: bool = True) -> torch.Tensor:
+             steps: int = DEFAULT_STEPS, seed: int = 0, batch_size: int = 250, use_clipped_model_output: bool = False,
+             progress: bool = True) -> torch.Tensor:
     """One guided DDIM sample per prompt: images (N, *image_shape) in [-1, 1], on the CPU.
 
     x_T for all N samples is drawn at once from ``seed`` (so sample i has the same x_T whatever
     the batch size and the guidance scale); the negative prompt is ``""``.
+    ``use_clipped_model_output``: see :func:`diffgeo.sample` (a PromptSampler ignores it).
 
     >>> import diffgeo
     >>> generate(diffgeo.load("digits"), ["a handwritten 3", "seven"], steps=2, progress=False).shape
@@ -125,7 +129,7 @@ def generate(model: Model | PromptSampler, prompts: Sequence[str], *, guidance_s
         for start in tqdm(range(0, len(prompts), batch_size), desc=f"sampling {model.name}", disable=not progress):
             chunk = noise[start:start + batch_size].to(device=model.device, dtype=model.dtype)
             traj = sample(model, noise=chunk, prompt=prompts[start:start + batch_size], guidance_scale=guidance_scale,
-                          steps=steps, progress=False)
+                          steps=steps, use_clipped_model_output=use_clipped_model_output, progress=False)
             out.append(model.decode(traj.result).float().cpu())
     return torch.cat(out).clamp(-1, 1)
 
@@ -235,6 +239,7 @@ class DigitAgreement:
     per_digit: tuple[float, ...]
     confusion: tuple[tuple[int, ...], ...]
     classifier_accuracy: float
+    use_clipped_model_output: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -252,7 +257,8 @@ def _agreement_from_predictions(labels: torch.Tensor, predicted: torch.Tensor, c
 
 def digit_agreement(model: Model | PromptSampler, n: int = 500, *, guidance_scale: float = DEFAULT_GUIDANCE,
                     steps: int = DEFAULT_STEPS, seed: int = 0, batch_size: int = 250,
-                    classifier: DigitClassifier | None = None, progress: bool = True) -> DigitAgreement:
+                    use_clipped_model_output: bool = False, classifier: DigitClassifier | None = None,
+                    progress: bool = True) -> DigitAgreement:
     """Sample n digits prompted with :func:`digit_prompts` and read them with :func:`digit_classifier`.
 
     model: the ``digits`` model (images (N, 1, 16, 16)) or a :class:`PromptSampler`.
@@ -265,9 +271,10 @@ def digit_agreement(model: Model | PromptSampler, n: int = 500, *, guidance_scal
     clf = classifier or digit_classifier()
     labels, prompts = digit_prompts(n, seed=seed)
     images = generate(model, prompts, guidance_scale=guidance_scale, steps=steps, seed=seed, batch_size=batch_size,
-                      progress=progress)
+                      use_clipped_model_output=use_clipped_model_output, progress=progress)
     overall, per_digit, confusion = _agreement_from_predictions(labels, clf.predict(images), 10)
-    return DigitAgreement(float(guidance_scale), steps, n, seed, overall, per_digit, confusion, clf.accuracy)
+    return DigitAgreement(float(guidance_scale), steps, n, seed, overall, per_digit, confusion, clf.accuracy,
+                          bool(use_clipped_model_output))
 
 
 def digit_agreement_sweep(model: Model | PromptSampler, scales: Sequence[float] = GUIDANCE_SWEEP,
@@ -325,6 +332,7 @@ class TextAlignment:
     per_class: dict
     named: dict
     valid_rate: float
+    use_clipped_model_output: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -337,7 +345,7 @@ def _fraction(hits: torch.Tensor, among: torch.Tensor) -> float:
 
 def text_alignment(model: Model | PromptSampler, n: int = 256, *, guidance_scale: float = DEFAULT_GUIDANCE,
                    steps: int = DEFAULT_STEPS, seed: int = 0, phrasing: str = "canonical", batch_size: int = 128,
-                   progress: bool = True) -> TextAlignment:
+                   use_clipped_model_output: bool = False, progress: bool = True) -> TextAlignment:
     """Sample n scenes prompted with :func:`shapes_prompts` and read shape and colour with the probe.
 
     model: the ``shapes-text`` model (images (N, 3, 32, 32)) or a :class:`PromptSampler`.
@@ -358,7 +366,7 @@ def text_alignment(model: Model | PromptSampler, n: int = 256, *, guidance_scale
     _check_model(model, _SHAPES_SHAPE, "text_alignment")
     factors, prompts, named = shapes_prompts(n, seed=seed, phrasing=phrasing)
     images = generate(model, prompts, guidance_scale=guidance_scale, steps=steps, seed=seed, batch_size=batch_size,
-                      progress=progress)
+                      use_clipped_model_output=use_clipped_model_output, progress=progress)
     if tuple(images.shape[1:]) != _SHAPES_SHAPE:
         raise ValueError(f"text_alignment needs images (N, 3, 32, 32), got {tuple(images.shape)}")
     val = validity(images)
@@ -376,7 +384,8 @@ def text_alignment(model: Model | PromptSampler, n: int = 256, *, guidance_scale
     both = named["shape"] & named["colour"]
     counts["both"] = int(both.sum())
     agreement["both"] = _fraction(right["shape"] & right["colour"] & both, both)
-    return TextAlignment(float(guidance_scale), steps, n, seed, phrasing, agreement, per_class, counts, val.rate)
+    return TextAlignment(float(guidance_scale), steps, n, seed, phrasing, agreement, per_class, counts, val.rate,
+                         bool(use_clipped_model_output))
 
 
 def text_alignment_sweep(model: Model | PromptSampler, scales: Sequence[float] = GUIDANCE_SWEEP,
@@ -401,7 +410,7 @@ def default_prompts(name: str) -> list[str]:
 
 def prompt_grid(model: Model | PromptSampler, prompts: Sequence[str], *, columns: int = 8,
                 guidance_scale: float = DEFAULT_GUIDANCE, steps: int = DEFAULT_STEPS, seed: int = 0,
-                progress: bool = True) -> torch.Tensor:
+                use_clipped_model_output: bool = False, progress: bool = True) -> torch.Tensor:
     """Images (len(prompts) * columns, C, H, W): row r holds ``columns`` samples of ``prompts[r]``;
     column j starts from the same x_T in every row, so rows differ by the prompt alone.
 
@@ -423,7 +432,8 @@ def prompt_grid(model: Model | PromptSampler, prompts: Sequence[str], *, columns
     noise = noise.repeat(len(prompts), *([1] * len(model.x_shape))).to(device=model.device, dtype=model.dtype)
     with torch.no_grad():
         traj = sample(model, noise=noise, prompt=[p for p in prompts for _ in range(columns)],
-                      guidance_scale=guidance_scale, steps=steps, progress=progress)
+                      guidance_scale=guidance_scale, steps=steps, use_clipped_model_output=use_clipped_model_output,
+                      progress=progress)
         return model.decode(traj.result).float().cpu().clamp(-1, 1)
 
 
@@ -478,6 +488,10 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def _variant(result: DigitAgreement | TextAlignment) -> str:
+    return ", clipped eps" if result.use_clipped_model_output else ", raw eps"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m diffgeo.alignment",
                                      description="Prompt grid and measured text alignment of an embedded text model.")
@@ -500,7 +514,11 @@ def main(argv: list[str] | None = None) -> None:
                             guidance_scale=args.guidance, steps=args.steps, seed=args.seed, progress=progress)
     run: Callable[..., list] = digit_agreement_sweep if args.model == "digits" else text_alignment_sweep
     n = args.n or (500 if args.model == "digits" else 256)
-    results = run(model, args.scales, n=n, steps=args.steps, seed=args.seed, progress=progress)
+    # Both DDIM variants of a clipping scheduler: the direction term with the raw (guided) eps, as
+    # diffusers by default, and with eps recomputed from the clipped x0.
+    results = [r for clipped in (False, True)
+               for r in run(model, args.scales, n=n, steps=args.steps, seed=args.seed,
+                            use_clipped_model_output=clipped, progress=progress)]
     summary: dict = {"model": args.model, "model_steps": model.provenance.get("steps"), "n": n, "steps": args.steps,
                      "seed": args.seed, "default_guidance": DEFAULT_GUIDANCE,
                      "command": "python -m diffgeo.alignment " + " ".join(sys.argv[1:] if argv is None else argv)}
@@ -509,11 +527,12 @@ def main(argv: list[str] | None = None) -> None:
         summary["classifier"] = {"kind": "sklearn SVC(C=10, gamma=0.001)", "held_out_accuracy": clf.accuracy,
                                  "n_train": clf.n_train, "n_test": clf.n_test}
         for r in results:
-            log.info("guidance %4.1f: agreement %.3f; per digit %s", r.guidance_scale, r.overall,
+            log.info("guidance %4.1f%s: agreement %.3f; per digit %s", r.guidance_scale, _variant(r), r.overall,
                      " ".join(f"{v:.2f}" for v in r.per_digit))
     else:
         for r in results:
-            log.info("guidance %4.1f: agreement %s (valid %.3f)", r.guidance_scale, r.agreement, r.valid_rate)
+            log.info("guidance %4.1f%s: agreement %s (valid %.3f)", r.guidance_scale, _variant(r), r.agreement,
+                     r.valid_rate)
     summary["results"] = [r.to_dict() for r in results]
     path = args.out / f"{args.model}_alignment.json"
     with atomic_path(path) as tmp:

@@ -20,13 +20,16 @@ RECONSTRUCTION_RMSE_BOUND = 0.4
 
 
 # -- step-for-step against diffusers ---------------------------------------------------------
-@pytest.mark.parametrize("eta, steps", [(0.0, 10), (0.0, 7), (0.6, 10)])
-def test_matches_diffusers_ddim_step_for_step(shapes_model, eta, steps):
+@pytest.mark.parametrize("eta, steps, clipped_eps", [(0.0, 10, False), (0.0, 7, False), (0.6, 10, False),
+                                                     (0.0, 10, True), (0.6, 10, True)])
+def test_matches_diffusers_ddim_step_for_step(shapes_model, eta, steps, clipped_eps):
     m = shapes_model
+    assert m.scheduler.config.clip_sample  # so that use_clipped_model_output changes the path
     g = torch.Generator().manual_seed(11)
     x_T = torch.randn(2, *m.x_shape, generator=g)
     with torch.no_grad():
-        ours = diffgeo.sample(m, noise=x_T, steps=steps, eta=eta, seed=5, progress=False)
+        ours = diffgeo.sample(m, noise=x_T, steps=steps, eta=eta, seed=5, progress=False,
+                              use_clipped_model_output=clipped_eps)
     sched = DDIMScheduler.from_config(m.scheduler.config)
     sched.set_timesteps(steps)
     assert ours.timesteps[:-1].tolist() == sched.timesteps.tolist()
@@ -36,7 +39,7 @@ def test_matches_diffusers_ddim_step_for_step(shapes_model, eta, steps):
         for i, t in enumerate(sched.timesteps):
             eps = m.unet(x, t.expand(2)).sample
             z = torch.randn(x.shape, generator=g_ref) if eta > 0 else None
-            out = sched.step(eps, t, x, eta=eta, variance_noise=z)
+            out = sched.step(eps, t, x, eta=eta, variance_noise=z, use_clipped_model_output=clipped_eps)
             # States agree to 1e-5; x0 = (x_t - sqrt(1-a) eps) / sqrt(a) magnifies float32 rounding of the
             # state (different operation order than diffusers) by 1/sqrt(a) and the network: 1e-4 there.
             assert close(ours.x0_preds[i], out.pred_original_sample, tol=1e-4), f"x0 at step {i}"

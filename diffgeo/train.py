@@ -180,15 +180,12 @@ class _EmbeddingCache:
 
     def __call__(self, captions: list[str]) -> torch.Tensor:
         missing = sorted({c for c in captions if c not in self.table})
-        if missing:
-            emb = self.encoder(missing)
-            if len(self.table) + len(missing) > self.size:
-                self.table.clear()
-            self.table.update({c: e.half() for c, e in zip(missing, emb)})
-            fresh = dict(zip(missing, emb))
-        else:
-            fresh = {}
-        return torch.stack([fresh[c] if c in fresh else self.table[c].float() for c in captions])
+        fresh = dict(zip(missing, self.encoder(missing))) if missing else {}
+        out = torch.stack([fresh[c] if c in fresh else self.table[c].float() for c in captions])
+        if len(self.table) + len(fresh) > self.size:  # full: start over (after this batch is read)
+            self.table.clear()
+        self.table.update({c: e.half() for c, e in fresh.items()})
+        return out
 
 
 def _make_unet(recipe: Recipe):

@@ -107,3 +107,18 @@ def test_changed_packaged_encoder_is_refused(tiny_digits, tmp_path):
     (folder / "text_encoder.json").write_text(json.dumps(ref))
     with pytest.raises(ValueError, match="tokenizer/encoder mismatch: the MiniLM weights"):
         diffgeo.load(folder, device="cpu")
+
+
+def test_training_embedding_cache_returns_each_captions_own_embedding_when_it_overflows():
+    """The cache is cleared when full: a batch mixing cached and new captions still gets every
+    caption's own embedding (this raised KeyError once, 555 steps into a training run)."""
+    from diffgeo.train import _EmbeddingCache
+
+    def encoder(captions):  # a distinct, exactly-representable embedding per caption
+        return torch.stack([torch.full((2, 3), float(sum(map(ord, c)))) for c in captions])
+
+    cache = _EmbeddingCache(encoder, size=3)
+    batches = [["a", "b"], ["a", "c", "d"], ["b", "b", "e"], ["a", "e", "f", "g"], ["g", "a"]]
+    for captions in batches:
+        torch.testing.assert_close(cache(captions), encoder(captions))
+        assert len(cache.table) <= 3 + len(set(captions))

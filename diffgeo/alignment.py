@@ -51,17 +51,21 @@ from .models import Model
 __all__ = ["DigitClassifier", "DigitAgreement", "TextAlignment", "PromptSampler", "digit_classifier",
            "to_classifier_input", "digit_prompts", "digit_agreement", "digit_agreement_sweep", "shapes_prompts",
            "text_alignment", "text_alignment_sweep", "generate", "prompt_grid", "save_prompt_grid",
-           "default_prompts", "DEFAULT_GUIDANCE", "DEFAULT_STEPS", "GUIDANCE_SWEEP"]
+           "default_prompts", "GUIDANCE", "DEFAULT_GUIDANCE", "DEFAULT_STEPS", "GUIDANCE_SWEEP"]
 
 log = logging.getLogger(__name__)
 
-#: Guidance scale of the headline numbers and the prompt grids: the best of the digits sweep
-#: (``python -m diffgeo.alignment digits``, seed 0, 500 samples, 20 steps, the shipped 3000-step
-#: model): agreement 0.976 / 0.998 / 1.000 / 0.916 / 0.494 / 0.046 at w = 1 / 1.5 / 2 / 3 / 4 / 7.
+#: Guidance scale of each embedded text model's headline numbers and prompt grids (raw eps, as
+#: diffusers samples by default), chosen from its sweep (``python -m diffgeo.alignment NAME``, seed 0,
+#: 20 steps; figures/NAME_alignment.json).
+#: digits (500 samples, the shipped 3000-step model): agreement 0.976 / 0.998 / 1.000 / 0.916 / 0.494 / 0.046 at w = 1 / 1.5 / 2 / 3 / 4 / 7.
 #: Above 3 it collapses: sampling clips x0 (the scheduler's ``clip_sample``) but keeps the guided
 #: eps in the direction term. With ``use_clipped_model_output=True`` (eps recomputed from the
 #: clipped x0) it is 0.976 / 1.000 / 1.000 / 1.000 / 1.000 / 1.000. tests/test_alignment.py checks
 #: both on another seed.
+#: shapes-text: SHAPES_TEXT_SWEEP_NOTE
+GUIDANCE = {"digits": 2.0, "shapes-text": 4.0}
+#: Guidance scale of generate and prompt_grid when none is given.
 DEFAULT_GUIDANCE = 2.0
 #: DDIM steps for the alignment measurements.
 DEFAULT_STEPS = 20
@@ -255,7 +259,7 @@ def _agreement_from_predictions(labels: torch.Tensor, predicted: torch.Tensor, c
     return overall, per_class, tuple(tuple(int(v) for v in row) for row in confusion)
 
 
-def digit_agreement(model: Model | PromptSampler, n: int = 500, *, guidance_scale: float = DEFAULT_GUIDANCE,
+def digit_agreement(model: Model | PromptSampler, n: int = 500, *, guidance_scale: float = GUIDANCE["digits"],
                     steps: int = DEFAULT_STEPS, seed: int = 0, batch_size: int = 250,
                     use_clipped_model_output: bool = False, classifier: DigitClassifier | None = None,
                     progress: bool = True) -> DigitAgreement:
@@ -343,7 +347,7 @@ def _fraction(hits: torch.Tensor, among: torch.Tensor) -> float:
     return int(hits.sum()) / int(among.sum()) if bool(among.any()) else math.nan
 
 
-def text_alignment(model: Model | PromptSampler, n: int = 256, *, guidance_scale: float = DEFAULT_GUIDANCE,
+def text_alignment(model: Model | PromptSampler, n: int = 256, *, guidance_scale: float = GUIDANCE["shapes-text"],
                    steps: int = DEFAULT_STEPS, seed: int = 0, phrasing: str = "canonical", batch_size: int = 128,
                    use_clipped_model_output: bool = False, progress: bool = True) -> TextAlignment:
     """Sample n scenes prompted with :func:`shapes_prompts` and read shape and colour with the probe.
@@ -438,10 +442,11 @@ def prompt_grid(model: Model | PromptSampler, prompts: Sequence[str], *, columns
 
 
 def save_prompt_grid(model: Model, path: str | Path, *, prompts: Sequence[str] | None = None, columns: int = 8,
-                     guidance_scale: float = DEFAULT_GUIDANCE, steps: int = DEFAULT_STEPS, seed: int = 0,
+                     guidance_scale: float | None = None, steps: int = DEFAULT_STEPS, seed: int = 0,
                      marks: Sequence[bool] | None = None, progress: bool = True) -> Path:
     """Draw :func:`prompt_grid` (prompts default: :func:`default_prompts` of ``model.name``) and save
-    it as a PNG with each row labelled by its prompt. ``marks``: per-image flags drawn as red frames."""
+    it as a PNG with each row labelled by its prompt. ``marks``: per-image flags drawn as red frames.
+    ``guidance_scale`` default: the model's entry in :data:`GUIDANCE`, else :data:`DEFAULT_GUIDANCE`."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -450,6 +455,8 @@ def save_prompt_grid(model: Model, path: str | Path, *, prompts: Sequence[str] |
     from .plotting import image_grid
 
     prompts = list(prompts) if prompts is not None else default_prompts(model.name)
+    if guidance_scale is None:
+        guidance_scale = GUIDANCE.get(model.name, DEFAULT_GUIDANCE)
     images = prompt_grid(model, prompts, columns=columns, guidance_scale=guidance_scale, steps=steps, seed=seed,
                          progress=progress)
     if marks is None and model.name == "digits" and prompts == default_prompts("digits"):
@@ -501,7 +508,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--columns", type=int, default=8, help="samples per prompt in the grid")
-    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="guidance scale of the grid")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="guidance scale of the grid (default: the model's entry in GUIDANCE)")
     parser.add_argument("--out", type=Path, default=Path("figures"))
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -520,7 +528,7 @@ def main(argv: list[str] | None = None) -> None:
                for r in run(model, args.scales, n=n, steps=args.steps, seed=args.seed,
                             use_clipped_model_output=clipped, progress=progress)]
     summary: dict = {"model": args.model, "model_steps": model.provenance.get("steps"), "n": n, "steps": args.steps,
-                     "seed": args.seed, "default_guidance": DEFAULT_GUIDANCE,
+                     "seed": args.seed, "default_guidance": GUIDANCE[args.model],
                      "command": "python -m diffgeo.alignment " + " ".join(sys.argv[1:] if argv is None else argv)}
     if args.model == "digits":
         clf = digit_classifier()

@@ -72,9 +72,10 @@ class Model:
     Attributes: ``unet`` and ``scheduler`` (the diffusers objects), ``name``, ``device``,
     ``dtype``, ``x_shape`` (C, H, W) of x_t, ``h_shape`` of h, ``alphas_cumprod`` (T,) float64
     on the CPU, ``num_train_timesteps`` T, ``h_module`` (the module whose output is h),
-    ``provenance`` (dict, embedded models only), ``prediction_type``; for latent models ``vae``
-    (else None), for text models ``text`` (a :class:`~diffgeo.text.PromptEncoder`, or None when
-    the folder has no text encoder: then only explicit :class:`~diffgeo.text.Cond` works).
+    ``provenance`` (dict from the folder's provenance.json, else empty), ``prediction_type``; for
+    latent models ``vae`` (else None), for text models ``text`` (a
+    :class:`~diffgeo.text.PromptEncoder`, or None when the folder has no text encoder: then only
+    explicit :class:`~diffgeo.text.Cond` works).
 
     Input checks (shape, dtype, finiteness, t on the schedule, prompts) happen in :meth:`eps`
     and :meth:`h`. :meth:`eps_fn` and :meth:`h_fn` are the same maps without checks, for use
@@ -447,8 +448,9 @@ def _resolve(name_or_path: str | Path) -> tuple[str, str, dict | None, bool]:
     if "/" not in name and "\\" not in name and (embedded / "provenance.json").is_file():
         return str(embedded), name, json.loads((embedded / "provenance.json").read_text()), True
     path = Path(name).expanduser()
-    if path.is_dir():
-        return str(path), path.name, None, True
+    if path.is_dir():  # a copy of an embedded model or a `diffgeo.train` export keeps its provenance
+        prov = path / "provenance.json"
+        return str(path), path.name, json.loads(prov.read_text()) if prov.is_file() else None, True
     if path.exists():
         raise ValueError(f"{name} is a file; pass the folder that holds unet/ and scheduler/ (diffusers' "
                          "save_pretrained layout)")

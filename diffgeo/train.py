@@ -111,7 +111,7 @@ def _shapes_text_recipe() -> Recipe:
     return Recipe(
         unet=_text_unet(32, 3, (32, 64, 128), cross_levels=1),  # h: 128x8x8, as for shapes
         scheduler=base.scheduler,
-        steps=2000,  # measured 2.2 s CPU per step on one core (10-step run): about 75 min on one free core
+        steps=3000,  # measured 1.8-1.9 s per step on one core next to other work: about 95 min
         batch_size=64,
         lr=3e-4,
         warmup=200,

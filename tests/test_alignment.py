@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import diffgeo
 from diffgeo import alignment
-from diffgeo.alignment import (DEFAULT_GUIDANCE, DEFAULT_STEPS, digit_agreement, digit_classifier, prompt_grid,
+from diffgeo.alignment import (GUIDANCE, DEFAULT_STEPS, digit_agreement, digit_classifier, prompt_grid,
                                text_alignment, to_classifier_input)
 from diffgeo.data.captions import parse_caption
 from diffgeo.data.digits import load_digits_images
@@ -85,7 +85,7 @@ def test_trained_digits_model_draws_the_prompted_digit():
 
     model = diffgeo.load("digits", device="cpu")
     assert model.provenance["steps"] == RECIPES["digits"]().steps, "not the final digits model"
-    r = digit_agreement(model, n=500, guidance_scale=DEFAULT_GUIDANCE, steps=DEFAULT_STEPS, seed=ACCEPTANCE_SEED,
+    r = digit_agreement(model, n=500, guidance_scale=GUIDANCE["digits"], steps=DEFAULT_STEPS, seed=ACCEPTANCE_SEED,
                         progress=False)
     conf = torch.tensor(r.confusion)
     assert conf.sum() == 500 and (conf.sum(1) == 50).all()  # balanced prompts

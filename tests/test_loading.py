@@ -59,7 +59,9 @@ def test_embedded_loads_through_the_folder_path(tmp_path, shapes_model):
     x = torch.randn(2, *shapes_model.x_shape)
     with torch.no_grad():
         assert torch.equal(other.eps(x, 300), shapes_model.eps(x, 300))
-    assert other.provenance == {}  # only embedded names carry provenance
+    assert other.provenance == prov  # a copied folder keeps its provenance.json
+    (copy / "provenance.json").unlink()
+    assert diffgeo.load(copy).provenance == {}  # a plain diffusers folder has none
 
 
 def test_shapes_model_attributes(shapes_model):

@@ -146,6 +146,34 @@ def test_digit_agreement_refuses_other_models(shapes_model):
         digit_agreement(object(), n=2)
 
 
+# -- shapes-text: the trained model ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shapes_text():
+    from diffgeo.train import RECIPES
+
+    model = diffgeo.load("shapes-text", device="cpu")
+    assert model.provenance["steps"] == RECIPES["shapes-text"]().steps, "not the final shapes-text model"
+    return model
+
+
+def test_trained_shapes_text_model_draws_the_named_shape_and_colour(shapes_text):
+    """Issue 4: with guidance, the attribute probe agrees with the shape and the colour the
+    prompt names in at least 80% of 256 samples, per factor."""
+    r = text_alignment(shapes_text, n=256, steps=DEFAULT_STEPS, seed=ACCEPTANCE_SEED, progress=False)
+    assert r.guidance_scale == GUIDANCE["shapes-text"]
+    assert r.named == {"shape": 256, "colour": 256, "both": 256}
+    assert r.agreement["shape"] >= 0.80 and r.agreement["colour"] >= 0.80, r.agreement
+
+
+def test_shapes_text_understands_paraphrases_and_partial_captions(shapes_text):
+    """Training phrasings ("a small crimson disk on the left", "a square"): each named factor is
+    drawn as named; a prompt-blind model would score about 1/3 (shape) and 1/6 (colour)."""
+    r = text_alignment(shapes_text, n=128, steps=DEFAULT_STEPS, seed=ACCEPTANCE_SEED, phrasing="captions",
+                       progress=False)
+    assert 0 < r.named["shape"] < 128 and 0 < r.named["colour"] < 128
+    assert r.agreement["shape"] >= 0.80 and r.agreement["colour"] >= 0.80, r.agreement
+
+
 # -- shapes-text: the logic, on stand-ins ----------------------------------------------------------------
 class Renderer:
     """Renders each prompt's named shape and colour (random where unnamed, colour shifted by
@@ -218,10 +246,26 @@ def test_prompt_grid_rows_share_noise_and_cli_writes_figures(tmp_path):
     assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 0.05
 
 
+def test_shapes_text_cli_writes_the_sweep_and_the_paraphrase_run(tmp_path, shapes_text):
+    alignment.main(["shapes-text", "--n", "6", "--scales", "2", "--steps", "2", "--columns", "1", "--out",
+                    str(tmp_path), "--no-progress"])
+    summary = json.loads((tmp_path / "shapes-text_alignment.json").read_text())
+    runs = [(r["guidance_scale"], r["use_clipped_model_output"], r["phrasing"]) for r in summary["results"]]
+    w = GUIDANCE["shapes-text"]
+    assert runs == [(2.0, False, "canonical"), (2.0, True, "canonical"), (w, False, "captions")]
+    again = text_alignment(shapes_text, n=6, guidance_scale=w, steps=2, seed=0, phrasing="captions", progress=False)
+    assert summary["results"][2]["named"] == again.named
+    assert summary["results"][2]["agreement"] == pytest.approx(again.agreement, nan_ok=True)
+    img = mpimg.imread(tmp_path / "shapes-text_prompts.png")
+    assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 0.05
+
+
 def test_tour_draws_a_prompt_grid_per_text_model(tmp_path):
     from diffgeo.tour import run_tour
 
     summary = run_tour(out=tmp_path, n=4, steps=2, progress=False)
-    assert "digits" in summary["prompt_grids"]
-    img = mpimg.imread(tmp_path / "tour_prompts_digits.png")
-    assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 0.05
+    assert sorted(summary["prompt_grids"]) == ["digits", "shapes-text"]
+    for name in ("digits", "shapes-text"):
+        assert summary["prompt_grids"][name]["guidance_scale"] == GUIDANCE[name]
+        img = mpimg.imread(tmp_path / f"tour_prompts_{name}.png")
+        assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 0.05

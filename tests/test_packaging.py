@@ -43,3 +43,22 @@ def test_torchvision_is_not_installed():
     import importlib.util
 
     assert importlib.util.find_spec("torchvision") is None, "torchvision breaks `import diffusers` here"
+
+
+def test_embedded_models_are_small_safetensors_with_provenance():
+    """Issue 4: weights inside the package as safetensors under 20 MB each, a provenance JSON that
+    names the reproducing command, and a text-encoder reference for the text models."""
+    import json
+
+    import diffgeo
+
+    names = diffgeo.list_models()
+    assert {"shapes", "shapes-text", "digits"} <= set(names)
+    for name in names:
+        folder = ROOT / "diffgeo" / "embedded" / name
+        weights = list(folder.rglob("*.safetensors"))
+        assert weights and all(w.stat().st_size < 20 * 2**20 for w in weights), name
+        assert not [p for p in folder.rglob("*") if p.suffix in (".bin", ".pt", ".ckpt", ".pkl")], name
+        prov = json.loads((folder / "provenance.json").read_text())
+        assert prov["training_command"].startswith(f"python -m diffgeo.train {name} --steps {prov['steps']}")
+        assert (folder / "text_encoder.json").is_file() == (name != "shapes"), name

@@ -122,3 +122,22 @@ def test_training_embedding_cache_returns_each_captions_own_embedding_when_it_ov
     for captions in batches:
         torch.testing.assert_close(cache(captions), encoder(captions))
         assert len(cache.table) <= 3 + len(set(captions))
+
+
+def test_shapes_text_paraphrase_keeps_the_local_basis_another_prompt_turns_it():
+    """On the trained model, at a mid timestep of a trajectory prompted "a red circle": the local
+    basis under the paraphrase "a crimson disk" is closer to it than under "a blue square"."""
+    from diffgeo.alignment import GUIDANCE
+
+    model = diffgeo.load("shapes-text", device="cpu")
+    noise = torch.randn(1, *model.x_shape, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        traj = diffgeo.sample(model, noise=noise, prompt="a red circle", guidance_scale=GUIDANCE["shapes-text"],
+                              steps=10, progress=False)
+    i = 5
+    x_t, t = traj.xs[i], int(traj.timesteps[i])
+    bases = {p: diffgeo.local_basis(model, x_t, t, 3, prompt=p, branch="cond", seed=0, progress=False)
+             for p in ("a red circle", "a crimson disk", "a blue square")}
+    near = diffgeo.grassmann_distance(bases["a red circle"], bases["a crimson disk"])
+    far = diffgeo.grassmann_distance(bases["a red circle"], bases["a blue square"])
+    assert near < 0.5 * far, (near, far)

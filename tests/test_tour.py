@@ -15,7 +15,8 @@ from diffgeo.hooks import capture
 def test_tour_writes_figures_with_correct_h_statistics(tmp_path, shapes_model):
     main(["tour", "--fast", "--out", str(tmp_path), "--seed", "4"])
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["tour_h_statistics.png", "tour_prompts_digits.png", "tour_samples.png", "tour_summary.json"]
+    assert names == ["tour_h_statistics.png", "tour_prompts_digits.png", "tour_prompts_shapes-text.png",
+                     "tour_samples.png", "tour_summary.json"]
     summary = json.loads((tmp_path / "tour_summary.json").read_text())
     assert summary["h_shape"] == [128, 8, 8] and summary["x_shape"] == [3, 32, 32]
     assert 0.0 <= summary["valid_rate"] <= 1.0

@@ -66,14 +66,17 @@ def _text_models() -> list[str]:
 
 def _prompt_grids(out: Path, *, n: int, steps: int, seed: int, progress: bool) -> dict:
     """One prompt grid per embedded text model, ``tour_prompts_<name>.png``: one row per prompt,
-    ``n // 2`` (2 to 8) samples each, guided at the model's scale in ``diffgeo.alignment.GUIDANCE``."""
-    from .alignment import GUIDANCE, default_prompts, save_prompt_grid
+    ``n // 2`` (2 to 8) samples each, guided at the model's scale in ``diffgeo.alignment.GUIDANCE``,
+    with at most the alignment measurements' number of DDIM steps (20; the grids show what was measured)."""
+    from .alignment import DEFAULT_STEPS, GUIDANCE, default_prompts, save_prompt_grid
 
     grids = {}
+    steps = min(steps, DEFAULT_STEPS)
     for name in _text_models():
         path = save_prompt_grid(load(name), out / f"tour_prompts_{name}.png", columns=max(2, min(8, n // 2)),
                                 guidance_scale=GUIDANCE[name], steps=steps, seed=seed, progress=progress)
-        grids[name] = {"file": path.name, "prompts": default_prompts(name), "guidance_scale": GUIDANCE[name]}
+        grids[name] = {"file": path.name, "prompts": default_prompts(name), "guidance_scale": GUIDANCE[name],
+                       "steps": steps}
     return grids
 
 

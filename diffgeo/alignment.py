@@ -58,7 +58,8 @@ log = logging.getLogger(__name__)
 #: Guidance scale of each embedded text model's headline numbers and prompt grids (raw eps, as
 #: diffusers samples by default), chosen from its sweep (``python -m diffgeo.alignment NAME``, seed 0,
 #: 20 steps; figures/NAME_alignment.json).
-#: digits (500 samples, the shipped 3000-step model): agreement 0.976 / 0.998 / 1.000 / 0.916 / 0.494 / 0.046 at w = 1 / 1.5 / 2 / 3 / 4 / 7.
+#: digits (500 samples, the shipped 3000-step model): agreement 0.976 / 0.998 / 1.000 / 0.916 /
+#: 0.494 / 0.046 at w = 1 / 1.5 / 2 / 3 / 4 / 7.
 #: Above 3 it collapses: sampling clips x0 (the scheduler's ``clip_sample``) but keeps the guided
 #: eps in the direction term. With ``use_clipped_model_output=True`` (eps recomputed from the
 #: clipped x0) it is 0.976 / 1.000 / 1.000 / 1.000 / 1.000 / 1.000. tests/test_alignment.py checks
@@ -455,7 +456,7 @@ def save_prompt_grid(model: Model, path: str | Path, *, prompts: Sequence[str] |
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .plotting import image_grid
+    from .plotting import labelled_grid
 
     prompts = list(prompts) if prompts is not None else default_prompts(model.name)
     if guidance_scale is None:
@@ -465,21 +466,10 @@ def save_prompt_grid(model: Model, path: str | Path, *, prompts: Sequence[str] |
     if marks is None and model.name == "digits" and prompts == default_prompts("digits"):
         labels = torch.arange(10).repeat_interleave(columns)
         marks = (digit_classifier().predict(images) != labels).tolist()
-    grid = image_grid(images, nrow=columns, marks=marks)
-    h, pad = images.shape[-2], 1
-    scale = max(2, 96 // h)
-    width = grid.shape[1] * scale / 100 + 0.5 + 0.09 * max(len(p) for p in prompts)  # room for the labels
-    fig, ax = plt.subplots(figsize=(width, grid.shape[0] * scale / 100 + 0.5), dpi=100)
-    ax.imshow(grid, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([pad + r * (h + pad) + h / 2 for r in range(len(prompts))], prompts, fontsize=8)
-    for side in ax.spines.values():
-        side.set_visible(False)
     title = f"{model.name}: guidance {guidance_scale:g}, {steps} DDIM steps, seed {seed}"
     if marks is not None:
         title += "\n(red = the digit classifier reads another digit)"
-    ax.set_title(title, fontsize=8)
-    fig.tight_layout()
+    fig = labelled_grid(images, prompts, nrow=columns, title=title, marks=marks)
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

@@ -16,7 +16,7 @@ import torch
 
 from .io import atomic_path
 
-__all__ = ["image_grid", "save_image_grid"]
+__all__ = ["image_grid", "save_image_grid", "labelled_grid"]
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1, marks: Sequence[bool] | None = None) -> np.ndarray:
@@ -38,6 +38,37 @@ def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1, marks: Sequenc
             grid[y0 - pad:y0 + h + pad, x0 - pad:x0 + w + pad][[0, -1], :] = (1, 0, 0)
             grid[y0 - pad:y0 + h + pad, x0 - pad:x0 + w + pad][:, [0, -1]] = (1, 0, 0)
     return grid
+
+
+def labelled_grid(images: torch.Tensor, row_labels: Sequence[str], *, nrow: int, title: str | None = None,
+                  marks: Sequence[bool] | None = None):
+    """A matplotlib Figure of images (N, C, H, W) in [-1, 1], ``nrow`` per row, each row labelled
+    on the left by its entry of ``row_labels`` (one per row); ``marks`` as in :func:`image_grid`.
+
+    >>> fig = labelled_grid(torch.zeros(4, 1, 8, 8), ["a", "b"], nrow=2, title="two rows")
+    >>> [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    ['a', 'b']
+    """
+    import matplotlib.pyplot as plt
+
+    labels = list(row_labels)
+    rows = (images.shape[0] + nrow - 1) // nrow
+    if len(labels) != rows:
+        raise ValueError(f"{len(labels)} row labels for {rows} rows of {nrow} images")
+    grid = image_grid(images, nrow=nrow, marks=marks)
+    h, pad = images.shape[-2], 1
+    scale = max(2, 96 // h)
+    width = grid.shape[1] * scale / 100 + 0.5 + 0.09 * max(len(s) for s in labels)  # room for the labels
+    fig, ax = plt.subplots(figsize=(width, grid.shape[0] * scale / 100 + 0.5), dpi=100)
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([pad + r * (h + pad) + h / 2 for r in range(rows)], labels, fontsize=8)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def save_image_grid(images: torch.Tensor, path: str | Path, *, nrow: int = 8, scale: int = 4, title: str | None = None,

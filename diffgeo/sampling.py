@@ -157,7 +157,8 @@ def _clip_range(model: Model) -> float | None:
 
 
 def _run(model: Model, x: torch.Tensor, path: list[int], *, eta: float, g: torch.Generator | None, clip: float | None,
-         clipped_eps: bool, cond: Cond | None, callback: Callback | None, progress: bool, desc: str, meta: dict) -> Trajectory:
+         clipped_eps: bool, cond: Cond | None, callback: Callback | None, progress: bool, desc: str,
+         meta: dict) -> Trajectory:
     xs, x0s = [x], []
     for i in tqdm(range(len(path) - 1), desc=desc, disable=not progress, leave=False):
         t, t_next = path[i], path[i + 1]
@@ -199,8 +200,8 @@ def denoise(model: Model, x_t: torch.Tensor, t: int, *, steps: int = 50, eta: fl
     clipped_eps = bool(use_clipped_model_output) and clip is not None
     meta = {"model": model.name, "direction": "denoise", "eta": eta, "steps": steps, "seed": seed,
             "use_clipped_model_output": clipped_eps, **(c.meta() if c is not None else {})}
-    return _run(model, x_t, path, eta=eta, g=g, clip=clip, clipped_eps=clipped_eps, cond=c, callback=callback, progress=progress,
-                desc="DDIM", meta=meta)
+    return _run(model, x_t, path, eta=eta, g=g, clip=clip, clipped_eps=clipped_eps, cond=c, callback=callback,
+                progress=progress, desc="DDIM", meta=meta)
 
 
 def sample(model: Model, n: int | None = None, *, noise: torch.Tensor | None = None, steps: int = 50,
@@ -246,9 +247,10 @@ def invert(model: Model, x0: torch.Tensor, *, steps: int = 50, prompt: PromptLik
     one step short). eps at the clean end is evaluated at t = 0. x0 is never clipped here, even
     when the scheduler clips it in sampling (clipping is not invertible). Measured on the embedded
     ``shapes`` model (its own samples, 50 steps each way): reconstruction RMSE 0.28; on an exact
-    Gaussian model the error is first order in the step size (tests/test_sampling.py). Text models: the prompt
-    keywords as in :func:`sample` (inversion is exact only in the limit of small steps, and less
-    so with guidance). Latent models invert latents: ``model.encode_image(images)`` first.
+    Gaussian model the error is first order in the step size (tests/test_sampling.py). Text
+    models: the prompt keywords as in :func:`sample` (inversion is exact only in the limit of
+    small steps, and less so with guidance). Latent models invert latents:
+    ``model.encode_image(images)`` first.
     """
     x0 = model.check_x(x0, "x0")
     grid = ddim_timesteps(model, steps).tolist()[::-1]
@@ -256,5 +258,5 @@ def invert(model: Model, x0: torch.Tensor, *, steps: int = 50, prompt: PromptLik
     c = _sampling_cond(model, prompt, negative_prompt, guidance_scale, cond, x0.shape[0])
     meta = {"model": model.name, "direction": "invert", "eta": 0.0, "steps": steps, "seed": None,
             **(c.meta() if c is not None else {})}
-    return _run(model, x0, path, eta=0.0, g=None, clip=None, clipped_eps=False, cond=c, callback=callback, progress=progress,
-                desc="DDIM inversion", meta=meta)
+    return _run(model, x0, path, eta=0.0, g=None, clip=None, clipped_eps=False, cond=c, callback=callback,
+                progress=progress, desc="DDIM inversion", meta=meta)

@@ -32,7 +32,7 @@ import torch
 
 import diffgeo
 from diffgeo.alignment import GUIDANCE, prompt_grid, text_alignment
-from diffgeo.plotting import image_grid
+from diffgeo.plotting import labelled_grid
 
 FAST = os.environ.get("DIFFGEO_FAST") == "1"
 STEPS, COLUMNS, N_ALIGN, K = (10, 4, 36, 3) if FAST else (20, 8, 256, 10)
@@ -50,11 +50,8 @@ print(model.provenance["training_command"], "-", model.provenance["steps"], "ste
 prompts = ["a red circle", "a crimson disk", "a blue square", "a square", "a small yellow triangle on the left", ""]
 with torch.no_grad():
     grid = prompt_grid(model, prompts, columns=COLUMNS, guidance_scale=W, steps=STEPS, progress=False)
-plt.figure(figsize=(COLUMNS * 0.9 + 2, len(prompts) * 0.9))
-plt.imshow(image_grid(grid, nrow=COLUMNS))
-plt.yticks([1 + r * 33 + 16 for r in range(len(prompts))], [p or '"" (unconditional)' for p in prompts])
-plt.xticks([])
-plt.title(f"guidance {W:g}, {STEPS} DDIM steps")
+labelled_grid(grid, [p or '"" (unconditional)' for p in prompts], nrow=COLUMNS,
+              title=f"guidance {W:g}, {STEPS} DDIM steps")
 plt.show()
 
 # %% [markdown]
@@ -104,9 +101,5 @@ plt.show()
 t_mid = ts[len(ts) // 2]
 rows = torch.cat([bases[t_mid, p].v for p in basis_prompts])
 rows = rows / rows.flatten(1).abs().amax(1).view(-1, 1, 1, 1)
-plt.figure(figsize=(K * 1.2 + 2, len(basis_prompts) * 1.2))
-plt.imshow(image_grid(rows, nrow=K))
-plt.yticks([1 + r * 33 + 16 for r in range(len(basis_prompts))], [p or "unconditional" for p in basis_prompts])
-plt.xticks([])
-plt.title(f"top-{K} local basis at t = {t_mid}")
+labelled_grid(rows, [p or "unconditional" for p in basis_prompts], nrow=K, title=f"top-{K} local basis at t = {t_mid}")
 plt.show()

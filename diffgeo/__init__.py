@@ -7,7 +7,8 @@
 torch.Size([4, 3, 32, 32])
 """
 
-from .models import Model, list_models, load
+from .loading import list_models, load
+from .models import Model
 from .sampling import Trajectory, ddim_timesteps, denoise, invert, sample
 from .pullback import HMap, LocalBasis, exact_basis, h_map, local_basis
 from .geometry import (Curvedness, curvedness, distance_matrix, grassmann_distance, principal_angles,
@@ -17,7 +18,7 @@ __all__ = ["Model", "Trajectory", "ddim_timesteps", "denoise", "invert", "list_m
 __all__ += ["HMap", "LocalBasis", "exact_basis", "h_map", "local_basis", "Curvedness", "curvedness",
             "distance_matrix", "grassmann_distance", "principal_angles", "projection_distance",
             "radial_power_spectrum", "spectral_centroid", "transport", "transport_agreement"]
-from .alignment import digit_agreement, text_alignment
+from .alignment import text_alignment
 
-__all__ += ["digit_agreement", "text_alignment"]
+__all__ += ["text_alignment"]
 __version__ = "0.1.0"

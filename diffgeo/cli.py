@@ -1,31 +1,60 @@
-"""Command line: ``python -m diffgeo tour [--model NAME] [--out DIR] [--fast]``."""
+"""The command line: ``python -m diffgeo VERB [options]`` or the ``diffgeo`` console script.
+
+Each verb is a ``main(argv)`` in its module (:data:`VERBS`); ``diffgeo VERB --help`` shows its
+options. A new verb is one line in the table.
+
+>>> main(["models"])
+digits
+shapes
+shapes-text
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
+import importlib
+import sys
+
+__all__ = ["VERBS", "main"]
+
+#: verb -> (module, function taking argv, one-line help)
+VERBS: dict[str, tuple[str, str, str]] = {
+    "tour": ("diffgeo.tour", "main", "samples, h statistics and prompt grids as figures (what `make demo` runs)"),
+    "train": ("diffgeo.train", "main", "train (or resume) an embedded model from its recipe in diffgeo.zoo"),
+    "probe": ("diffgeo.probe", "main", "train and ship the shapes attribute probe"),
+    "evaluate": ("diffgeo.evaluate", "main", "sample quality of a shapes model, read by the probe"),
+    "alignment": ("diffgeo.alignment", "main", "prompt grid and text-alignment sweep of an embedded text model"),
+    "models": ("diffgeo.cli", "list_models_main", "list the embedded models"),
+}
+
+
+def list_models_main(argv: list[str] | None = None) -> None:
+    """``diffgeo models``: the embedded model names, one per line (standard output)."""
+    argparse.ArgumentParser(prog="diffgeo models", description="List the embedded models.").parse_args(argv)
+    from .loading import list_models
+
+    sys.stdout.write("".join(f"{name}\n" for name in list_models()))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diffgeo", description="diffgeo: looking inside diffusion models.",
+                                     epilog="`diffgeo VERB --help` shows the options of a verb; "
+                                            "`python -m diffgeo VERB` is the same.")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for verb, (_module, _func, text) in VERBS.items():
+        sub.add_parser(verb, help=text, add_help=False)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m diffgeo", description="diffgeo: looking inside diffusion models")
-    sub = parser.add_subparsers(dest="command", required=True)
-    tour = sub.add_parser("tour", help="samples, h-space shape and h statistics over timesteps, as figures")
-    tour.add_argument("--model", default="shapes", help="embedded name, local folder or hub id (default: shapes)")
-    tour.add_argument("--out", default="figures", help="folder for the figures (default: figures)")
-    tour.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
-    tour.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    tour.add_argument("--seed", type=int, default=0)
-    tour.add_argument("--fast", action="store_true", help="8 samples, 10 steps (for tests)")
-    sub.add_parser("models", help="list the embedded models")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.command == "tour":
-        from .tour import run_tour
-
-        n, steps = (8, 10) if args.fast else (args.n, args.steps)
-        run_tour(args.model, out=args.out, n=n, steps=steps, seed=args.seed)
-    elif args.command == "models":
-        from .models import list_models
-
-        for name in list_models():
-            logging.getLogger("diffgeo").info(name)
+    """Run ``diffgeo VERB [options]``: the verb's ``main`` gets the options that follow it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if not argv or argv[0].startswith("-"):
+        parser.parse_args(argv)  # --help, or the error that names the missing verb
+        return
+    verb = argv[0]
+    if verb not in VERBS:
+        parser.error(f"unknown verb {verb!r}: choose from {', '.join(VERBS)}")
+    module, func, _text = VERBS[verb]
+    getattr(importlib.import_module(module), func)(argv[1:])

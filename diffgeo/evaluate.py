@@ -1,6 +1,6 @@
 """Sample quality of a shapes model, measured with the attribute probe.
 
-``python -m diffgeo.evaluate`` draws 512 samples from the embedded ``shapes`` model and writes
+``python -m diffgeo evaluate`` draws 512 samples from the embedded ``shapes`` model and writes
 ``figures/shapes_quality.png`` (factor histograms, generated vs training distribution) and
 ``figures/shapes_quality.json``.
 
@@ -22,11 +22,13 @@ import torch
 
 from .data.shapes import COLOURS, CONTINUOUS, RANGES, SHAPES, sample_factors
 from .io import atomic_path
-from .models import Model, load
+from .loading import load
+from .models import Model
 from .probe import validity
 from .sampling import sample
 
-__all__ = ["QualityReport", "evaluate_samples", "ks_statistic"]
+__all__ = ["QualityReport", "evaluate_samples", "ks_statistic", "frechet_distance", "feature_frechet_distance",
+           "precision_recall", "digit_features", "DigitQuality", "digit_quality_of", "evaluate_digits"]
 
 log = logging.getLogger(__name__)
 
@@ -86,37 +88,177 @@ def evaluate_samples(model: Model, *, n: int = 512, steps: int = 50, seed: int =
     return QualityReport(n, steps, seed, val.rate, freqs, tv, ks, values)
 
 
+# -- digits: a sample-quality figure of merit against the real digits ----------------------------------
+def frechet_distance(mean_a: torch.Tensor, cov_a: torch.Tensor, mean_b: torch.Tensor, cov_b: torch.Tensor) -> float:
+    """Squared Frechet (2-Wasserstein) distance between N(mean_a, cov_a) and N(mean_b, cov_b):
+    ``|mean_a - mean_b|^2 + tr(cov_a + cov_b - 2 (cov_a^1/2 cov_b cov_a^1/2)^1/2)``.
+
+    means (D,), covariances (D, D) symmetric positive semi-definite; computed in float64 with
+    symmetric eigendecompositions (no complex square roots).
+
+    >>> eye = torch.eye(2)
+    >>> round(frechet_distance(torch.zeros(2), eye, torch.tensor([3.0, 4.0]), 4 * eye), 6)  # 25 + 2 * (2 - 1)^2
+    27.0
+    """
+    ma, mb = mean_a.double().reshape(-1), mean_b.double().reshape(-1)
+    ca, cb = cov_a.double(), cov_b.double()
+    d = ma.numel()
+    if mb.numel() != d or ca.shape != (d, d) or cb.shape != (d, d):
+        raise ValueError(f"frechet_distance needs means (D,) and covariances (D, D) of one D; got {tuple(mean_a.shape)}, "
+                         f"{tuple(cov_a.shape)}, {tuple(mean_b.shape)}, {tuple(cov_b.shape)}")
+    vals, vecs = torch.linalg.eigh((ca + ca.T) / 2)
+    root_a = vecs @ torch.diag(vals.clamp(min=0).sqrt()) @ vecs.T
+    middle = root_a @ ((cb + cb.T) / 2) @ root_a
+    cross = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    return float((ma - mb).pow(2).sum() + ca.trace() + cb.trace() - 2 * cross)
+
+
+def feature_frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """:func:`frechet_distance` of the Gaussians fitted to two feature sets a (N, D) and b (M, D)
+    (sample means and unbiased covariances), as FID does in Inception features.
+
+    >>> x = torch.randn(200, 3, generator=torch.Generator().manual_seed(0))
+    >>> feature_frechet_distance(x, x) < 1e-9
+    True
+    """
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"feature sets must be (N, D) and (M, D) with N, M >= 2; got {tuple(a.shape)}, {tuple(b.shape)}")
+    a, b = a.double(), b.double()
+    return frechet_distance(a.mean(0), torch.cov(a.T).reshape(a.shape[1], -1), b.mean(0),
+                            torch.cov(b.T).reshape(b.shape[1], -1))
+
+
+def precision_recall(real: torch.Tensor, generated: torch.Tensor, *, k: int = 5) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al., NeurIPS 2019) of generated (M, D) against
+    real (N, D) features: precision is the fraction of generated points inside the real manifold
+    (within the distance to its k-th nearest real neighbour of some real point), recall the fraction
+    of real points inside the generated manifold (the same with the roles swapped).
+
+    >>> x = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
+    >>> precision_recall(x, x)
+    (1.0, 1.0)
+    """
+    if real.dim() != 2 or generated.dim() != 2 or real.shape[1] != generated.shape[1]:
+        raise ValueError(f"feature sets must be (N, D) and (M, D); got {tuple(real.shape)}, {tuple(generated.shape)}")
+    if not 1 <= k < min(len(real), len(generated)):
+        raise ValueError(f"k must be in [1, min(N, M) - 1], got {k} for N={len(real)}, M={len(generated)}")
+
+    def inside(support: torch.Tensor, query: torch.Tensor) -> float:
+        radii = torch.cdist(support, support).kthvalue(k + 1, dim=1).values  # +1: each point is its own 0th neighbour
+        return float((torch.cdist(query, support) <= radii[None]).any(dim=1).double().mean())
+
+    real, generated = real.double(), generated.double()
+    return inside(real, generated), inside(generated, real)
+
+
+def digit_features(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two feature spaces of the project's digit reader (:func:`diffgeo.readers.digits.digit_classifier`)
+    for 16x16 digit images (N, 1, 16, 16) in [-1, 1]: its input, the 8x8 image in 0..16 (N, 64),
+    and its learned features, the 45 pairwise (one-vs-one) decision values of its RBF SVM (N, 45).
+
+    >>> from diffgeo.data.digits import load_digits_images
+    >>> [f.shape for f in digit_features(load_digits_images().images[:3])]
+    [torch.Size([3, 64]), torch.Size([3, 45])]
+    """
+    import copy
+
+    from .readers.digits import digit_classifier, to_classifier_input
+
+    pixels = to_classifier_input(images)
+    ovo = copy.copy(digit_classifier().estimator)  # a shallow copy: the cached reader stays as it is
+    ovo.decision_function_shape = "ovo"
+    return torch.as_tensor(pixels, dtype=torch.float64), torch.as_tensor(ovo.decision_function(pixels))
+
+
+@dataclass(frozen=True)
+class DigitQuality:
+    """Sample quality of a digits model against real digits the reader never saw.
+
+    The reference is the reader's held-out split (``n_real`` digits; the digits model itself was
+    trained on all 1,797, so nothing is held out from it); the floor ``*_real`` is the same
+    measure for ``n`` real digits from the reader's training split, what a perfect generator would
+    score at this n. fd_reader: Frechet distance in the reader's 45 decision values; fd_pixels: in
+    its 64 input pixels (0..16); precision/recall: :func:`precision_recall` (k=5) in the pixels.
+    """
+
+    n: int
+    n_real: int
+    guidance_scale: float
+    steps: int
+    seed: int
+    fd_reader: float
+    fd_reader_real: float
+    fd_pixels: float
+    fd_pixels_real: float
+    precision: float
+    recall: float
+    precision_real: float
+    recall_real: float
+
+    def summary(self) -> dict:
+        return asdict(self)
+
+
+def digit_quality_of(images: torch.Tensor, *, guidance_scale: float = float("nan"), steps: int = 0, seed: int = 0,
+                     k: int = 5) -> DigitQuality:
+    """:class:`DigitQuality` of given 16x16 digit images (N, 1, 16, 16) in [-1, 1] (N >= 2k)."""
+    from sklearn.model_selection import train_test_split
+
+    from .readers.digits import CLASSIFIER_SEED, CLASSIFIER_TEST_FRACTION
+    from .data.digits import load_digits_images
+
+    data = load_digits_images()
+    index = torch.arange(len(data.labels)).numpy()
+    train_idx, test_idx = train_test_split(index, test_size=CLASSIFIER_TEST_FRACTION, stratify=data.labels.numpy(),
+                                           random_state=CLASSIFIER_SEED)  # the reader's own split
+    n = len(images)
+    if n > len(train_idx):
+        raise ValueError(f"at most {len(train_idx)} images (the size of the real floor set), got {n}")
+    pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(seed))[:n].numpy()
+    pix_gen, dec_gen = digit_features(images)
+    pix_ref, dec_ref = digit_features(data.images[test_idx])
+    pix_flo, dec_flo = digit_features(data.images[train_idx[pick]])
+    precision, recall = precision_recall(pix_ref, pix_gen, k=k)
+    precision_real, recall_real = precision_recall(pix_ref, pix_flo, k=k)
+    r = lambda v: round(v, 4)  # noqa: E731
+    return DigitQuality(n, len(test_idx), float(guidance_scale), steps, seed,
+                        r(feature_frechet_distance(dec_gen, dec_ref)), r(feature_frechet_distance(dec_flo, dec_ref)),
+                        r(feature_frechet_distance(pix_gen, pix_ref)), r(feature_frechet_distance(pix_flo, pix_ref)),
+                        r(precision), r(recall), r(precision_real), r(recall_real))
+
+
+def evaluate_digits(model: Model, *, n: int = 450, guidance_scale: float | None = None, steps: int | None = None,
+                    seed: int = 0, progress: bool = True) -> DigitQuality:
+    """Sample n prompted digits (balanced over 0-9, as :func:`diffgeo.alignment.text_alignment`
+    prompts them) and score them with :func:`digit_quality_of`. guidance_scale (None: the model's
+    default, :mod:`diffgeo.zoo`) and steps default to the alignment measurements' settings."""
+    from .generation import DEFAULT_STEPS, generate
+    from .prompts import digit_prompts
+    from .text import default_guidance
+
+    guidance_scale = default_guidance(model) if guidance_scale is None else guidance_scale
+    steps = DEFAULT_STEPS if steps is None else steps
+    prompts = digit_prompts(n, seed=seed).prompts
+    images = generate(model, prompts, guidance_scale=guidance_scale, steps=steps, seed=seed, progress=progress)
+    return digit_quality_of(images, guidance_scale=guidance_scale, steps=steps, seed=seed)
+
+
 def plot_report(report: QualityReport, path: str | Path) -> Path:
-    """Histograms of the generated factors (valid samples) against the training distribution."""
-    import matplotlib
+    """Save :func:`diffgeo.plotting.draw_quality` of the report as a PNG (atomic)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from .plotting import draw_quality, save_figure
 
-    fig, axes = plt.subplots(1, 6, figsize=(16, 2.8))
-    for ax, name, labels in ((axes[0], "shape", SHAPES), (axes[1], "colour", COLOURS)):
-        ax.bar(range(len(labels)), list(report.class_frequencies[name].values()), color="C0", label="generated")
-        ax.axhline(1 / len(labels), color="k", ls="--", lw=1, label="training")
-        ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=7)
-        ax.set_title(f"{name} (TV {report.class_tv[name]:.3f})", fontsize=9)
-    axes[0].legend(fontsize=7)
-    for ax, name in zip(axes[2:], CONTINUOUS):
-        lo, hi = RANGES[name]
-        ax.hist(report.continuous_values[name], bins=20, range=(lo, hi), density=True, color="C0")
-        ax.axhline(1 / (hi - lo), color="k", ls="--", lw=1)
-        ax.set_title(f"{name} (KS {report.continuous_ks[name]:.3f})", fontsize=9)
+    fig = Figure(figsize=(16, 2.8), dpi=100)
+    draw_quality(fig.subplots(1, 6), report)
     fig.suptitle(f"{report.n} samples, {report.steps} DDIM steps: {report.valid_rate:.1%} valid; "
                  "factors of the valid ones read by the probe vs the training distribution (dashed)", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m diffgeo.evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m diffgeo evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="shapes")
     parser.add_argument("--n", type=int, default=512)
     parser.add_argument("--steps", type=int, default=50)
@@ -129,6 +271,3 @@ def main(argv: list[str] | None = None) -> None:
         tmp.write_text(json.dumps(report.summary(), indent=1))
     log.info("%s", json.dumps(report.summary()))
 
-
-if __name__ == "__main__":
-    main()

@@ -38,6 +38,7 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .checks import check_int, check_tensor
 from .io import load_tensors_json, save_tensors_json
 from .pullback import LocalBasis, h_map, local_basis
 
@@ -49,19 +50,20 @@ BasisLike = LocalBasis | torch.Tensor
 
 
 # -- subspaces ---------------------------------------------------------------------------------
-def _rows(basis: BasisLike) -> torch.Tensor:
-    """(k, n) float64 matrix of the spanning vectors."""
+def _rows(basis: BasisLike, name: str = "basis") -> torch.Tensor:
+    """(k, n) float64 matrix of the spanning vectors (real, finite, k >= 1), checked as argument ``name``."""
     v = basis.v if isinstance(basis, LocalBasis) else basis
     if not isinstance(v, torch.Tensor):
-        raise TypeError(f"expected a LocalBasis or a tensor (k, ...), got {type(basis).__name__}")
+        raise TypeError(f"{name} must be a LocalBasis or a tensor (k, ...), got {type(basis).__name__}")
     if v.dim() < 2:
-        raise ValueError(f"a subspace needs a tensor (k, ...) of spanning vectors, got shape {tuple(v.shape)}")
+        raise ValueError(f"{name}: a subspace needs a tensor (k, ...) of spanning vectors, got shape {tuple(v.shape)}")
+    check_tensor(v, name, floating=False)  # real, finite, not empty, not on the meta device
     return v.detach().reshape(v.shape[0], -1).to(torch.float64).cpu()
 
 
-def _orthonormal(basis: BasisLike) -> torch.Tensor:
+def _orthonormal(basis: BasisLike, name: str = "basis") -> torch.Tensor:
     """Orthonormal rows spanning the same subspace, (k, n) float64."""
-    m = _rows(basis)
+    m = _rows(basis, name)
     q, r = torch.linalg.qr(m.T)
     diag = r.diagonal().abs()
     if m.shape[0] > m.shape[1] or bool((diag <= 1e-10 * diag.max().clamp_min(1e-300)).any()):
@@ -89,7 +91,7 @@ def principal_angles(a: BasisLike, b: BasisLike) -> torch.Tensor:
     >>> principal_angles(torch.eye(3)[:2], torch.eye(3)[1:])
     tensor([0.0000, 1.5708], dtype=torch.float64)
     """
-    return _angles_orthonormal(_orthonormal(a), _orthonormal(b))
+    return _angles_orthonormal(_orthonormal(a, "a"), _orthonormal(b, "b"))
 
 
 def grassmann_distance(a: BasisLike, b: BasisLike) -> float:
@@ -122,7 +124,9 @@ def distance_matrix(bases: Sequence[BasisLike], metric: str = "grassmann") -> to
     """
     if metric not in ("grassmann", "projection"):
         raise ValueError(f"metric must be 'grassmann' or 'projection', got {metric!r}")
-    qs = [_orthonormal(b) for b in bases]
+    if isinstance(bases, (torch.Tensor, LocalBasis)) or not isinstance(bases, Sequence):
+        raise TypeError(f"bases must be a list of LocalBasis or (k, ...) tensors, got {type(bases).__name__}")
+    qs = [_orthonormal(b, f"bases[{i}]") for i, b in enumerate(bases)]
     n = len(qs)
     out = torch.zeros(n, n, dtype=torch.float64)
     for i in range(n):
@@ -137,8 +141,9 @@ def distance_matrix(bases: Sequence[BasisLike], metric: str = "grassmann") -> to
 def _images(v: BasisLike) -> torch.Tensor:
     x = v.v if isinstance(v, LocalBasis) else v
     if not isinstance(x, torch.Tensor) or x.dim() not in (3, 4):
-        raise ValueError("expected basis vectors as images (k, C, H, W) or (k, H, W), got "
+        raise ValueError("v: expected basis vectors as images (k, C, H, W) or (k, H, W), got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    check_tensor(x, "v", floating=False)
     return (x if x.dim() == 4 else x[:, None]).detach().to(torch.float64).cpu()
 
 
@@ -193,13 +198,15 @@ def spectral_centroid(v: BasisLike) -> torch.Tensor:
 # -- parallel transport ------------------------------------------------------------------------
 def _coefficients(a: LocalBasis, direction: int | torch.Tensor) -> torch.Tensor:
     """Coordinates (k_a,) of a direction in A's latent basis."""
-    if isinstance(direction, int) and not isinstance(direction, bool):
+    if not isinstance(direction, torch.Tensor) or direction.dim() == 0:
+        direction = check_int(direction, "direction")
         if not 0 <= direction < a.k:
             raise IndexError(f"direction index {direction} out of range for a basis of k={a.k}")
         c = torch.zeros(a.k, dtype=torch.float64)
         c[direction] = 1.0
         return c
     if isinstance(direction, torch.Tensor) and tuple(direction.shape) == tuple(a.v.shape[1:]):
+        check_tensor(direction, "direction", floating=False, nonempty=False)
         return a.v_flat.double() @ direction.reshape(-1).double()
     raise ValueError(f"direction must be an index into A's basis or a vector of shape {tuple(a.v.shape[1:])}")
 
@@ -222,6 +229,9 @@ def transport(a: LocalBasis, b: LocalBasis, direction: int | torch.Tensor, *, vi
     """
     if via not in ("h", "x"):
         raise ValueError(f"via must be 'h' or 'x', got {via!r}")
+    for name, basis in (("a", a), ("b", b)):
+        if not isinstance(basis, LocalBasis):
+            raise TypeError(f"{name} must be a LocalBasis (transport needs both its v and u), got {type(basis).__name__}")
     if tuple(a.v.shape[1:]) != tuple(b.v.shape[1:]):
         raise ValueError(f"bases live in different spaces: {tuple(a.v.shape[1:])} vs {tuple(b.v.shape[1:])}")
     c = _coefficients(a, direction)
@@ -325,10 +335,13 @@ def curvedness(model: Any, x_a: torch.Tensor, x_b: torch.Tensor, t: int | None =
     """
     from .pullback import exact_basis
 
-    if not isinstance(n_points, int) or n_points < 2:
-        raise ValueError(f"n_points must be an integer >= 2, got {n_points!r}")
+    n_points = check_int(n_points, "n_points", min=2)
     if method not in ("local", "exact"):
         raise ValueError(f"method must be 'local' or 'exact', got {method!r}")
+    if hasattr(model, "conditioning") and hasattr(model, "h_fn"):  # a Model: resolve the prompt once
+        spec = {key: map_kwargs.pop(key) for key in ("prompt", "negative_prompt", "branch", "guidance_scale", "cond")
+                if key in map_kwargs}
+        map_kwargs["cond"] = model.conditioning(spec.pop("prompt", None), batch=1, **spec)
     f_a = h_map(model, x_a, t, **map_kwargs)
     f_b = h_map(model, x_b, t, **map_kwargs)
     xa, xb = f_a.x, f_b.x
@@ -339,15 +352,15 @@ def curvedness(model: Any, x_a: torch.Tensor, x_b: torch.Tensor, t: int | None =
     s_grid = torch.linspace(0, 1, n_points, dtype=torch.float64)
     points = [(xa.double() + float(s) * (xb - xa).double()).to(xa.dtype) for s in s_grid]
     bases: list[torch.Tensor] = []
-    values: list[torch.Tensor] = []
+    with torch.no_grad():  # h at every point, through the one map already built (same t and conditioning)
+        values = [f_a.fn(x).reshape(-1).double().cpu() for x in points]
     for x in tqdm(points, desc="curvedness", disable=not progress, leave=False):
         if method == "local":
             basis = local_basis(model, x, t, k, tol=tol, seed=seed, progress=False, **map_kwargs)
         else:
             basis = exact_basis(model, x, t, k, **map_kwargs)
         bases.append(basis.v_flat.double().cpu())
-        values.append(h_map(model, x, t, **map_kwargs).value().reshape(-1).double().cpu())
-    steps = torch.tensor([float(torch.linalg.vector_norm(_angles_orthonormal(_orth(p), _orth(q))))
+    steps = torch.tensor([float(torch.linalg.vector_norm(_angles_orthonormal(_orthonormal(p), _orthonormal(q))))
                           for p, q in zip(bases[:-1], bases[1:])], dtype=torch.float64)
     d_cpu = d.cpu()
     p_a = _tangent_part(bases[0], d_cpu)
@@ -364,12 +377,9 @@ def curvedness(model: Any, x_a: torch.Tensor, x_b: torch.Tensor, t: int | None =
                       chord_x=chord_x, chord_h=chord_h, meta=meta)
 
 
-def _orth(rows: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.qr(rows.T)[0].T
-
-
 def _tangent_part(q: torch.Tensor, d: torch.Tensor) -> torch.Tensor | None:
-    p = _orth(q).T @ (_orth(q) @ d)
+    q = _orthonormal(q)
+    p = q.T @ (q @ d)
     norm = p.norm()
     if norm <= 1e-12 * d.norm():
         return None

@@ -33,6 +33,8 @@ from typing import Any, Callable, Iterator, Union
 import torch
 from torch import nn
 
+from .checks import check_module, check_str, check_tensor
+
 __all__ = ["get_module", "capture", "add_to_output", "replace_output", "run_until", "Captured"]
 
 DEFAULT_MODULE = "mid_block"
@@ -40,7 +42,17 @@ Edit = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
 
 
 def get_module(unet: nn.Module, name: str = DEFAULT_MODULE) -> nn.Module:
-    """The submodule called ``name`` (dotted path), with a clear error when it does not exist."""
+    """The submodule called ``name`` (dotted path), with a clear error when it does not exist.
+
+    ``unet`` must be the module itself (``model.unet``, not a diffgeo ``Model``); ``name`` a
+    non-empty string (``""`` would name the whole U-Net).
+
+    >>> import diffgeo
+    >>> type(get_module(diffgeo.load("shapes").unet, "down_blocks.2")).__name__
+    'AttnDownBlock2D'
+    """
+    check_module(unet, "unet")
+    check_str(name, "name")
     try:
         return unet.get_submodule(name)
     except AttributeError:
@@ -81,7 +93,16 @@ class Captured:
 
 @contextmanager
 def capture(unet: nn.Module, name: str = DEFAULT_MODULE) -> Iterator[Captured]:
-    """Record the output of module ``name`` during forwards in the body (last call wins)."""
+    """Record the output of module ``name`` during forwards in the body (last call wins).
+
+    >>> import diffgeo
+    >>> model = diffgeo.load("shapes")
+    >>> x = torch.randn(1, *model.x_shape)
+    >>> with torch.no_grad(), capture(model.unet) as cap:
+    ...     _ = model.unet(x, 500)
+    >>> torch.allclose(cap.value, model.h(x, 500)), len(model.unet.mid_block._forward_hooks)
+    (True, 0)
+    """
     holder = Captured()
 
     def hook(_module, _inputs, output):
@@ -91,18 +112,56 @@ def capture(unet: nn.Module, name: str = DEFAULT_MODULE) -> Iterator[Captured]:
         yield holder
 
 
+def _check_edit(edit: Any, what: str) -> Edit:
+    """A tensor edit (real, finite) or a function; anything else is refused before the hook is added."""
+    if isinstance(edit, torch.Tensor):
+        return check_tensor(edit, what, nonempty=False)
+    if not callable(edit):
+        raise TypeError(f"{what} must be a tensor or a function of the module's output, got {type(edit).__name__}")
+    return edit
+
+
+def _check_result(new: Any, h: torch.Tensor, what: str, name: str) -> torch.Tensor:
+    """The tensor an edit gives at run time: a tensor of the output's dtype, finite."""
+    if not isinstance(new, torch.Tensor):
+        raise TypeError(f"{what} must give a tensor for the output of {name!r}, got {type(new).__name__}")
+    if new.dtype != h.dtype:
+        raise TypeError(f"{what} has dtype {new.dtype} but the output of {name!r} is {h.dtype}: pass "
+                        f"{what}.to({h.dtype})")
+    return new
+
+
 def _as_fn(edit: Edit) -> Callable[[torch.Tensor], torch.Tensor]:
     return edit if callable(edit) else (lambda _out: edit)
 
 
 @contextmanager
 def add_to_output(unet: nn.Module, delta: Edit, name: str = DEFAULT_MODULE) -> Iterator[None]:
-    """Add ``delta`` (a tensor broadcastable to the output, or ``fn(output) -> delta``) to the output."""
-    fn = _as_fn(delta)
+    """Add ``delta`` (a tensor broadcastable to the output, or ``fn(output) -> delta``) to the output.
+
+    >>> import diffgeo
+    >>> model = diffgeo.load("shapes")
+    >>> x = torch.randn(1, *model.x_shape)
+    >>> with torch.no_grad():
+    ...     plain = model.eps(x, 500)
+    ...     with add_to_output(model.unet, torch.ones(model.h_shape)):   # shift h by one everywhere
+    ...         edited = model.eps(x, 500)
+    >>> bool((edited - plain).abs().max() > 0), len(model.unet.mid_block._forward_hooks)
+    (True, 0)
+    """
+    fn = _as_fn(_check_edit(delta, "delta"))
 
     def hook(_module, _inputs, output):
         h = _first(output)
-        return _with_first(output, h + fn(h))
+        d = _check_result(fn(h), h, "delta", name)
+        try:
+            fits = torch.broadcast_shapes(d.shape, h.shape) == h.shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(f"delta has shape {tuple(d.shape)}, which does not broadcast to the output of {name!r}, "
+                             f"{tuple(h.shape)}")
+        return _with_first(output, h + d)
 
     with _hooked(get_module(unet, name), hook):
         yield
@@ -110,12 +169,22 @@ def add_to_output(unet: nn.Module, delta: Edit, name: str = DEFAULT_MODULE) -> I
 
 @contextmanager
 def replace_output(unet: nn.Module, value: Edit, name: str = DEFAULT_MODULE) -> Iterator[None]:
-    """Replace the output with ``value`` (a tensor of the same shape, or ``fn(output) -> new``)."""
-    fn = _as_fn(value)
+    """Replace the output with ``value`` (a tensor of the same shape, or ``fn(output) -> new``).
+
+    >>> import diffgeo
+    >>> model = diffgeo.load("shapes")
+    >>> x = torch.randn(1, *model.x_shape)
+    >>> with torch.no_grad(), replace_output(model.unet, lambda h: 2 * h), capture(model.unet) as cap:
+    ...     _ = model.unet(x, 500)
+    >>> with torch.no_grad():
+    ...     torch.allclose(cap.value, 2 * model.h(x, 500))   # capture sees the replaced value
+    True
+    """
+    fn = _as_fn(_check_edit(value, "value"))
 
     def hook(_module, _inputs, output):
         h = _first(output)
-        new = fn(h)
+        new = _check_result(fn(h), h, "value", name)
         if new.shape != h.shape:
             raise ValueError(f"replacement has shape {tuple(new.shape)}, the output of {name!r} has {tuple(h.shape)}")
         return _with_first(output, new)
@@ -135,6 +204,12 @@ def run_until(unet: nn.Module, name: str, *args: Any, **kwargs: Any) -> torch.Te
 
     Modules after ``name`` (for the mid block: the whole decoder half) are never run. The value
     is returned, not stored, so this works under ``torch.func.jvp``/``vjp``/``vmap``.
+
+    >>> import diffgeo
+    >>> model = diffgeo.load("shapes")
+    >>> with torch.no_grad():
+    ...     run_until(model.unet, "down_blocks.0", torch.zeros(1, 3, 32, 32), 500)[0].shape
+    torch.Size([1, 32, 16, 16])
     """
 
     def hook(_module, _inputs, output):

@@ -1,11 +1,8 @@
-"""Loading diffusion models: embedded short names, local diffusers folders and hub ids.
+"""The :class:`Model`: a diffusers U-Net and its schedule seen through the maps eps and h.
 
-One code path for all three: an embedded name resolves to a folder inside the package in
-diffusers' ``save_pretrained`` layout, and every folder or hub id then goes through diffusers'
-``from_pretrained`` (safetensors only, no remote code). Stable Diffusion 1.x/2.x pipelines
-(``model_index.json`` with ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``)
-load the same way; for them x_t is the VAE latent, :meth:`Model.decode` maps x0 to images and
-prompts select the conditioning (see :mod:`diffgeo.text` for the branches).
+Loading (embedded names, local folders, hub ids) is in :mod:`diffgeo.loading`; conditioning
+(prompts, branches, guidance) in :mod:`diffgeo.text`. For latent models (Stable Diffusion 1.x/2.x)
+x_t is the VAE latent and :meth:`Model.decode` maps x0 to images.
 
 >>> import diffgeo
 >>> model = diffgeo.load("shapes")
@@ -18,41 +15,22 @@ prompts select the conditioning (see :mod:`diffgeo.text` for the branches).
 
 from __future__ import annotations
 
-import json
-import logging
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from .checks import check_str, check_tensor, check_timesteps
 from .hooks import DEFAULT_MODULE, get_module, run_until
-from .text import REF_FILE, Cond, PromptEncoder, _check_branch, as_cond, normalise_prompts
+from .text import Cond, PromptEncoder, as_cond, normalise_prompts, resolve_cond
 
-__all__ = ["Model", "load", "list_models", "EMBEDDED_DIR"]
+__all__ = ["Model", "default_device"]
 
-log = logging.getLogger(__name__)
-
-EMBEDDED_DIR = Path(__file__).parent / "embedded"
 _UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
-_PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 
 TimestepLike = int | torch.Tensor | Sequence[int]
 PromptLike = str | Sequence[str]
 CondLike = Cond | dict | None
-# Pipeline components diffgeo uses; other entries of model_index.json are ignored (with a note).
-_COMPONENTS = ("unet", "scheduler", "vae", "text_encoder", "tokenizer")
-
-
-def list_models() -> list[str]:
-    """Names of the models embedded in the package.
-
-    >>> "shapes" in list_models()
-    True
-    """
-    if not EMBEDDED_DIR.is_dir():
-        return []
-    return sorted(p.name for p in EMBEDDED_DIR.iterdir() if (p / "provenance.json").is_file())
 
 
 def _is_supported_unet(unet: nn.Module) -> bool:
@@ -94,7 +72,7 @@ class Model:
         # Sampling here is DDIM whatever the training scheduler was: same betas, DDIM steps.
         self.scheduler = scheduler if isinstance(scheduler, DDIMScheduler) else DDIMScheduler.from_config(scheduler.config)
         self.name = name
-        self.h_module = h_module
+        self.h_module = check_str(h_module, "h_module")
         get_module(self.unet, h_module)  # fail early on a bad name
         self.provenance = provenance or {}
         self.prediction_type = self.scheduler.config.prediction_type
@@ -168,9 +146,11 @@ class Model:
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "Model":
         """Move the U-Net, VAE and text encoder (in place) and return self."""
-        self.unet.to(device=device, dtype=dtype)
+        # dtype only when given: diffusers warns about fp32 modules whenever a dtype keyword is present
+        kw = {"device": device} if dtype is None else {"device": device, "dtype": dtype}
+        self.unet.to(**kw)
         if self.vae is not None:
-            self.vae.to(device=device, dtype=dtype)
+            self.vae.to(**kw)
         if self.text is not None:
             self.text.to(device=device)
         return self
@@ -185,6 +165,7 @@ class Model:
         if not isinstance(x_t, torch.Tensor):
             raise TypeError(f"{what} must be a torch.Tensor of shape (B, {', '.join(map(str, self.x_shape))}), "
                             f"got {type(x_t).__name__}")
+        check_tensor(x_t, what, floating=False, finite=False)  # real, not on the meta device, batch B >= 1
         if x_t.dim() != len(self.x_shape) + 1 or tuple(x_t.shape[1:]) != self.x_shape:
             raise ValueError(f"{what} has shape {tuple(x_t.shape)}; {self.name} expects (B, "
                              f"{', '.join(map(str, self.x_shape))}) (add a batch dimension with x[None] if needed)")
@@ -195,13 +176,8 @@ class Model:
         return x_t.to(self.device)
 
     def check_t(self, t: TimestepLike) -> None:
-        """Validate timesteps: integers in [0, T-1]."""
-        tt = torch.as_tensor(t)
-        if tt.is_floating_point() or tt.is_complex():
-            raise TypeError(f"t must be an integer scheduler timestep in [0, {self.num_train_timesteps - 1}], got {t!r}")
-        if tt.numel() == 0 or int(tt.min()) < 0 or int(tt.max()) >= self.num_train_timesteps:
-            raise ValueError(f"t={t!r} is outside the schedule: timesteps are integers in "
-                             f"[0, {self.num_train_timesteps - 1}]")
+        """Validate timesteps: an integer or (B,) integers in [0, T-1] (:func:`diffgeo.checks.check_timesteps`)."""
+        check_timesteps(t, self.num_train_timesteps)
 
     def timesteps_tensor(self, t: TimestepLike, batch: int) -> torch.Tensor:
         """t as a (B,) int64 tensor on the model's device (a scalar is broadcast)."""
@@ -251,85 +227,20 @@ class Model:
         return self.text(normalise_prompts(prompts)).to(device=self.device, dtype=self.dtype)
 
     def conditioning(self, prompt: PromptLike | None = None, *, negative_prompt: PromptLike | None = None,
-                     branch: str = "cond", guidance_scale: float | None = None,
+                     branch: str | None = None, guidance_scale: float | None = None, cond: CondLike = None,
                      batch: int | None = None) -> Cond | None:
         """The :class:`~diffgeo.text.Cond` for ``eps_fn``/``h_fn`` (None for unconditional models).
 
-        prompt: a string or one per sample (None: the empty prompt ``""``); negative_prompt:
-        the unconditional branch's prompt (None: ``""``); branch: ``"cond"``, ``"uncond"`` or
-        ``"cfg"``; guidance_scale: required for (and only for) ``"cfg"``; batch: B to check
-        prompt lists against (a single prompt gives embeddings of batch 1, broadcast later).
+        :func:`diffgeo.text.resolve_cond` with the geometry default: ``branch`` ``"cond"``
+        (default; or the branch of a given ``cond``), ``"uncond"`` (the ``negative_prompt``,
+        default ``""``) or ``"cfg"`` (needs ``guidance_scale``).
+
+        >>> import diffgeo
+        >>> diffgeo.load("digits").conditioning("a 3", branch="cfg", guidance_scale=2.0).meta()["branch"]
+        'cfg'
         """
-        _check_branch(branch)
-        if branch == "cfg" and guidance_scale is None:
-            raise ValueError("branch='cfg' needs guidance_scale= (e.g. 7.5): the combination is "
-                             "q_uncond + w (q_cond - q_uncond)")
-        if branch != "cfg" and guidance_scale not in (None, 1, 1.0):
-            raise ValueError(f"guidance_scale={guidance_scale} only applies to branch='cfg' (got branch={branch!r}); "
-                             "pass branch='cfg' to guide")
-        if not self.is_conditional:
-            if prompt is not None or negative_prompt is not None:
-                raise ValueError(f"{self.name} is unconditional ({type(self.unet).__name__}): it takes no prompt; "
-                                 "drop prompt=/negative_prompt= (or load a text-conditioned model)")
-            if branch != "cond" or guidance_scale not in (None, 1, 1.0):
-                raise ValueError(f"{self.name} is unconditional: it has no conditional/unconditional branches to "
-                                 f"guide between (branch={branch!r}, guidance_scale={guidance_scale}); use "
-                                 "guidance_scale=1 and the default branch")
-            return None
-        if branch != "cond" and not self.guidance_ok:
-            raise ValueError(f"{self.name} was trained without caption dropout (provenance: caption_dropout=0), so "
-                             f"it has no unconditional branch: branch={branch!r} / guidance is meaningless; use "
-                             "branch='cond' and guidance_scale=1")
-        single = isinstance(prompt, str) or prompt is None
-        prompts = normalise_prompts("" if prompt is None else prompt, None if single else batch)
-        if batch is not None and not single and len(prompts) != batch:
-            raise ValueError(f"prompt has {len(prompts)} entries for a batch of {batch}")
-        cond = self.encode_prompt(prompts) if branch != "uncond" else None
-        uncond = None
-        negatives = None
-        if branch != "cond":
-            neg_single = isinstance(negative_prompt, str) or negative_prompt is None
-            negatives = normalise_prompts("" if negative_prompt is None else negative_prompt,
-                                          None if neg_single else batch, "negative_prompt")
-            uncond = self.encode_prompt(negatives)
-            if cond is None:
-                cond = uncond  # placeholder: the uncond branch never reads it
-        return Cond(cond=cond, uncond=uncond, branch=branch, guidance_scale=float(guidance_scale or 1.0),
-                    prompt=prompts, negative_prompt=negatives)
-
-    def _check_cond(self, cond: CondLike) -> Cond | None:
-        """Validate an explicit conditioning against this U-Net (None is fine only when unconditional)."""
-        c = as_cond(cond)
-        if c is None:
-            if self.is_conditional:
-                raise ValueError(f"{self.name} is text-conditioned: pass prompt= (or cond=Cond(...)); "
-                                 "prompt='' is the unconditional prompt")
-            return None
-        if not self.is_conditional:
-            raise ValueError(f"{self.name} is unconditional and takes no conditioning; drop prompt/cond")
-        kwargs = c.cond_kwargs if c.branch == "cond" else c.uncond_kwargs
-        missing = [n for n in self._extra_inputs() if n.split(" ")[0] not in kwargs]
-        if missing:
-            raise ValueError(f"{self.name}: this U-Net needs {'; '.join(missing)} in cond_kwargs/uncond_kwargs of "
-                             "the Cond: diffgeo supports it only when that extra conditioning is supplied")
-        if c.branch != "cond" and not self.guidance_ok:
-            raise ValueError(f"{self.name} has no unconditional branch (trained without caption dropout): "
-                             f"branch={c.branch!r} is refused")
-        return c
-
-    def _resolve_cond(self, prompt: PromptLike | None, negative_prompt: PromptLike | None, branch: str,
-                      guidance_scale: float | None, cond: CondLike, batch: int) -> Cond | None:
-        if cond is not None:
-            if prompt is not None or negative_prompt is not None:
-                raise ValueError("pass either prompt=/negative_prompt= or cond=, not both")
-            c = as_cond(cond)
-            if c is not None and branch != "cond" and branch != c.branch:
-                c = c.with_branch(branch, guidance_scale)  # an explicit branch= overrides the Cond's
-            elif c is not None and guidance_scale is not None:
-                c = c.with_branch(c.branch, guidance_scale)
-            return self._check_cond(c)
-        return self.conditioning(prompt, negative_prompt=negative_prompt, branch=branch,
-                                 guidance_scale=guidance_scale, batch=batch)
+        return resolve_cond(self, prompt, negative_prompt=negative_prompt, branch=branch,
+                            guidance_scale=guidance_scale, cond=cond, batch=batch, default_branch="cond")
 
     # -- the maps ----------------------------------------------------------------------------
     def _to_eps(self, out: torch.Tensor, x_t: torch.Tensor, t_b: torch.Tensor) -> torch.Tensor:
@@ -375,23 +286,29 @@ class Model:
         return self._branches(fn, x_t, t_b, cond)
 
     def eps(self, x_t: torch.Tensor, t: TimestepLike, *, prompt: PromptLike | None = None,
-            negative_prompt: PromptLike | None = None, branch: str = "cond", guidance_scale: float | None = None,
-            cond: CondLike = None) -> torch.Tensor:
+            negative_prompt: PromptLike | None = None, branch: str | None = None,
+            guidance_scale: float | None = None, cond: CondLike = None) -> torch.Tensor:
         """Predicted noise eps(x_t, t): x_t (B, *x_shape), t int or (B,); returns (B, *x_shape).
 
         v- and x0-predicting models are converted to eps with the schedule. Text models: ``prompt``
-        (str or one per sample; None = ``""``), ``branch`` ``"cond"`` (default), ``"uncond"``
-        (the ``negative_prompt``, default ``""``) or ``"cfg"`` (needs ``guidance_scale``); or an
-        explicit ``cond``.
+        (str or one per sample; None = ``""``), ``branch`` ``"cond"`` (default, or the branch of
+        a given ``cond``), ``"uncond"`` (the ``negative_prompt``, default ``""``) or ``"cfg"``
+        (needs ``guidance_scale``); or an explicit ``cond``. See :meth:`conditioning`.
+
+        >>> import diffgeo
+        >>> model = diffgeo.load("shapes")
+        >>> model.eps(torch.zeros(2, *model.x_shape), 500).shape
+        torch.Size([2, 3, 32, 32])
         """
         x_t = self.check_x(x_t)
         self.check_t(t)
-        c = self._resolve_cond(prompt, negative_prompt, branch, guidance_scale, cond, x_t.shape[0])
+        c = self.conditioning(prompt, negative_prompt=negative_prompt, branch=branch, guidance_scale=guidance_scale,
+                              cond=cond, batch=x_t.shape[0])
         return self.eps_fn(x_t, self.timesteps_tensor(t, x_t.shape[0]), c)
 
     def h(self, x_t: torch.Tensor, t: TimestepLike, *, prompt: PromptLike | None = None,
-          negative_prompt: PromptLike | None = None, branch: str = "cond", guidance_scale: float | None = None,
-          cond: CondLike = None) -> torch.Tensor:
+          negative_prompt: PromptLike | None = None, branch: str | None = None,
+          guidance_scale: float | None = None, cond: CondLike = None) -> torch.Tensor:
         """h(x_t, t): the output of ``h_module`` (default the mid block), (B, *h_shape).
 
         Only the encoder half of the U-Net runs (conv_in, time embedding, down blocks, mid block).
@@ -400,7 +317,8 @@ class Model:
         """
         x_t = self.check_x(x_t)
         self.check_t(t)
-        c = self._resolve_cond(prompt, negative_prompt, branch, guidance_scale, cond, x_t.shape[0])
+        c = self.conditioning(prompt, negative_prompt=negative_prompt, branch=branch, guidance_scale=guidance_scale,
+                              cond=cond, batch=x_t.shape[0])
         return self.h_fn(x_t, self.timesteps_tensor(t, x_t.shape[0]), c)
 
     # -- pixels <-> x ---------------------------------------------------------------------------
@@ -418,12 +336,17 @@ class Model:
             z = z + cfg.shift_factor
         return self.vae.decode(z).sample.clamp(-1, 1)
 
-    def encode_image(self, images: torch.Tensor, *, sample: bool = False,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """x0 (B, *x_shape) from images (B, *image_shape) in [-1, 1]; identity for pixel models.
 
-        Latent models use the VAE posterior mean (``sample=True`` draws from it instead), times
-        ``scaling_factor``, as Stable Diffusion's training does.
+        Latent models use the VAE posterior mean times ``scaling_factor``, as Stable Diffusion's
+        training does.
+
+        >>> import diffgeo
+        >>> model = diffgeo.load("shapes")
+        >>> images = torch.zeros(2, *model.image_shape)
+        >>> bool((model.decode(model.encode_image(images)) == images).all())   # pixel model: identity
+        True
         """
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != self.image_shape:
             raise ValueError(f"images must be a tensor (B, {', '.join(map(str, self.image_shape))}) in [-1, 1], got "
@@ -434,173 +357,7 @@ class Model:
             return images.to(self.device, self.dtype)
         cfg = self.vae.config
         dist = self.vae.encode(images.to(self.device, self.vae.dtype)).latent_dist
-        z = dist.sample(generator) if sample else dist.mean
+        z = dist.mean
         if getattr(cfg, "shift_factor", None):
             z = z - cfg.shift_factor
         return (z * cfg.scaling_factor).to(self.dtype)
-
-
-# -- loading ---------------------------------------------------------------------------------
-def _resolve(name_or_path: str | Path) -> tuple[str, str, dict | None, bool]:
-    """(source for from_pretrained, display name, provenance or None, is_local_folder)."""
-    name = str(name_or_path)
-    embedded = EMBEDDED_DIR / name
-    if "/" not in name and "\\" not in name and (embedded / "provenance.json").is_file():
-        return str(embedded), name, json.loads((embedded / "provenance.json").read_text()), True
-    path = Path(name).expanduser()
-    if path.is_dir():  # a copy of an embedded model or a `diffgeo.train` export keeps its provenance
-        prov = path / "provenance.json"
-        return str(path), path.name, json.loads(prov.read_text()) if prov.is_file() else None, True
-    if path.exists():
-        raise ValueError(f"{name} is a file; pass the folder that holds unet/ and scheduler/ (diffusers' "
-                         "save_pretrained layout)")
-    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
-        return name, name, None, False  # a hub id: diffusers resolves it (needs network or a local HF cache)
-    known = ", ".join(list_models()) or "(none)"
-    raise ValueError(f"unknown model {name!r}: not an embedded name (known: {known}), not an existing "
-                     "folder, and not a hub id of the form 'owner/name'. Pass a local folder in diffusers' "
-                     "save_pretrained layout (unet/, scheduler/) or a hub id such as 'google/ddpm-cifar10-32'.")
-
-
-def _model_index(source: str, local: bool) -> dict[str, Any] | None:
-    """The pipeline's components from model_index.json ({name: [library, class] or [None, None]})."""
-    if local:
-        f = Path(source) / "model_index.json"
-        if not f.is_file():
-            return None
-        raw = json.loads(f.read_text())
-    else:
-        from diffusers import DiffusionPipeline
-
-        try:
-            raw = DiffusionPipeline.load_config(source)
-        except (OSError, ValueError):
-            return None
-    return {k: v for k, v in raw.items() if not k.startswith("_") and isinstance(v, (list, tuple)) and len(v) == 2}
-
-
-def _check_weights(folder: Path, what: str) -> None:
-    files = [p.name for p in folder.iterdir()]
-    if any(f.endswith(".safetensors") for f in files):
-        return
-    pickled = [f for f in files if f.endswith(_PICKLE_SUFFIXES)]
-    if pickled:
-        raise ValueError(f"{folder} has only pickled weights ({', '.join(sorted(pickled))}); diffgeo loads "
-                         f"safetensors only. Convert the {what} once in a trusted environment with "
-                         "from_pretrained(folder).save_pretrained(folder, safe_serialization=True)")
-    raise FileNotFoundError(f"{folder} has no weights (no .safetensors file) for the {what}")
-
-
-def _check_folder(path: Path, index: dict[str, Any] | None) -> None:
-    """Every component the pipeline needs is there, with safetensors weights; name what is missing."""
-    listed = {k for k, v in (index or {}).items() if v[0] is not None}
-    for comp in ("unet", "scheduler"):
-        if index is not None and comp not in listed:
-            raise FileNotFoundError(f"{path}/model_index.json lists no {comp!r} component; diffgeo needs unet/ and "
-                                    "scheduler/")
-    unet_dir = path / "unet"
-    if not (unet_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{path} has no U-Net (missing the pipeline component 'unet'): expected "
-                                f"{unet_dir}/config.json "
-                                "(diffusers' save_pretrained layout: unet/, scheduler/)")
-    _check_weights(unet_dir, "U-Net")
-    if not (path / "scheduler" / "scheduler_config.json").is_file():
-        raise FileNotFoundError(f"{path} is missing the pipeline component 'scheduler': expected "
-                                f"{path}/scheduler/scheduler_config.json")
-    for comp in ("vae", "text_encoder", "tokenizer"):
-        if comp in listed and not (path / comp).is_dir():
-            raise FileNotFoundError(f"{path} is missing the pipeline component {comp!r}: model_index.json lists it "
-                                    f"but {path / comp}/ does not exist; restore that folder (or save the whole "
-                                    "pipeline again with save_pretrained)")
-        if comp in listed and comp != "tokenizer":
-            if not (path / comp / "config.json").is_file():
-                raise FileNotFoundError(f"{path} is missing the pipeline component {comp!r}: {path / comp}/config.json "
-                                        "does not exist")
-            _check_weights(path / comp, comp)
-
-
-def _load_text(source: str, index: dict[str, Any], local: bool, display: str) -> PromptEncoder:
-    import transformers
-    from transformers.utils import logging as hf_logging
-
-    def cls(comp: str, fallback: str):
-        name = index[comp][1]
-        obj = getattr(transformers, name, None) if index[comp][0] == "transformers" else None
-        return obj or getattr(transformers, fallback)
-
-    def where(comp: str) -> dict:
-        return {"pretrained_model_name_or_path": str(Path(source) / comp)} if local else \
-            {"pretrained_model_name_or_path": source, "subfolder": comp}
-
-    hf_logging.disable_progress_bar()
-    try:
-        tokenizer = cls("tokenizer", "AutoTokenizer").from_pretrained(**where("tokenizer"))
-        encoder = cls("text_encoder", "AutoModel").from_pretrained(**where("text_encoder"), use_safetensors=True)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{display}: could not load the tokenizer/text encoder ({err}); check the pipeline's "
-                         "tokenizer/ and text_encoder/ folders") from err
-    finally:
-        hf_logging.enable_progress_bar()
-    return PromptEncoder(tokenizer, encoder, source=f"{display}/text_encoder")
-
-
-def load(name_or_path: str | Path, *, device: str | torch.device | None = None,
-         dtype: torch.dtype | None = None, h_module: str = DEFAULT_MODULE) -> Model:
-    """Load a model by embedded name (see :func:`list_models`), local folder or hub id.
-
-    Folders and hub ids use diffusers' layout: ``unet/`` (``UNet2DModel`` or
-    ``UNet2DConditionModel``) and ``scheduler/``; Stable Diffusion 1.x/2.x pipelines also
-    ``vae/``, ``text_encoder/`` and ``tokenizer/`` (listed in ``model_index.json``). The
-    embedded text models hold a ``text_encoder.json`` reference to the packaged MiniLM encoder.
-    Weights load from safetensors only. Device defaults to CUDA when present, else CPU; dtype
-    defaults to float32. ``h_module``: any named module of the U-Net (dotted path) serves as h.
-
-    >>> load("shapes").x_shape
-    (3, 32, 32)
-    """
-    import diffusers
-
-    source, display, provenance, local = _resolve(name_or_path)
-    index = _model_index(source, local)
-    if local:
-        _check_folder(Path(source), index)
-    unet_cfg = diffusers.UNet2DModel.load_config(source, subfolder="unet")
-    cls_name = unet_cfg.get("_class_name")
-    if cls_name not in _UNET_CLASSES:
-        raise ValueError(f"{display}: unet/ holds a {cls_name}; diffgeo supports {', '.join(_UNET_CLASSES)}")
-    dtype = dtype or torch.float32
-    unet = getattr(diffusers, cls_name).from_pretrained(source, subfolder="unet", use_safetensors=True,
-                                                        torch_dtype=dtype)
-    scheduler = diffusers.DDIMScheduler.from_pretrained(source, subfolder="scheduler")
-    listed = {k for k, v in (index or {}).items() if v[0] is not None}
-    ignored = sorted(listed - set(_COMPONENTS) - {"safety_checker", "feature_extractor"})
-    prompt_error = None
-    if ignored:
-        log.warning("%s: ignoring pipeline components %s (diffgeo uses %s)", display, ", ".join(ignored),
-                    ", ".join(_COMPONENTS))
-        if any(c.startswith(("text_encoder_", "tokenizer_")) for c in ignored):
-            prompt_error = (f"{display} has several text encoders ({', '.join(ignored)}), e.g. SDXL; diffgeo builds "
-                            "prompt embeddings from one text encoder only, so prompts are unsupported here: pass "
-                            "cond=Cond(cond=e, uncond=e0, cond_kwargs={'added_cond_kwargs': {...}}, ...) built with "
-                            "the original pipeline's encode_prompt")
-    vae = None
-    if "vae" in listed:
-        vae = diffusers.AutoencoderKL.from_pretrained(source, subfolder="vae", use_safetensors=True, torch_dtype=dtype)
-    text = None
-    if cls_name == "UNet2DConditionModel" and prompt_error is None:
-        if {"text_encoder", "tokenizer"} <= listed:
-            text = _load_text(source, index, local, display)
-        elif local and (Path(source) / REF_FILE).is_file():
-            from .text import load_reference
-
-            text = load_reference(Path(source) / REF_FILE)
-        elif {"text_encoder", "tokenizer"} & listed:
-            missing = ({"text_encoder", "tokenizer"} - listed).pop()
-            raise FileNotFoundError(f"{display} is missing the pipeline component {missing!r}: a text encoder needs "
-                                    "both tokenizer/ and text_encoder/")
-        else:
-            log.info("%s: no text encoder; pass cond=Cond(...) with precomputed embeddings", display)
-    device = device or default_device()
-    model = Model(unet, scheduler, name=display, h_module=h_module, provenance=provenance, vae=vae, text=text,
-                  prompt_error=prompt_error)
-    return model.to(device)

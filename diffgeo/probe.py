@@ -6,7 +6,7 @@ factors and calls an image *valid* when the re-rendering matches it to within
 ``VALID_RMSE`` (root-mean-square pixel error on the [-1, 1] scale): a valid image is one
 clean scene of the data set's kind, so generated samples can be scored without a human.
 
-Reproduce the shipped weights with ``python -m diffgeo.probe`` (about 2 minutes on 2 cores).
+Reproduce the shipped weights with ``python -m diffgeo probe`` (about 2 minutes on 2 cores).
 
 >>> from diffgeo.data.shapes import make_scenes
 >>> scenes = make_scenes(64, seed=123)
@@ -143,17 +143,24 @@ class Validity:
         return float(self.valid.float().mean())
 
 
-def validity(images: torch.Tensor, *, probe: ShapesProbe | None = None, threshold: float = VALID_RMSE) -> Validity:
-    """Score images (N, 3, 32, 32) in [-1, 1]: valid when re-rendering the predicted factors reproduces them."""
+def validity(images: torch.Tensor, *, probe: ShapesProbe | None = None) -> Validity:
+    """Score images (N, 3, 32, 32) in [-1, 1]: valid when re-rendering the predicted factors reproduces
+    them to within ``VALID_RMSE``. ``probe``: default the shipped one (:func:`load_probe`).
+
+    >>> from diffgeo.data.shapes import make_scenes
+    >>> v = validity(make_scenes(8, seed=1).images)
+    >>> v.valid.shape, v.rmse.shape, v.rerendered.shape
+    (torch.Size([8]), torch.Size([8]), torch.Size([8, 3, 32, 32]))
+    """
     probe = probe or load_probe()
     factors = probe.predict(images)
     again = render(factors)
     rmse = (images.detach().float().cpu().clamp(-1, 1) - again).pow(2).mean(dim=(1, 2, 3)).sqrt()
-    return Validity(valid=rmse <= threshold, rmse=rmse, factors=factors, rerendered=again)
+    return Validity(valid=rmse <= VALID_RMSE, rmse=rmse, factors=factors, rerendered=again)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m diffgeo.probe", description="Train and ship the shapes probe.")
+    parser = argparse.ArgumentParser(prog="python -m diffgeo probe", description="Train and ship the shapes probe.")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=PROBE_PATH)
@@ -164,11 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     wall = time.time() - t0
     metrics = evaluate_probe(probe)
     save_tensors_json(args.out, probe.state_dict(), {
-        "kind": "ShapesProbe", "command": f"python -m diffgeo.probe --steps {args.steps} --seed {args.seed}",
+        "kind": "ShapesProbe", "command": f"python -m diffgeo probe --steps {args.steps} --seed {args.seed}",
         "steps": args.steps, "wall_seconds": round(wall, 1), "held_out": metrics})
     load_probe.cache_clear()
     log.info("probe saved to %s: %s", args.out, metrics)
 
-
-if __name__ == "__main__":
-    main()

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checks import NonFiniteError, check_float, check_int, check_seed
 from .io import load_tensors_json, save_tensors_json
 
 __all__ = ["HMap", "LocalBasis", "h_map", "jvp", "vjp", "local_basis", "exact_basis", "forward_ad_ready",
@@ -113,23 +114,6 @@ def _is_model(obj: Any) -> bool:
     return all(hasattr(obj, a) for a in ("h_fn", "unet", "x_shape", "check_x", "check_t"))
 
 
-def _conditioning(model: Any, prompt: Any, negative_prompt: Any, branch: str, guidance_scale: float | None,
-                  cond: Any) -> Any:
-    """The conditioning for ``model.h_fn`` with batch 1: ``cond`` as given, or built from the prompt."""
-    if cond is not None:
-        if prompt is not None or negative_prompt is not None:
-            raise ValueError("pass either prompt=/negative_prompt= or cond=, not both")
-        if not getattr(model, "is_conditional", False):
-            raise ValueError(f"{model.name} is unconditional and takes no conditioning; drop cond=")
-        return cond
-    build = getattr(model, "conditioning", None)
-    if callable(build):
-        return build(prompt, negative_prompt=negative_prompt, branch=branch, guidance_scale=guidance_scale, batch=1)
-    if prompt is not None or getattr(model, "is_conditional", False):
-        raise NotImplementedError(f"{model.name}: this Model cannot encode prompts; pass cond= for its h_fn")
-    return None
-
-
 class HMap:
     """The map ``x -> h`` around one point ``x``, with batched Jacobian products.
 
@@ -151,8 +135,7 @@ class HMap:
     """
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *,
-                 chunk_size: int = 64, unet: nn.Module | None = None, fix: str = "sdpa_math",
-                 meta: dict | None = None):
+                 chunk_size: int = 64, unet: nn.Module | None = None, meta: dict | None = None):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if chunk_size < 1:
@@ -161,7 +144,6 @@ class HMap:
         self.x = x.detach()
         self.chunk_size = int(chunk_size)
         self.unet = unet
-        self.fix = fix
         self.meta = dict(meta or {})
         self.n_products = 0
         self._vjp_fn: Callable | None = None
@@ -191,7 +173,7 @@ class HMap:
         if self.unet is None:
             yield
         else:
-            with forward_ad_ready(self.unet, self.fix):
+            with forward_ad_ready(self.unet):
                 yield
 
     def value(self) -> torch.Tensor:
@@ -200,15 +182,6 @@ class HMap:
             with torch.no_grad(), self._ready():
                 self._h = self.fn(self.x).detach()
         return self._h
-
-    def at(self, x: torch.Tensor) -> "HMap":
-        """The same map around another point (same function, settings and metadata)."""
-        return HMap(self.fn, x, chunk_size=self.chunk_size, unet=self.unet, fix=self.fix, meta=self.meta)
-
-    def __call__(self, xs: torch.Tensor) -> torch.Tensor:
-        """h at many points: xs (B, *x_shape) -> (B, *h_shape), no gradients."""
-        with torch.no_grad(), self._ready():
-            return torch.stack([self.fn(x) for x in xs])
 
     def _check(self, vecs: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.Tensor:
         if not isinstance(vecs, torch.Tensor) or tuple(vecs.shape[1:]) != shape or vecs.dim() != len(shape) + 1:
@@ -219,7 +192,7 @@ class HMap:
     def _finite(self, out: torch.Tensor, what: str) -> torch.Tensor:
         if not torch.isfinite(out).all():
             where = f" at t={self.meta['t']}" if self.meta.get("t") is not None else ""
-            raise FloatingPointError(
+            raise NonFiniteError(
                 f"non-finite {what} product{where} for {self.meta.get('model', 'the map')}: the Jacobian overflowed. "
                 "Try float32 instead of float16/bfloat16, a timestep further from the ends of the schedule, or "
                 "check x_t (it should look like a noisy sample at that t)")
@@ -273,8 +246,8 @@ def _single_x(model: Any, x_t: torch.Tensor) -> torch.Tensor:
 
 
 def h_map(model: Any, x_t: torch.Tensor, t: int | None = None, *, prompt: str | None = None,
-          negative_prompt: str | None = None, branch: str = "cond", guidance_scale: float | None = None,
-          cond: Any = None, chunk_size: int = 64, fix: str = "sdpa_math") -> HMap:
+          negative_prompt: str | None = None, branch: str | None = None, guidance_scale: float | None = None,
+          cond: Any = None, chunk_size: int = 64) -> HMap:
     """The map x_t -> h of ``model`` at timestep t around ``x_t``, as an :class:`HMap`.
 
     ``model`` is a :class:`~diffgeo.models.Model`, or any function of one sample
@@ -290,7 +263,7 @@ def h_map(model: Any, x_t: torch.Tensor, t: int | None = None, *, prompt: str | 
     ((3, 32, 32), (128, 8, 8), 500)
     """
     if isinstance(model, HMap):
-        raise TypeError("model is already an HMap; use model.at(x) for another point")
+        raise TypeError("model is already an HMap; pass the Model (or the function) it was built from")
     if not _is_model(model):
         if not callable(model):
             raise TypeError(f"model must be a diffgeo Model or a function x -> h, got {type(model).__name__}")
@@ -309,15 +282,17 @@ def h_map(model: Any, x_t: torch.Tensor, t: int | None = None, *, prompt: str | 
         raise ValueError(f"t must be one integer timestep, got {t!r}")
     t = int(t)
     x = _single_x(model, x_t)
-    c = _conditioning(model, prompt, negative_prompt, branch, guidance_scale, cond)
+    c = model.conditioning(prompt, negative_prompt=negative_prompt, branch=branch, guidance_scale=guidance_scale,
+                           cond=cond, batch=1)
     t_b = model.timesteps_tensor(t, 1)
 
     def fn(x1: torch.Tensor) -> torch.Tensor:
         return model.h_fn(x1[None], t_b, c)[0]
 
-    meta = {"model": model.name, "t": t, "prompt": prompt, "negative_prompt": negative_prompt,
-            "branch": branch if c is not None else None, "guidance_scale": guidance_scale}
-    return HMap(fn, x, chunk_size=chunk_size, unet=model.unet, fix=fix, meta=meta)
+    meta = {"model": model.name, "t": t, **(c.meta() if c is not None else
+                                            {"prompt": None, "negative_prompt": None, "branch": None,
+                                             "guidance_scale": None})}
+    return HMap(fn, x, chunk_size=chunk_size, unet=model.unet, meta=meta)
 
 
 def jvp(model: Any, x_t: torch.Tensor, t: int | None, v: torch.Tensor, **kwargs: Any) -> torch.Tensor:
@@ -405,10 +380,7 @@ def _align_signs(v: torch.Tensor) -> torch.Tensor:
 
 
 def _check_k(k: int, n: int, m: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"k must be an integer, got {k!r}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    k = check_int(k, "k", min=1)
     if k > min(n, m):
         raise ValueError(f"k={k} exceeds the rank bound min(dim x, dim h) = min({n}, {m}) = {min(n, m)}")
     return k
@@ -453,7 +425,10 @@ def _orthonormalise_against(new: torch.Tensor, q: torch.Tensor | None, gen: torc
 
 
 def _block_krylov(f: HMap, k: int, *, block: int, tol: float, max_iter: int, seed: int,
-                  progress: bool) -> LocalBasis:
+                  progress: bool, init: torch.Tensor | None = None) -> LocalBasis:
+    """Block Krylov on J^T J. ``init`` (k0, n): a starting subspace (warm start); then the first
+    block is init and every later block is the Ritz residuals ``J^T J v - s^2 v`` of the current
+    top-k (block Davidson without preconditioning), which refine a good start in few products."""
     n, m = f.n, f.m
     dtype, device = f.x.dtype, f.x.device
     gen = torch.Generator().manual_seed(seed)  # CPU generator: the same start on every device
@@ -461,7 +436,10 @@ def _block_krylov(f: HMap, k: int, *, block: int, tol: float, max_iter: int, see
     y_blocks: list[torch.Tensor] = []
     z_blocks: list[torch.Tensor] = []
     gram = torch.zeros(0, 0, dtype=torch.float64, device=device)  # Y Y^T = Q J^T J Q^T, float64
-    start = torch.randn(min(block, n), n, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    if init is None:
+        start = torch.randn(min(block, n), n, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    else:
+        start = init.to(device=device, dtype=dtype)
     qi = _orthonormalise_against(start, None, gen)
     bar = tqdm(total=max_iter, desc=f"local basis k={k}", disable=not progress, leave=False)
     it = 0
@@ -479,7 +457,9 @@ def _block_krylov(f: HMap, k: int, *, block: int, tol: float, max_iter: int, see
             gram = torch.cat([torch.cat([gram, cross[:, :d_old].T], 1), cross], 0)
             d = gram.shape[0]
             if d < k and d < n:  # fewer Ritz vectors than asked for yet (block < k): grow first
-                qi = _orthonormalise_against(zi[: min(block, n - d)], torch.cat(q_blocks), gen)
+                grow = zi if init is None else torch.randn(k - d, n, generator=gen, dtype=torch.float64).to(zi)
+                qi = _orthonormalise_against(grow[: min(block if init is None else k - d, n - d)],
+                                             torch.cat(q_blocks), gen)
                 bar.update(1)
                 continue
             # Rayleigh-Ritz on span(Q): Q J^T J Q^T = Y Y^T = A diag(s^2) A^T; the Ritz vectors are
@@ -499,7 +479,11 @@ def _block_krylov(f: HMap, k: int, *, block: int, tol: float, max_iter: int, see
             d = q.shape[0]
             if worst <= tol or it >= max_iter or d >= n:
                 break
-            qi = _orthonormalise_against(zi[: min(block, n - d)], q, gen)
+            if init is None:
+                qi = _orthonormalise_against(zi[: min(block, n - d)], q, gen)
+            else:  # residuals of the unconverged Ritz vectors, largest first
+                todo = (residuals > tol).nonzero()[:, 0][: min(k, n - d)]
+                qi = _orthonormalise_against(r[todo].to(dtype), q, gen)
     finally:
         bar.close()
     if worst > tol and d < n:
@@ -517,10 +501,10 @@ def _default_block(k: int) -> int:
 
 
 def local_basis(model: Any, x_t: torch.Tensor, t: int | None, k: int, *, prompt: str | None = None,
-                negative_prompt: str | None = None, branch: str = "cond", guidance_scale: float | None = None,
+                negative_prompt: str | None = None, branch: str | None = None, guidance_scale: float | None = None,
                 cond: Any = None, tol: float = DEFAULT_TOL,
                 max_iter: int = 30, block: int | None = None, seed: int | None = None, progress: bool = True,
-                chunk_size: int = 64) -> LocalBasis:
+                chunk_size: int = 64, init: "LocalBasis | torch.Tensor | None" = None) -> LocalBasis:
     """Top-k local latent basis of x_t under the pullback metric of x_t -> h at t.
 
     ``model``: a :class:`~diffgeo.models.Model` (or a function of one sample, with ``t=None``);
@@ -537,29 +521,56 @@ def local_basis(model: Any, x_t: torch.Tensor, t: int | None, k: int, *, prompt:
     chosen by measurement, see benchmarks/README.md) must be at least the largest multiplicity
     among the top-k singular values. ``seed=None`` draws a seed, recorded in ``meta``.
 
+    Warm start: ``init`` is a starting subspace, a :class:`LocalBasis` (e.g. the basis at the
+    previous timestep or a neighbouring point) or a tensor (k0, *x_shape) / (k0, n) of spanning
+    vectors, k0 <= k (missing directions are drawn at random). The first block is then init and
+    later blocks are the residuals of the unconverged Ritz vectors; the stopping test is the same,
+    so the accuracy is too, and a start near the answer needs far fewer products
+    (``meta["warm"]`` is True; benchmarks/bench_trajectory_basis.py measures it).
+
     >>> import diffgeo
     >>> model = diffgeo.load("shapes")
     >>> b = local_basis(model, torch.zeros(1, 3, 32, 32), 700, 2, seed=0, progress=False)
     >>> b.v.shape, b.meta["t"], b.meta["seed"], bool(b.residuals.max() <= DEFAULT_TOL)
     (torch.Size([2, 3, 32, 32]), 700, 0, True)
+    >>> warm = local_basis(model, torch.zeros(1, 3, 32, 32), 690, 2, seed=0, progress=False, init=b)
+    >>> warm.meta["warm"], warm.n_products < b.n_products, bool(warm.residuals.max() <= DEFAULT_TOL)
+    (True, True, True)
     """
-    if not (isinstance(tol, (int, float)) and tol > 0 and math.isfinite(tol)):
-        raise ValueError(f"tol must be a positive number, got {tol!r}")
-    if not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    tol = check_float(tol, "tol", min=0, min_open=True)
+    max_iter = check_int(max_iter, "max_iter", min=1)
+    seed = check_seed(seed)
     f = h_map(model, x_t, t, prompt=prompt, negative_prompt=negative_prompt, branch=branch,
               guidance_scale=guidance_scale, cond=cond, chunk_size=chunk_size)
     k = _check_k(k, f.n, f.m)
-    block = _default_block(k) if block is None else block
-    if not isinstance(block, int) or block < 1:
-        raise ValueError(f"block must be a positive integer, got {block!r}")
+    block = _default_block(k) if block is None else check_int(block, "block", min=1)
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
-    return _block_krylov(f, k, block=block, tol=float(tol), max_iter=max_iter, seed=seed, progress=progress)
+    start = None if init is None else _init_rows(init, f, k)
+    basis = _block_krylov(f, k, block=block, tol=float(tol), max_iter=max_iter, seed=seed, progress=progress,
+                          init=start)
+    basis.meta["warm"] = start is not None
+    return basis
+
+
+def _init_rows(init: Any, f: HMap, k: int) -> torch.Tensor:
+    """A warm start as a (k0, n) matrix of spanning vectors, checked against the map."""
+    v = init.v if isinstance(init, LocalBasis) else init
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"init must be a LocalBasis or a tensor (k0, {', '.join(map(str, f.x_shape))}), "
+                        f"got {type(init).__name__}")
+    if v.dim() == 0 or (tuple(v.shape[1:]) != f.x_shape and not (v.dim() == 2 and v.shape[1] == f.n)):
+        raise ValueError(f"init has shape {tuple(v.shape)}; expected (k0, {', '.join(map(str, f.x_shape))}) or "
+                         f"(k0, {f.n}) with the basis vectors in its rows")
+    if not 1 <= v.shape[0] <= k:
+        raise ValueError(f"init holds {v.shape[0]} vectors; pass between 1 and k={k}")
+    if not torch.isfinite(v).all():
+        raise ValueError("init contains NaN or infinite values")
+    return v.detach().reshape(v.shape[0], -1).to(device=f.x.device, dtype=f.x.dtype)
 
 
 def exact_basis(model: Any, x_t: torch.Tensor, t: int | None, k: int | None = None, *, prompt: str | None = None,
-                negative_prompt: str | None = None, branch: str = "cond", guidance_scale: float | None = None,
+                negative_prompt: str | None = None, branch: str | None = None, guidance_scale: float | None = None,
                 cond: Any = None, chunk_size: int = 64) -> LocalBasis:
     """The top-k triplets from the full Jacobian (min(n, m) products, chunked) and its SVD.
 

@@ -12,8 +12,11 @@ is labelled ``-1``. Nothing here switches gradients off: callers choose the grad
 
 Text models take ``prompt=`` (a string or one per sample; None is the empty prompt),
 ``negative_prompt=`` (default ``""``) and ``guidance_scale=``: eps is the classifier-free-guided
-combination when ``guidance_scale != 1`` and the conditional branch otherwise (the prompts are
-encoded once per call). ``cond=`` takes a precomputed :class:`~diffgeo.text.Cond` instead.
+combination when the scale is not 1 and the conditional branch otherwise; ``guidance_scale=None``
+means the model's own default (:func:`diffgeo.text.default_guidance`: 1.5 for ``shapes-text``,
+2 for ``digits``, 1 for a model diffgeo does not know). The prompts are encoded once per call.
+``cond=`` takes a precomputed :class:`~diffgeo.text.Cond` instead (its own branch and scale
+unless ``guidance_scale`` is given). ``Trajectory.meta`` records the conditioning used.
 For latent models the trajectory holds latents: ``model.decode(traj.result)`` gives images.
 
 >>> import diffgeo
@@ -25,20 +28,26 @@ For latent models the trajectory holds latents: ``model.decode(traj.result)`` gi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
 
+from .checks import NonFiniteError, check_bool, check_float, check_int, check_seed_generator
 from .io import load_tensors_json, save_tensors_json
 from .models import CondLike, Model, PromptLike
-from .text import Cond
+from .text import Cond, resolve_cond
 
 __all__ = ["Trajectory", "ddim_timesteps", "ddim_step", "sample", "denoise", "invert", "CLEAN"]
 
+logger = logging.getLogger(__name__)
 CLEAN = -1  # label of the clean end (alpha-bar = 1)
+#: A DDIM state beyond this magnitude is a blow-up (states of unit-variance models stay within ~10):
+#: reported with its step and t (:class:`~diffgeo.checks.NonFiniteError`) instead of running on.
+BLOWUP = 1e6
 Callback = Callable[[dict[str, Any]], None]
 
 
@@ -80,8 +89,7 @@ def ddim_timesteps(model: Model, steps: int) -> torch.Tensor:
     >>> ddim_timesteps(diffgeo.load("shapes"), 4).tolist()
     [750, 500, 250, 0]
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    steps = check_int(steps, "steps", min=1)
     if steps > model.num_train_timesteps:
         raise ValueError(f"steps={steps} exceeds the {model.num_train_timesteps} training timesteps")
     sched = model.scheduler
@@ -95,19 +103,36 @@ def _abar(model: Model, t: int) -> float:
 
 def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, a_t: float, a_prev: float, *, eta: float = 0.0,
               noise: torch.Tensor | None = None, clip: float | None = None,
-              use_clipped_model_output: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+              use_clipped_model_output: bool = False,
+              eps_direction: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One DDIM update, equations (1)-(2): returns (x_prev, x0_pred).
 
     Works in both directions: with a_prev < a_t it is the inversion step (eta must be 0).
     ``clip``: clamp the predicted x0 to [-clip, clip] (diffusers' ``clip_sample``). The direction
     term keeps the model's eps, as diffusers does by default, unless ``use_clipped_model_output``:
     then eps is recomputed from the clipped x0 (diffusers' keyword of the same name).
+    ``eps_direction``: a separate eps for the direction term D_t (Asyrp's asymmetric step:
+    ``P_t`` from ``eps`` of the edited h, ``D_t`` from the original eps); None uses ``eps``.
+    With ``use_clipped_model_output`` it is recomputed from its own clipped x0, so that
+    ``eps_direction=eps`` is exactly the plain step.
+
+    >>> x, e = torch.ones(1, 2), torch.zeros(1, 2)
+    >>> ddim_step(x, e, 0.25, 1.0)[0].tolist()   # eps 0: x0 = x / sqrt(a_t)
+    [[2.0, 2.0]]
+    >>> ddim_step(x, e, 0.25, 0.5, eps_direction=torch.ones(1, 2))[0].tolist() == ddim_step(x, e, 0.25, 0.5)[0].add(0.5 ** 0.5).tolist()
+    True
     """
-    x0 = (x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5
-    if clip is not None:
-        x0 = x0.clamp(-clip, clip)
-        if use_clipped_model_output:
-            eps = (x_t - a_t**0.5 * x0) / (1 - a_t) ** 0.5
+    def predict(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x0 = (x_t - (1 - a_t) ** 0.5 * e) / a_t**0.5
+        if clip is not None:
+            x0 = x0.clamp(-clip, clip)
+            if use_clipped_model_output:
+                e = (x_t - a_t**0.5 * x0) / (1 - a_t) ** 0.5
+        return x0, e
+
+    x0, eps = predict(eps)
+    if eps_direction is not None:
+        eps = predict(eps_direction)[1]
     sigma = 0.0
     if eta > 0:
         sigma = eta * ((1 - a_t / a_prev) * (1 - a_prev) / (1 - a_t)) ** 0.5
@@ -130,24 +155,9 @@ def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Gen
     return g
 
 
-def _sampling_cond(model: Model, prompt: PromptLike | None, negative_prompt: PromptLike | None,
-                   guidance_scale: float, cond: CondLike, batch: int) -> Cond | None:
-    """Conditioning for a whole trajectory: cfg when guidance_scale != 1, else the conditional branch."""
-    if not isinstance(guidance_scale, (int, float)) or guidance_scale != guidance_scale:
-        raise TypeError(f"guidance_scale must be a number, got {guidance_scale!r}")
-    guided = float(guidance_scale) != 1.0
-    if cond is not None:
-        return model._resolve_cond(None, None, "cfg" if guided else "cond",
-                                   float(guidance_scale) if guided else None, cond, batch)
-    if not model.is_conditional:
-        if prompt is not None or negative_prompt is not None:
-            return model.conditioning(prompt, negative_prompt=negative_prompt)  # raises: unconditional model
-        if guided:
-            raise ValueError(f"{model.name} is unconditional: guidance_scale={guidance_scale} needs a conditional and "
-                             "an unconditional branch; use guidance_scale=1 (or a text model)")
-        return None
-    return model.conditioning(prompt, negative_prompt=negative_prompt, branch="cfg" if guided else "cond",
-                              guidance_scale=float(guidance_scale) if guided else None, batch=batch)
+def _check_model(model: Any) -> None:
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a diffgeo Model (diffgeo.load(name)), got {type(model).__name__}")
 
 
 def _clip_range(model: Model) -> float | None:
@@ -167,6 +177,11 @@ def _run(model: Model, x: torch.Tensor, path: list[int], *, eta: float, g: torch
         z = torch.randn(x.shape, generator=g).to(device=x.device, dtype=x.dtype) if eta > 0 else None
         x_next, x0 = ddim_step(x, eps, _abar(model, t), _abar(model, t_next), eta=eta, noise=z, clip=clip,
                                 use_clipped_model_output=clipped_eps)
+        if not bool(x_next.abs().max() <= BLOWUP):  # NaN compares False
+            raise NonFiniteError(f"{desc} blew up at step {i} (t={t} -> {t_next}): x_t became NaN, infinite or "
+                                 f"larger than {BLOWUP:g} in magnitude "
+                                 f"(eta={meta.get('eta')}, guidance_scale={meta.get('guidance_scale')}, model "
+                                 f"{model.name}); lower guidance_scale/eta or check the model's weights")
         if callback is not None:
             callback({"i": i, "t": t, "t_next": t_next, "x_t": x, "eps": eps, "x0_pred": x0, "x_next": x_next})
         xs.append(x_next)
@@ -177,7 +192,7 @@ def _run(model: Model, x: torch.Tensor, path: list[int], *, eta: float, g: torch
 
 def denoise(model: Model, x_t: torch.Tensor, t: int, *, steps: int = 50, eta: float = 0.0, seed: int | None = None,
             generator: torch.Generator | None = None, prompt: PromptLike | None = None,
-            negative_prompt: PromptLike | None = None, guidance_scale: float = 1.0, cond: CondLike = None,
+            negative_prompt: PromptLike | None = None, guidance_scale: float | None = None, cond: CondLike = None,
             use_clipped_model_output: bool = False, callback: Callback | None = None,
             progress: bool = True) -> Trajectory:
     """Continue DDIM from (x_t, t) to the clean end on the ``steps``-step grid.
@@ -187,17 +202,27 @@ def denoise(model: Model, x_t: torch.Tensor, t: int, *, steps: int = 50, eta: fl
     x_t: (B, *x_shape); returns a Trajectory with ``xs[0] = x_t``. Prompt keywords: see the
     module docstring. ``use_clipped_model_output``: see :func:`sample`.
     """
+    _check_model(model)
     x_t = model.check_x(x_t)
     model.check_t(t)
-    if not isinstance(eta, (int, float)) or eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta!r}")
+    if torch.as_tensor(t).dim() != 0:
+        raise ValueError(f"t must be one timestep (an integer) for the whole batch, got shape {tuple(torch.as_tensor(t).shape)}")
+    eta = check_float(eta, "eta", min=0)
+    steps = check_int(steps, "steps", min=1)
+    seed, generator = check_seed_generator(seed, generator)
+    use_clipped_model_output = check_bool(use_clipped_model_output, "use_clipped_model_output")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be a function of one dict (or None), got {type(callback).__name__}")
     t = int(t)
     grid = ddim_timesteps(model, steps).tolist()
     path = [t] + [s for s in grid if s < t] + [CLEAN]
     g = _generator(seed, generator) if eta > 0 else None
-    c = _sampling_cond(model, prompt, negative_prompt, guidance_scale, cond, x_t.shape[0])
+    c = resolve_cond(model, prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale, cond=cond,
+                     batch=x_t.shape[0])
     clip = _clip_range(model)
     clipped_eps = bool(use_clipped_model_output) and clip is not None
+    if seed is None and generator is None and g is not None:
+        seed = g.initial_seed()  # the drawn seed, so the run can be repeated
     meta = {"model": model.name, "direction": "denoise", "eta": eta, "steps": steps, "seed": seed,
             "use_clipped_model_output": clipped_eps, **(c.meta() if c is not None else {})}
     return _run(model, x_t, path, eta=eta, g=g, clip=clip, clipped_eps=clipped_eps, cond=c, callback=callback,
@@ -206,7 +231,7 @@ def denoise(model: Model, x_t: torch.Tensor, t: int, *, steps: int = 50, eta: fl
 
 def sample(model: Model, n: int | None = None, *, noise: torch.Tensor | None = None, steps: int = 50,
            eta: float = 0.0, seed: int | None = None, generator: torch.Generator | None = None,
-           prompt: PromptLike | None = None, negative_prompt: PromptLike | None = None, guidance_scale: float = 1.0,
+           prompt: PromptLike | None = None, negative_prompt: PromptLike | None = None, guidance_scale: float | None = None,
            cond: CondLike = None, use_clipped_model_output: bool = False, callback: Callback | None = None,
            progress: bool = True) -> Trajectory:
     """Draw samples with DDIM: from ``noise`` (a given x_T, (B, *x_shape)) or n draws from ``seed``.
@@ -218,17 +243,23 @@ def sample(model: Model, n: int | None = None, *, noise: torch.Tensor | None = N
 
     Models whose scheduler clips x0 (``clip_sample``, as the embedded ones) keep the raw eps in
     the DDIM direction term, as diffusers does by default; ``use_clipped_model_output=True``
-    recomputes eps from the clipped x0 (diffusers' ``DDIMScheduler.step`` keyword). Measured on
-    the embedded models: raw eps keeps unguided ``shapes`` samples valid (91% against 45%), the
-    recomputed eps keeps strongly guided ``digits`` samples on their prompt (guidance 7: 1.00
-    against 0.05; ``python -m diffgeo.alignment digits``).
+    recomputes eps from the clipped x0 (diffusers' ``DDIMScheduler.step`` keyword); which one
+    suits which model is measured in the README (``python -m diffgeo alignment digits``).
     """
+    _check_model(model)
     if (n is None) == (noise is None):
         raise ValueError("give exactly one of n (number of samples) and noise (a given x_T)")
-    g = _generator(seed, generator)
+    seed, generator = check_seed_generator(seed, generator)
+    eta = check_float(eta, "eta", min=0)
+    use_clipped_model_output = check_bool(use_clipped_model_output, "use_clipped_model_output")
     if noise is None:
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        n = check_int(n, "n", min=1)
+    else:
+        noise = model.check_x(noise, "noise")
+    g = _generator(seed, generator)
+    if seed is None and generator is None and (noise is None or eta > 0):
+        seed = g.initial_seed()  # the drawn seed, recorded so the run can be repeated
+    if noise is None:
         noise = torch.randn((n, *model.x_shape), generator=g).to(device=model.device, dtype=model.dtype)
     t_start = int(ddim_timesteps(model, steps)[0])
     traj = denoise(model, noise, t_start, steps=steps, eta=eta, generator=g, prompt=prompt,
@@ -237,26 +268,167 @@ def sample(model: Model, n: int | None = None, *, noise: torch.Tensor | None = N
     return Trajectory(traj.timesteps, traj.xs, traj.x0_preds, {**traj.meta, "direction": "sample", "seed": seed})
 
 
-def invert(model: Model, x0: torch.Tensor, *, steps: int = 50, prompt: PromptLike | None = None,
-           negative_prompt: PromptLike | None = None, guidance_scale: float = 1.0, cond: CondLike = None,
-           callback: Callback | None = None, progress: bool = True) -> Trajectory:
-    """Deterministic DDIM inversion of clean x0 (B, *x_shape) to the first sampling timestep.
+INVERSION_METHODS = ("fixed_point", "ddim")
+#: Residual stop of fixed-point inversion: RMS over one sample of (forward step of x_t) - x_{t-1}.
+INVERSION_TOL = 1e-4
+INVERSION_MAX_ITER = 50
 
-    The path is ``-1, 0, grid..., t_start``: it ends exactly where :func:`sample` starts, so
-    ``sample(model, noise=invert(model, x0).result)`` reconstructs x0 (the reference code stops
-    one step short). eps at the clean end is evaluated at t = 0. x0 is never clipped here, even
-    when the scheduler clips it in sampling (clipping is not invertible). Measured on the embedded
-    ``shapes`` model (its own samples, 50 steps each way): reconstruction RMSE 0.28; on an exact
-    Gaussian model the error is first order in the step size (tests/test_sampling.py). Text
-    models: the prompt keywords as in :func:`sample` (inversion is exact only in the limit of
-    small steps, and less so with guidance). Latent models invert latents:
-    ``model.encode_image(images)`` first.
+
+def _pick(value: Any, idx: torch.Tensor, batch: int) -> Any:
+    """Rows ``idx`` of every batch-B tensor in a (nested) conditioning structure; batch-1 tensors stay."""
+    if isinstance(value, torch.Tensor):
+        return value[idx] if value.dim() > 0 and value.shape[0] == batch else value
+    if isinstance(value, dict):
+        return {k: _pick(v, idx, batch) for k, v in value.items()}
+    return value
+
+
+def _subset_cond(c: Cond | None, idx: torch.Tensor, batch: int) -> Cond | None:
+    if c is None:
+        return None
+    return replace(c, cond=_pick(c.cond, idx, batch), uncond=_pick(c.uncond, idx, batch),
+                   cond_kwargs=_pick(dict(c.cond_kwargs), idx, batch),
+                   uncond_kwargs=_pick(dict(c.uncond_kwargs), idx, batch))
+
+
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1).pow(2).mean(1).sqrt()
+
+
+def _invert_step(model: Model, x_prev: torch.Tensor, eps_guess: torch.Tensor, t: int, a_t: float, a_prev: float, *,
+                 clip: float | None, clipped_eps: bool, cond: Cond | None, tol: float,
+                 max_iter: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Solve ``ddim_step(x_t, eps(x_t, t), a_t, a_prev, clip=...)[0] == x_prev`` for x_t, per sample.
+
+    Start from the plain DDIM inversion step with ``eps_guess``; then repeat
+    ``x_t <- x_t + d * g * (x_prev - F(x_t))`` with F the sampler's forward step. g, element-wise,
+    inverts F's slope: ``sqrt(a_t / a_prev)`` where x0 is not clipped (at fixed eps; with d = 1
+    this is the usual fixed-point map ``x_t = sqrt(a_t) P(x_{t-1}; eps(x_t)) + sqrt(1 - a_t) eps(x_t)``)
+    and ``sqrt((1 - a_t) / (1 - a_prev))`` where it is clipped (there x_t acts only through eps,
+    which moves about as ``x_t / sqrt(1 - a_t)``). d, per sample, starts at 1, halves when a
+    trial step does not lower the RMS residual (the step is then rejected) and doubles back to at
+    most 1 after an accepted one, so the residual never grows. A sample stops once its RMS residual
+    is <= tol. Returns (x_t, eps(x_t), x0_pred, U-Net calls (B,), residual (B,)).
+    """
+    b = x_prev.shape[0]
+    x_try, _ = ddim_step(x_prev, eps_guess, a_prev, a_t)
+    x_cur, r_cur = x_try.clone(), torch.zeros_like(x_prev)
+    eps, x0 = torch.empty_like(x_prev), torch.empty_like(x_prev)
+    calls = torch.zeros(b, dtype=torch.long)
+    resid = torch.full((b,), float("inf"), dtype=torch.float64)
+    damp = torch.ones(b, dtype=x_prev.dtype, device=x_prev.device)
+    active = torch.arange(b, device=x_prev.device)
+    g_free = (a_t / a_prev) ** 0.5
+    g_clip = ((1 - a_t) / (1 - a_prev)) ** 0.5 if a_prev < 1 else g_free
+    view = (-1,) + (1,) * (x_prev.dim() - 1)
+    for _ in range(max_iter):
+        xa = x_try[active]
+        c = cond if len(active) == b else _subset_cond(cond, active, b)
+        e = model.eps_fn(xa, model.timesteps_tensor(t, len(active)), c)
+        fwd, x0a = ddim_step(xa, e, a_t, a_prev, clip=clip, use_clipped_model_output=clipped_eps)
+        r = x_prev[active] - fwd
+        res = _rms(r).double().cpu()
+        ai = active.cpu()
+        calls[ai] += 1
+        ok = res <= resid[ai]  # the first evaluation is always accepted (resid is inf)
+        okd = ok.to(active.device)
+        acc = active[okd]
+        x_cur[acc], r_cur[acc], eps[acc], x0[acc] = xa[okd], r[okd], e[okd], x0a[okd]
+        resid[ai[ok]] = res[ok]
+        damp[active] = torch.where(okd, (damp[active] * 2).clamp(max=1.0), damp[active] / 2)
+        active = active[(resid[ai] > tol).to(active.device)]
+        if len(active) == 0:
+            break
+        xc = x_cur[active]
+        gain = torch.full_like(xc, g_free)
+        if clip is not None:
+            raw_x0 = (xc - (1 - a_t) ** 0.5 * eps[active]) / a_t**0.5
+            gain = torch.where(raw_x0.abs() > clip, torch.full_like(xc, g_clip), gain)
+        x_try = x_cur.clone()
+        x_try[active] = xc + damp[active].view(view) * gain * r_cur[active]
+    return x_cur, eps, x0, calls, resid
+
+
+def invert(model: Model, x0: torch.Tensor, *, steps: int = 50, method: str = "fixed_point",
+           tol: float = INVERSION_TOL, max_iter: int = INVERSION_MAX_ITER, prompt: PromptLike | None = None,
+           negative_prompt: PromptLike | None = None, guidance_scale: float | None = None, cond: CondLike = None,
+           use_clipped_model_output: bool = False, callback: Callback | None = None,
+           progress: bool = True) -> Trajectory:
+    """Invert clean x0 (B, *x_shape) to the first sampling timestep, so that :func:`sample` gives it back.
+
+    The path is ``-1, 0, grid..., t_start``: it ends exactly where :func:`sample` starts.
+
+    ``method="fixed_point"`` (default): each step solves for the x_t whose forward DDIM step, as
+    :func:`sample` takes it (x0 clipping and ``use_clipped_model_output`` included; pass the
+    same prompt keywords as to ``sample``), lands on the given x_{t-1}, by fixed-point iteration
+    from the plain inversion step (AIDI / ReNoise / Pan et al. 2023) until the RMS residual of the
+    forward step is <= ``tol`` (per sample, at most ``max_iter`` iterations). ``meta`` records
+    ``iterations`` and ``residual`` per step (lists over steps of per-sample lists); a step that
+    does not converge is logged as a warning with its step, t and residual and listed in
+    ``meta["unconverged"]``. Measured on ``shapes`` (50 steps each way): round-trip RMSE
+    from 0.28 (plain) to under 1e-3 on its own samples (benchmarks/bench_editing.py).
+
+    ``method="ddim"``: plain DDIM inversion, eps evaluated at x_{t-1} (one U-Net call per step,
+    not exact: RMSE 0.28 on ``shapes``' own samples; x0 is never clipped).
+
+    Text models: the prompt keywords as in :func:`sample`. Latent models invert latents:
+    ``model.encode_image(images)`` first. x0: (B, *x_shape), in [-clip, clip] when the
+    scheduler clips (sampling can only return values in that range).
+
+    >>> import diffgeo
+    >>> model = diffgeo.load("shapes")
+    >>> x0 = diffgeo.data.shapes.make_scenes(1, seed=7).images
+    >>> inv = invert(model, x0, steps=5, progress=False)
+    >>> back = sample(model, noise=inv.result, steps=5, progress=False).result
+    >>> bool((back - x0).abs().max() < 1e-2), len(inv.meta["iterations"])
+    (True, 5)
     """
     x0 = model.check_x(x0, "x0")
+    if method not in INVERSION_METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, INVERSION_METHODS))}, got {method!r}")
+    if not isinstance(tol, (int, float)) or not tol > 0:
+        raise ValueError(f"tol must be a positive number (RMS residual per step), got {tol!r}")
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    clip = _clip_range(model)
+    if method == "fixed_point" and clip is not None and float(x0.abs().max()) > clip + 1e-6:
+        raise ValueError(f"x0 has values in [{float(x0.min()):.3g}, {float(x0.max()):.3g}], outside the model's "
+                         f"clipping range [-{clip:g}, {clip:g}]: sampling can never return such an image; map images "
+                         "to [-1, 1] (2 * x - 1 for [0, 1] data)")
     grid = ddim_timesteps(model, steps).tolist()[::-1]
     path = [CLEAN] + grid
-    c = _sampling_cond(model, prompt, negative_prompt, guidance_scale, cond, x0.shape[0])
+    c = resolve_cond(model, prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale, cond=cond,
+                     batch=x0.shape[0])
+    clipped_eps = bool(use_clipped_model_output) and clip is not None
     meta = {"model": model.name, "direction": "invert", "eta": 0.0, "steps": steps, "seed": None,
-            **(c.meta() if c is not None else {})}
-    return _run(model, x0, path, eta=0.0, g=None, clip=None, clipped_eps=False, cond=c, callback=callback,
-                progress=progress, desc="DDIM inversion", meta=meta)
+            "method": method, **(c.meta() if c is not None else {})}
+    if method == "ddim":
+        return _run(model, x0, path, eta=0.0, g=None, clip=None, clipped_eps=False, cond=c, callback=callback,
+                    progress=progress, desc="DDIM inversion", meta=meta)
+    b = x0.shape[0]
+    xs, x0s, iterations, residuals, unconverged = [x0], [], [], [], []
+    x = x0
+    eps = model.eps_fn(x0, model.timesteps_tensor(0, b), c)
+    for i in tqdm(range(len(path) - 1), desc="fixed-point inversion", disable=not progress, leave=False):
+        t_prev, t = path[i], path[i + 1]
+        x_t, eps, x0_pred, iters, resid = _invert_step(model, x, eps, t, _abar(model, t), _abar(model, t_prev),
+                                                       clip=clip, clipped_eps=clipped_eps, cond=c, tol=float(tol),
+                                                       max_iter=max_iter)
+        iterations.append(iters.tolist())
+        residuals.append(resid.tolist())
+        bad = resid > tol
+        if bool(bad.any()):
+            worst = float(resid.max())
+            unconverged.append({"step": i, "t": t, "samples": bad.nonzero().flatten().tolist(), "residual": worst})
+            logger.warning("fixed-point inversion: step %d (t=%d) did not converge in %d iterations for %d of %d "
+                           "samples (RMS residual up to %.3g > tol %.3g)", i, t, max_iter, int(bad.sum()), b,
+                           worst, tol)
+        if callback is not None:
+            callback({"i": i, "t": t_prev, "t_next": t, "x_t": x, "eps": eps, "x0_pred": x0_pred, "x_next": x_t,
+                      "iterations": iters, "residual": resid})
+        xs.append(x_t)
+        x0s.append(x0_pred)
+        x = x_t
+    meta.update({"tol": float(tol), "max_iter": max_iter, "use_clipped_model_output": clipped_eps,
+                 "iterations": iterations, "residual": residuals, "unconverged": unconverged})
+    return Trajectory(torch.tensor(path, dtype=torch.long), torch.stack(xs), torch.stack(x0s), meta)

@@ -38,8 +38,10 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-__all__ = ["BRANCHES", "Cond", "PromptEncoder", "as_cond", "normalise_prompts", "load_packaged_encoder",
-           "PACKAGED_ENCODER", "REF_FILE"]
+from .checks import check_float, check_tensor
+
+__all__ = ["BRANCHES", "Cond", "PromptEncoder", "as_cond", "resolve_cond", "default_guidance", "normalise_prompts",
+           "load_packaged_encoder", "PACKAGED_ENCODER", "REF_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,13 @@ class Cond:
         if not isinstance(self.cond, torch.Tensor) or self.cond.dim() != 3:
             raise ValueError(f"cond must be a tensor (B, L, D) of token embeddings, got "
                              f"{getattr(self.cond, 'shape', type(self.cond).__name__)}")
+        check_tensor(self.cond, "cond", nonempty=False)  # real, finite, not on the meta device
+        if self.uncond is not None:
+            if not isinstance(self.uncond, torch.Tensor) or self.uncond.dim() != 3:
+                raise ValueError(f"uncond must be a tensor (B, L, D) of token embeddings (or None), got "
+                                 f"{getattr(self.uncond, 'shape', type(self.uncond).__name__)}")
+            check_tensor(self.uncond, "uncond", nonempty=False)
+        check_float(self.guidance_scale, "guidance_scale")
         if self.branch in ("uncond", "cfg") and self.uncond is None:
             raise ValueError(f"branch={self.branch!r} needs the unconditional embeddings (uncond=...): guidance "
                              "and the unconditional branch need a negative or empty prompt's embedding")
@@ -132,6 +141,155 @@ class Cond:
         """JSON-able description for results' metadata."""
         return {"prompt": self.prompt, "negative_prompt": self.negative_prompt, "branch": self.branch,
                 "guidance_scale": self.guidance_scale if self.branch == "cfg" else None}
+
+
+def default_guidance(model: Any) -> float:
+    """The guidance scale ``guidance_scale=None`` stands for when generating: the model's entry in
+    :mod:`diffgeo.zoo` (1.0 for unconditional models, models without an unconditional branch and
+    models the registry does not know).
+
+    >>> import diffgeo
+    >>> default_guidance(diffgeo.load("shapes")), default_guidance(diffgeo.load("digits"))
+    (1.0, 2.0)
+    """
+    if not getattr(model, "is_conditional", False) or not getattr(model, "guidance_ok", True):
+        return 1.0
+    from .zoo import entry
+
+    return float(entry(model).guidance)
+
+
+def _check_scale(guidance_scale: Any) -> float | None:
+    if guidance_scale is None:
+        return None
+    return check_float(guidance_scale, "guidance_scale")  # a finite real number; None: the model's default
+
+
+def _explicit_scale(branch: str, w: float | None) -> float:
+    """The scale of an explicitly named branch: cfg needs one; cond/uncond take none (or 1)."""
+    if branch == "cfg":
+        if w is None:
+            raise ValueError("branch='cfg' needs guidance_scale= (e.g. 7.5): the combination is "
+                             "q_uncond + w (q_cond - q_uncond)")
+        return w
+    if w not in (None, 1.0):
+        raise ValueError(f"guidance_scale={w} only applies to branch='cfg' (got branch={branch!r}); "
+                         "pass branch='cfg' to guide")
+    return 1.0
+
+
+def _check_against(model: Any, c: Cond) -> Cond:
+    """An explicit Cond must suit the U-Net: its width and dtype, its extra inputs, an unconditional
+    branch when used."""
+    cfg = model.unet.config
+    dim = getattr(cfg, "encoder_hid_dim", None) or getattr(cfg, "cross_attention_dim", None)
+    dim = dim[0] if isinstance(dim, (list, tuple)) else dim
+    for what, e in (("cond", c.cond), ("uncond", c.uncond)):
+        if e is None:
+            continue
+        if dim is not None and int(e.shape[-1]) != int(dim):
+            raise ValueError(f"{what} has token embeddings of width {e.shape[-1]} (shape {tuple(e.shape)}) but "
+                             f"{model.name}'s cross-attention takes width {dim}: (B, L, {dim})")
+        if e.dtype != model.dtype:
+            raise TypeError(f"{what} has dtype {e.dtype} but {model.name} runs in {model.dtype}: pass "
+                            f"{what}.to({model.dtype})")
+    kwargs = c.cond_kwargs if c.branch == "cond" else c.uncond_kwargs
+    missing = [n for n in model._extra_inputs() if n.split(" ")[0] not in kwargs]
+    if missing:
+        raise ValueError(f"{model.name}: this U-Net needs {'; '.join(missing)} in cond_kwargs/uncond_kwargs of "
+                         "the Cond: diffgeo supports it only when that extra conditioning is supplied")
+    if c.branch != "cond" and not model.guidance_ok:
+        raise ValueError(f"{model.name} was trained without caption dropout (provenance: caption_dropout=0), so "
+                         f"it has no unconditional branch: branch={c.branch!r} / guidance is meaningless; use "
+                         "branch='cond' and guidance_scale=1")
+    return c
+
+
+def resolve_cond(model: Any, prompt: str | Sequence[str] | None = None, *,
+                 negative_prompt: str | Sequence[str] | None = None, branch: str | None = None,
+                 guidance_scale: float | None = None, cond: Cond | Mapping[str, Any] | None = None,
+                 batch: int | None = None, default_branch: str | None = None) -> Cond | None:
+    """The conditioning a call of the U-Net maps uses: the one resolver behind ``Model.eps`` /
+    ``Model.h`` / ``Model.conditioning``, sampling, the pullback maps and h statistics.
+
+    Returns a checked :class:`Cond` (None for unconditional models); its :meth:`Cond.meta` is
+    what results record. prompt: a string or one per sample (None: the empty prompt ``""``);
+    negative_prompt: the unconditional branch's prompt (None: ``""``); cond: precomputed
+    embeddings instead of prompts (a Cond or ``{"encoder_hidden_states": e}``), checked against
+    the U-Net; batch: B to check prompt lists against.
+
+    The branch is ``branch`` if given, else the branch of a given ``cond``, else
+    ``default_branch`` (the geometry functions pass ``"cond"``), else it follows the guidance
+    rule of generation: ``guidance_scale=None`` means the model's own default
+    (:func:`default_guidance`, from :mod:`diffgeo.zoo`), and the branch is ``"cfg"`` when that
+    scale is not 1, else ``"cond"``. A branch named explicitly takes a scale only if it is
+    ``"cfg"`` (then it must have one).
+
+    >>> import diffgeo
+    >>> model = diffgeo.load("digits")
+    >>> c = resolve_cond(model, "a handwritten 3")           # generation: the model's default guidance
+    >>> c.branch, c.guidance_scale, c.prompt
+    ('cfg', 2.0, ['a handwritten 3'])
+    >>> resolve_cond(model, "a handwritten 3", default_branch="cond").branch   # geometry
+    'cond'
+    >>> resolve_cond(model, cond=c.with_branch("cfg", 3.0), default_branch="cond").meta()["guidance_scale"]
+    3.0
+    >>> resolve_cond(diffgeo.load("shapes")) is None         # unconditional models take no conditioning
+    True
+    """
+    if branch is not None:
+        _check_branch(branch)
+    w = _check_scale(guidance_scale)
+    name = getattr(model, "name", "the model")
+    c = as_cond(cond)
+    if c is not None:
+        if prompt is not None or negative_prompt is not None:
+            raise ValueError("pass either prompt=/negative_prompt= or cond=, not both")
+        if not model.is_conditional:
+            raise ValueError(f"{name} is unconditional and takes no conditioning; drop prompt/cond")
+        if branch is not None:
+            c = c.with_branch(branch, _explicit_scale(branch, w if w is not None or c.branch != "cfg"
+                                                       else c.guidance_scale))
+        elif w is not None:
+            c = c.with_branch("cfg" if w != 1 else "cond", w)
+        return _check_against(model, c)
+    if not model.is_conditional:
+        if prompt is not None or negative_prompt is not None:
+            raise ValueError(f"{name} is unconditional ({type(model.unet).__name__}): it takes no prompt; "
+                             "drop prompt=/negative_prompt= (or load a text-conditioned model)")
+        if (branch or default_branch or "cond") != "cond" or w not in (None, 1.0):
+            raise ValueError(f"{name} is unconditional: guidance_scale={guidance_scale} needs a conditional and an "
+                             f"unconditional branch (branch={branch!r}); use guidance_scale=1 (or a text model) "
+                             "and the default branch")
+        return None
+    branch = branch or default_branch
+    if branch is None:  # generation: the branch follows the guidance scale
+        w = default_guidance(model) if w is None else w
+        branch = "cfg" if w != 1 else "cond"
+    else:
+        w = _explicit_scale(branch, w)
+    if branch != "cond" and not model.guidance_ok:
+        raise ValueError(f"{name} was trained without caption dropout (provenance: caption_dropout=0), so it has no "
+                         f"unconditional branch: branch={branch!r} / guidance is meaningless; use branch='cond' "
+                         "and guidance_scale=1")
+    single = isinstance(prompt, str) or prompt is None
+    prompts = normalise_prompts("" if prompt is None else prompt, None if single else batch)
+    embedded = model.encode_prompt(prompts) if branch != "uncond" else None
+    uncond = negatives = None
+    if branch != "cond":
+        neg_single = isinstance(negative_prompt, str) or negative_prompt is None
+        negatives = normalise_prompts("" if negative_prompt is None else negative_prompt,
+                                      None if neg_single else batch, "negative_prompt")
+        uncond = model.encode_prompt(negatives)
+        if embedded is None:
+            embedded = uncond  # placeholder: the uncond branch never reads it
+    elif negative_prompt is not None:
+        neg_single = isinstance(negative_prompt, str)
+        normalise_prompts(negative_prompt, None if neg_single else batch, "negative_prompt")  # still checked
+        log.warning("negative_prompt=%r is unused: %s runs on the conditional branch only (guidance_scale %s); "
+                    "pass guidance_scale != 1 (or branch='cfg'/'uncond') for it to count", negative_prompt, name, w)
+    return Cond(cond=embedded, uncond=uncond, branch=branch, guidance_scale=w, prompt=prompts,
+                negative_prompt=negatives)
 
 
 def as_cond(cond: Cond | Mapping[str, Any] | None) -> Cond | None:

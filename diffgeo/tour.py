@@ -1,4 +1,4 @@
-"""The main job of ``make demo``: ``python -m diffgeo tour``.
+"""The main job of ``make demo``: ``python -m diffgeo tour [--model NAME] [--out DIR] [--fast]``.
 
 Loads a model (default: the embedded ``shapes``), draws a grid of samples, reports the
 h-space shape and plots h statistics over timesteps; then draws one prompt grid per embedded
@@ -10,10 +10,13 @@ text model (one row per prompt). Writes PNG figures and a JSON summary.
 [128, 8, 8]
 >>> sorted(summary["prompt_grids"]) == _text_models()
 True
+>>> summary["prompt_grids"]["digits"]["guidance_scale"]   # each model's default, from diffgeo.zoo
+2.0
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import time
@@ -23,69 +26,42 @@ import torch
 
 from .hspace import h_statistics
 from .io import atomic_path
-from .models import load
-from .plotting import save_image_grid
+from .loading import list_models, load
+from .plotting import h_statistics_figure, save_figure, save_image_grid
 from .sampling import sample
+from .zoo import entry, text_models
 
-__all__ = ["run_tour"]
+__all__ = ["run_tour", "main"]
 
 log = logging.getLogger(__name__)
 
 
-def _plot_h_statistics(stats, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    t = stats.timesteps.numpy()
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    axes[0].plot(t, stats.norm.numpy(), marker=".")
-    axes[0].set(title="mean ||h||", xlabel="timestep t")
-    axes[1].plot(t, stats.cross_sample_cosine.numpy(), marker=".", color="C1")
-    axes[1].set(title="cosine of h between samples", xlabel="timestep t")
-    axes[2].plot(t[:-1], stats.step_cosine.numpy()[:-1], marker=".", color="C2")
-    axes[2].set(title="cosine of h between consecutive steps", xlabel="timestep t")
-    for ax in axes:
-        ax.invert_xaxis()  # sampling runs from noise (large t) to data (t = 0)
-        ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
 def _text_models() -> list[str]:
-    """Embedded models with a text encoder (their provenance names one)."""
-    from .models import EMBEDDED_DIR, list_models
-
-    return [name for name in list_models()
-            if "text_encoder" in json.loads((EMBEDDED_DIR / name / "provenance.json").read_text())]
+    """The embedded models that take prompts (from :mod:`diffgeo.zoo`)."""
+    return [name for name in text_models() if name in list_models()]
 
 
 def _prompt_grids(out: Path, *, n: int, steps: int, seed: int, progress: bool) -> dict:
-    """One prompt grid per embedded text model, ``tour_prompts_<name>.png``: one row per prompt,
-    ``n // 2`` (2 to 8) samples each, guided at the model's scale in ``diffgeo.alignment.GUIDANCE``,
-    with at most the alignment measurements' number of DDIM steps (20; the grids show what was measured)."""
-    from .alignment import DEFAULT_STEPS, GUIDANCE, default_prompts, save_prompt_grid
+    """One prompt grid per embedded text model, ``tour_prompts_<name>.png``: one row per prompt
+    (the model's default prompts), ``n // 2`` (2 to 8) samples each, at the model's default guidance,
+    with at most the alignment measurements' number of DDIM steps (the grids show what was measured)."""
+    from .alignment import save_prompt_grid
+    from .generation import DEFAULT_STEPS
 
     grids = {}
     steps = min(steps, DEFAULT_STEPS)
     for name in _text_models():
+        spec = entry(name)
         path = save_prompt_grid(load(name), out / f"tour_prompts_{name}.png", columns=max(2, min(8, n // 2)),
-                                guidance_scale=GUIDANCE[name], steps=steps, seed=seed, progress=progress)
-        grids[name] = {"file": path.name, "prompts": default_prompts(name), "guidance_scale": GUIDANCE[name],
-                       "steps": steps}
+                                steps=steps, seed=seed, progress=progress)
+        grids[name] = {"file": path.name, "prompts": spec.prompts(), "guidance_scale": spec.guidance, "steps": steps}
     return grids
 
 
 def run_tour(model_name: str = "shapes", *, out: str | Path = "figures", n: int = 64, steps: int = 50, seed: int = 0,
-             progress: bool = True, prompt_grids: bool = True) -> dict:
-    """Sample, measure h, write figures to ``out``; returns the summary that is also saved as JSON.
-
-    ``prompt_grids``: also draw one prompt grid per embedded text model (``tour_prompts_<name>.png``).
-    """
+             progress: bool = True) -> dict:
+    """Sample, measure h, write figures to ``out``, and one prompt grid per embedded text model
+    (``tour_prompts_<name>.png``); returns the summary that is also saved as JSON."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -110,22 +86,39 @@ def run_tour(model_name: str = "shapes", *, out: str | Path = "figures", n: int 
         },
     }
     marks = None
-    if model.name == "shapes":
-        from .probe import validity
+    reader = entry(model).reader
+    if reader is not None and not model.is_conditional:
+        from .readers import get_reader
 
-        val = validity(images)
-        summary["valid_rate"] = val.rate
-        marks = (~val.valid).tolist()
+        valid = get_reader(reader).read(images.float().cpu()).get("valid")
+        if valid is not None:
+            summary["valid_rate"] = float(valid.float().mean())
+            marks = (~valid).tolist()
     title = f"{model.name}: {n} DDIM samples, {steps} steps, seed {seed}"
     if marks is not None:
         title += f" (valid {summary['valid_rate']:.0%}; red = invalid)"
     save_image_grid(images, out / "tour_samples.png", nrow=min(8, n), title=title, marks=marks)
-    _plot_h_statistics(stats, out / "tour_h_statistics.png",
-                       f"{model.name}: h = {model.h_module} output, shape {tuple(model.h_shape)} from x {model.x_shape}")
-    if prompt_grids:
-        summary["prompt_grids"] = _prompt_grids(out, n=n, steps=steps, seed=seed, progress=progress)
+    save_figure(h_statistics_figure(stats, f"{model.name}: h = {model.h_module} output, shape {tuple(model.h_shape)} "
+                                           f"from x {model.x_shape}"), out / "tour_h_statistics.png")
+    summary["prompt_grids"] = _prompt_grids(out, n=n, steps=steps, seed=seed, progress=progress)
     summary["seconds"] = round(time.time() - t0, 1)
     with atomic_path(out / "tour_summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
     log.info("tour written to %s in %.1f s", out, summary["seconds"])
     return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m diffgeo tour``: run :func:`run_tour` from the command line."""
+    parser = argparse.ArgumentParser(prog="python -m diffgeo tour",
+                                     description="Samples, h-space shape and h statistics over timesteps, as figures.")
+    parser.add_argument("--model", default="shapes", help="embedded name, local folder or hub id (default: shapes)")
+    parser.add_argument("--out", default="figures", help="folder for the figures (default: figures)")
+    parser.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fast", action="store_true", help="8 samples, 10 steps (for tests)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    n, steps = (8, 10) if args.fast else (args.n, args.steps)
+    run_tour(args.model, out=args.out, n=n, steps=steps, seed=args.seed)

@@ -32,8 +32,6 @@ from .io import load_tensors_json, save_tensors_json
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_DIR = Path(__file__).parent / "embedded"
-
 
 @dataclass(frozen=True)
 class Recipe:
@@ -143,30 +141,38 @@ def _digits_recipe() -> Recipe:
     )
 
 
-RECIPES = {"shapes": _shapes_recipe, "shapes-text": _shapes_text_recipe, "digits": _digits_recipe}
+def recipe_names() -> list[str]:
+    """The models with a training recipe in :mod:`diffgeo.zoo`.
+
+    >>> recipe_names()
+    ['digits', 'shapes', 'shapes-text']
+    """
+    from .zoo import ENTRIES
+
+    return sorted(n for n, e in ENTRIES.items() if e.recipe is not None)
+
+
+def get_recipe(name: str) -> Recipe:
+    """The training recipe of a registered model (its entry in :mod:`diffgeo.zoo`).
+
+    >>> get_recipe("digits").unet["sample_size"]
+    16
+    """
+    from .zoo import ENTRIES
+
+    if name not in recipe_names():
+        raise ValueError(f"no training recipe for {name!r}: known recipes are {', '.join(recipe_names())} "
+                         "(diffgeo.zoo)")
+    return ENTRIES[name].recipe()
 
 
 def _batch(name: str, step: int, batch_size: int, seed: int,
            dropout: float = 0.0) -> tuple[torch.Tensor, list[str] | None]:
-    """Images (B, C, H, W) in [-1, 1] and their captions (None for unconditional recipes)."""
-    s = seed * 1_000_003 + step
-    if name == "shapes":
-        from .data.shapes import make_scenes
+    """Images (B, C, H, W) in [-1, 1] and their captions (None for unconditional recipes), from the
+    model's training data in :mod:`diffgeo.zoo`, seeded by (seed, step)."""
+    from .zoo import ENTRIES
 
-        return make_scenes(batch_size, seed=s).images, None
-    if name == "shapes-text":
-        from .data.captions import make_captions
-        from .data.shapes import make_scenes
-
-        scenes = make_scenes(batch_size, seed=s)
-        return scenes.images, make_captions(scenes.factors, seed=s, dropout=dropout).texts
-    if name == "digits":
-        from .data.digits import digit_captions, load_digits_images
-
-        data = load_digits_images()
-        idx = torch.randint(len(data.labels), (batch_size,), generator=torch.Generator().manual_seed(s))
-        return data.images[idx], digit_captions(data.labels[idx], seed=s, dropout=dropout)
-    raise KeyError(name)
+    return ENTRIES[name].data(seed * 1_000_003 + step, batch_size, dropout)
 
 
 class _EmbeddingCache:
@@ -213,12 +219,54 @@ def _load_opt(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> N
     opt.load_state_dict(sd)
 
 
+LOSS_WEIGHTS = ("eps", "v")
+
+
+def loss_weights(alphas_cumprod: torch.Tensor, kind: str = "eps", cap: float = 1000.0) -> torch.Tensor:
+    """Per-sample weight (B,) of the epsilon MSE at noise levels ``alphas_cumprod`` (B,).
+
+    ``"eps"``: 1 (the plain epsilon loss). ``"v"``: ``min(1 / abar, cap)``, the v-prediction loss
+    written for an epsilon model (``|v_err|^2 = |eps_err|^2 / abar``; Salimans & Ho 2022), capped.
+    The plain epsilon loss weighs the x0 error by the SNR, about 4e-5 at t=999, so an epsilon model
+    is never asked to be precise where the global factors (background, shape, size) are decided.
+
+    >>> loss_weights(torch.tensor([1.0, 0.5, 1e-5]), "v").tolist()
+    [1.0, 2.0, 1000.0]
+    """
+    if kind == "eps":
+        return torch.ones_like(alphas_cumprod)
+    if kind == "v":
+        return (1 / alphas_cumprod).clamp(max=cap)
+    raise ValueError(f"loss weighting {kind!r}: use one of {LOSS_WEIGHTS}")
+
+
+def _learning_rate(recipe: Recipe, step: int, first: int, total: int, decay: bool) -> float:
+    """Linear warm-up over ``recipe.warmup`` steps from ``first`` (the run's first step: 0, or the
+    step of the warm start), then constant, or cosine-decayed to 0 at ``total`` with ``decay``."""
+    import math
+
+    warm = min(1.0, (step - first + 1) / recipe.warmup)
+    if not decay:
+        return recipe.lr * warm
+    frac = (step - first) / max(1, total - first)
+    return recipe.lr * warm * 0.5 * (1 + math.cos(math.pi * frac))
+
+
 def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, ckpt_every: int = 250,
-          threads: int | None = None, progress: bool = True) -> Path:
-    """Train (or resume) the recipe ``name``; returns the checkpoint path."""
+          threads: int | None = None, progress: bool = True, init: Path | None = None,
+          loss_weight: str = "eps", weight_cap: float = 1000.0, lr_decay: bool = False) -> Path:
+    """Train (or resume) the recipe ``name``; returns the checkpoint path.
+
+    ``init``: a package folder (``unet/``, ``provenance.json``) to warm-start from when ``run_dir``
+    holds no checkpoint yet: model and EMA start from its weights, a fresh optimiser warms up again,
+    and steps continue from its ``steps`` (so scenes and noise go on along the same seeded path).
+    ``loss_weight``/``weight_cap``: see :func:`loss_weights`. ``lr_decay``: cosine decay to 0.
+    """
+    if loss_weight not in LOSS_WEIGHTS:
+        raise ValueError(f"loss_weight {loss_weight!r}: use one of {LOSS_WEIGHTS}")
     from diffusers import DDPMScheduler
 
-    recipe = RECIPES[name]()
+    recipe = get_recipe(name)
     total = steps or recipe.steps
     if threads:
         torch.set_num_threads(threads)
@@ -236,14 +284,28 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
     opt = torch.optim.AdamW(unet.parameters(), lr=recipe.lr, weight_decay=0.0)
     sched = DDPMScheduler(**recipe.scheduler)
     abar = sched.alphas_cumprod.float()
-    start, history, wall = 0, [], 0.0
+    start, history, wall, warm_start = 0, [], 0.0, None
     if ckpt.exists():
         tensors, meta = load_tensors_json(ckpt)
         unet.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
         _load_opt(opt, tensors)
         start, history, wall = meta["step"], meta["history"], meta["wall_seconds"]
+        warm_start = meta.get("warm_start")
         log.info("resuming %s from step %d", name, start)
+    elif init is not None:
+        from safetensors.torch import load_file
+
+        prov = json.loads((Path(init) / "provenance.json").read_text())
+        weights = load_file(str(Path(init) / "unet" / "diffusion_pytorch_model.safetensors"))
+        unet.load_state_dict(weights)
+        ema.load_state_dict(weights)
+        start, history = prov["steps"], list(prov["loss_history"])
+        warm_start = {"from": prov.get("training_command", str(init)), "steps": prov["steps"],
+                      "wall_seconds": prov.get("wall_seconds"), "weights": "its EMA weights (model and EMA)",
+                      "optimiser": "fresh AdamW, warm-up again"}
+        log.info("warm start of %s from %s at step %d", name, init, start)
+    first = warm_start["steps"] if warm_start else 0
     unet.train()
     bar = tqdm(total=total, initial=start, desc=f"train {name}", disable=not progress)
     window: list[float] = []
@@ -257,22 +319,25 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
         a = abar[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         for group in opt.param_groups:
-            group["lr"] = recipe.lr * min(1.0, (step + 1) / recipe.warmup)
-        loss = F.mse_loss(unet(x_t, t, **cond).sample, noise)
+            group["lr"] = _learning_rate(recipe, step, first, total, lr_decay)
+        per_sample = (unet(x_t, t, **cond).sample - noise).pow(2).mean(dim=(1, 2, 3))
+        loss = (loss_weights(abar[t], loss_weight, weight_cap) * per_sample).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
-        decay = min(recipe.ema_decay, (1 + step) / (10 + step))
+        decay = min(recipe.ema_decay, (1 + step - first) / (10 + step - first))
         with torch.no_grad():
             for pe, p in zip(ema.parameters(), unet.parameters()):
                 pe.lerp_(p, 1 - decay)
-        window.append(loss.item())
+        window.append(per_sample.mean().item())  # the plain epsilon MSE, comparable across weightings
         bar.update(1)
         bar.set_postfix(loss=f"{sum(window) / len(window):.4f}")
         done = step + 1
         if done % 50 == 0:
             history.append([done, sum(window) / len(window)])
+            log.info("step %d: eps MSE %.5f, weighted loss %.5f, lr %.2e, %.0f s since the last checkpoint",
+                     done, history[-1][1], loss.item(), opt.param_groups[0]["lr"], time.time() - t_last)
             window = []
         if done % ckpt_every == 0 or done == total:
             now = time.time()
@@ -282,19 +347,51 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
             tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
             tensors.update(_opt_tensors(opt))
             save_tensors_json(ckpt, tensors, {"name": name, "step": done, "history": history,
-                                              "wall_seconds": wall, "seed": seed, "total": total})
+                                              "wall_seconds": wall, "seed": seed, "total": total,
+                                              "warm_start": warm_start, "loss_weight": loss_weight,
+                                              "weight_cap": weight_cap, "lr_decay": lr_decay})
     bar.close()
     return ckpt
+
+
+def _command(name: str, meta: dict) -> str:
+    cmd = f"python -m diffgeo.train {name} --steps {meta['step']} --seed {meta['seed']}"
+    if meta.get("warm_start"):
+        cmd += f" --init <the {meta['warm_start']['steps']}-step export>"
+    if meta.get("loss_weight", "eps") != "eps":
+        cmd += f" --loss-weight {meta['loss_weight']} --weight-cap {meta['weight_cap']:g}"
+    if meta.get("lr_decay"):
+        cmd += " --lr-decay"
+    return cmd
+
+
+def _schedule_meta(meta: dict) -> dict:
+    """Provenance of the options beyond the recipe (absent for a plain run from scratch)."""
+    out = {}
+    if meta.get("warm_start"):
+        ws = meta["warm_start"]
+        out["warm_start"] = ws
+        out["wall_seconds_note"] = "this run only; the warm start's own run took warm_start.wall_seconds"
+        if ws.get("wall_seconds") is not None:
+            out["wall_seconds_total"] = round(meta["wall_seconds"] + ws["wall_seconds"], 1)
+    if meta.get("loss_weight", "eps") != "eps" or meta.get("lr_decay"):
+        out["loss_weight"] = meta.get("loss_weight", "eps")
+        out["weight_cap"] = meta.get("weight_cap")
+        out["lr_schedule"] = "cosine to 0 over the run after warm-up" if meta.get("lr_decay") else "constant"
+        out["loss_history_note"] = "loss_history is the plain epsilon MSE (unweighted) in every run"
+    return out
 
 
 def export(name: str, *, run_dir: Path, dest: Path | None = None, command: str = "") -> Path:
     """Write the EMA weights of the latest checkpoint as a diffusers folder inside the package."""
     from diffusers import DDPMScheduler
 
-    recipe = RECIPES[name]()
+    recipe = get_recipe(name)
     tensors, meta = load_tensors_json(run_dir / "checkpoint.safetensors")
     unet = _make_unet(recipe)
     unet.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    from .loading import EMBEDDED_DIR
+
     dest = dest or EMBEDDED_DIR / name
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest.parent))
@@ -314,15 +411,16 @@ def export(name: str, *, run_dir: Path, dest: Path | None = None, command: str =
             "name": name,
             "dataset": recipe.dataset,
             "factors": recipe.factors,
-            # A run is deterministic per step (constant learning rate after warm-up), so the
-            # checkpoint at step N is what `--steps N` reproduces.
-            "training_command": command or f"python -m diffgeo.train {name} --steps {meta['step']} --seed {meta['seed']}",
+            # A run is deterministic per step; with a constant learning rate after warm-up the
+            # checkpoint at step N is what `--steps N` reproduces (with --lr-decay, only the full run).
+            "training_command": command or _command(name, meta),
             "steps": meta["step"],
             "batch_size": recipe.batch_size,
             "lr": recipe.lr,
             "ema_decay": recipe.ema_decay,
             "seed": meta["seed"],
             "wall_seconds": round(meta["wall_seconds"], 1),
+            **_schedule_meta(meta),
             "final_loss": round(sum(v for _, v in last) / max(len(last), 1), 5),
             "loss_history": meta["history"],
             "parameters": sum(p.numel() for p in unet.parameters()),
@@ -343,13 +441,20 @@ def export(name: str, *, run_dir: Path, dest: Path | None = None, command: str =
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m diffgeo.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=sorted(RECIPES))
+    parser.add_argument("name", choices=recipe_names())
     parser.add_argument("--run-dir", type=Path, default=None, help="checkpoints (default runs/NAME)")
     parser.add_argument("--steps", type=int, default=None, help="total steps (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ckpt-every", type=int, default=250)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--export-only", action="store_true", help="export the latest checkpoint and stop")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="warm start from this package folder when RUN_DIR holds no checkpoint")
+    parser.add_argument("--loss-weight", choices=LOSS_WEIGHTS, default="eps",
+                        help="eps: plain epsilon MSE; v: epsilon MSE weighted by min(1/alpha-bar, cap)")
+    parser.add_argument("--weight-cap", type=float, default=1000.0)
+    parser.add_argument("--lr-decay", action="store_true", help="cosine learning-rate decay to 0 over the run")
+    parser.add_argument("--export-to", type=Path, default=None, help="export folder (default: the package's)")
     parser.add_argument("--no-export", action="store_true",
                         help="train only (e.g. a short timing run with --steps 10 --run-dir /tmp/x)")
     args = parser.parse_args(argv)
@@ -357,10 +462,11 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = args.run_dir or Path("runs") / args.name
     if not args.export_only:
         train(args.name, run_dir=run_dir, steps=args.steps, seed=args.seed, ckpt_every=args.ckpt_every,
-              threads=args.threads)
+              threads=args.threads, init=args.init, loss_weight=args.loss_weight, weight_cap=args.weight_cap,
+              lr_decay=args.lr_decay)
     if args.no_export:
         return
-    dest = export(args.name, run_dir=run_dir)
+    dest = export(args.name, run_dir=run_dir, dest=args.export_to)
     log.info("exported %s to %s", args.name, dest)
 
 

@@ -15,31 +15,31 @@
 #
 # This notebook loads the embedded `shapes` model (a small U-Net trained on procedural scenes
 # whose factors we know exactly), draws samples with DDIM, checks them with the attribute probe,
-# and looks at **h-space**, the output of the U-Net's middle block, along the sampling path.
+# looks at **h-space** (the output of the U-Net's middle block) along the sampling path, computes
+# a **local basis** (the directions of x_t that move h most) and edits a sample along it.
 #
-# Set `DIFFGEO_FAST=1` to run a quick version (the test suite does).
+# The next notebooks take each idea further, with live widgets:
+# 02 tangent spaces over time, 03 text conditions, 04 curvedness, 05 attribute traversals,
+# 06 the same on your own model.
 
-# %%
+# %% tags=["parameters"]
+# Parameters: DIFFGEO_FAST=1 gives the quick version the test suite runs.
 import os
 
+FAST = os.environ.get("DIFFGEO_FAST") == "1"
+N, STEPS, K = (8, 10, 3) if FAST else (32, 50, 6)
+
+# %%
 import matplotlib.pyplot as plt
 import torch
 
 import diffgeo
 from diffgeo.hspace import h_statistics
-from diffgeo.plotting import image_grid
+from diffgeo.plotting import draw_images, h_statistics_figure, image_grid
 from diffgeo.probe import validity
 
-FAST = os.environ.get("DIFFGEO_FAST") == "1"
-N, STEPS = (8, 10) if FAST else (32, 50)
-
+torch.set_num_threads(1)  # one thread: fast and robust next to other work (benchmarks/bench_widgets.py)
 model = diffgeo.load("shapes")
-model
-
-# %% [markdown]
-# x_t is an image-shaped tensor; h is much smaller, and spatial.
-
-# %%
 print("x_t:", model.x_shape, " h:", model.h_shape)
 print(model.provenance["training_command"], "-", model.provenance["steps"], "steps")
 
@@ -50,12 +50,10 @@ print(model.provenance["training_command"], "-", model.provenance["steps"], "ste
 
 # %%
 with torch.no_grad():
-    traj = diffgeo.sample(model, N, steps=STEPS, seed=0)
+    traj = diffgeo.sample(model, N, steps=STEPS, seed=0, progress=False)
 check = validity(traj.result)
-plt.figure(figsize=(8, 8 * ((N + 7) // 8) / 8))
-plt.imshow(image_grid(traj.result, nrow=8, marks=(~check.valid).tolist()))
-plt.axis("off")
-plt.title(f"valid: {check.rate:.0%}")
+fig, ax = plt.subplots(figsize=(8, 8 * ((N + 7) // 8) / 8))
+draw_images(ax, traj.result, nrow=8, marks=(~check.valid).tolist(), title=f"valid: {check.rate:.0%}")
 plt.show()
 
 # %% [markdown]
@@ -64,10 +62,9 @@ plt.show()
 
 # %%
 picks = torch.linspace(0, len(traj.x0_preds) - 1, 6).long()
-plt.figure(figsize=(10, 2))
-plt.imshow(image_grid(traj.x0_preds[picks, 0], nrow=6))
-plt.axis("off")
-plt.title("x0 predicted at t = " + ", ".join(str(int(traj.timesteps[i])) for i in picks))
+fig, ax = plt.subplots(figsize=(10, 2))
+draw_images(ax, traj.x0_preds[picks, 0], nrow=6,
+            captions=[f"t={int(traj.timesteps[i])}" for i in picks], title="predicted x0 along the path")
 plt.show()
 
 # %% [markdown]
@@ -77,11 +74,34 @@ plt.show()
 # %%
 with torch.no_grad():
     stats = h_statistics(model, traj)
-fig, axes = plt.subplots(1, 2, figsize=(10, 3))
-axes[0].plot(stats.timesteps, stats.norm)
-axes[0].set(title="mean ||h||", xlabel="t")
-axes[1].plot(stats.timesteps, stats.cross_sample_cosine)
-axes[1].set(title="cosine of h between samples", xlabel="t")
-for ax in axes:
-    ax.invert_xaxis()
+h_statistics_figure(stats, "h along the DDIM path")
+
+# %% [markdown]
+# ## A local basis
+# At one noisy state x_t the map x_t -> h has a Jacobian J; its top right singular vectors are
+# the directions of x_t that change h most (Park et al., NeurIPS 2023). `diffgeo.local_basis`
+# finds them without ever forming J.
+
+# %%
+from diffgeo.widgets import TraversalState
+
+state = TraversalState(model, n=1, seed=0, steps=STEPS, k=K)   # sample 0 of the grid above, cached pieces
+t = state.timesteps[len(state.timesteps) // 2]
+basis = state.basis("samples", t, 0)                             # = diffgeo.local_basis(model, x_t, t, K, seed=0)
+v = basis.v / basis.v.flatten(1).abs().amax(1).view(-1, 1, 1, 1)
+fig, ax = plt.subplots(figsize=(2 * K, 2))
+draw_images(ax, v, nrow=K, captions=[f"v{j + 1} s={float(s):.3g}" for j, s in enumerate(basis.s)],
+            title=f"local basis at t={t} (grey = 0)")
+plt.show()
+
+# %% [markdown]
+# ## Editing along it
+# Move x_t along v1 and denoise (`diffgeo.denoise`): the computation behind the traversal
+# dashboard of notebook 05, here for a row of strengths.
+
+# %%
+strengths = [-20, -10, 0, 10, 20]
+row = torch.cat([state.x_edit(s, t, "local basis v1") for s in strengths])
+fig, ax = plt.subplots(figsize=(8, 2))
+draw_images(ax, row, nrow=len(strengths), captions=[f"{s:+d}" for s in strengths], title=f"x_t + s v1 at t={t}, denoised")
 plt.show()

@@ -14,16 +14,25 @@ import torch.nn.functional as F
 
 import diffgeo
 from diffgeo import alignment
-from diffgeo.alignment import (GUIDANCE, DEFAULT_STEPS, digit_agreement, digit_classifier, prompt_grid,
-                               text_alignment, to_classifier_input)
+from diffgeo.alignment import text_alignment
+from diffgeo.generation import DEFAULT_STEPS, prompt_grid
+from diffgeo.prompts import shapes_prompts
+from diffgeo.readers.digits import digit_classifier, to_classifier_input
+from diffgeo.zoo import entry
 from diffgeo.data.captions import parse_caption
 from diffgeo.data.digits import load_digits_images
 from diffgeo.data.shapes import render, sample_factors
 
-# The guidance scale was chosen from the sweep of ``python -m diffgeo.alignment digits`` (seed 0);
+# The guidance scale was chosen from the sweep of ``python -m diffgeo alignment digits`` (seed 0);
 # the acceptance test draws other prompts and noise.
 ACCEPTANCE_SEED = 2026
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def digit_agreement(model, **kwargs):
+    """text_alignment on the digits task: overall = agreement["digit"], per digit, confusion."""
+    r = text_alignment(model, task="digits", **kwargs)
+    return r, r.agreement["digit"], list(r.per_class["digit"].values()), torch.tensor(r.confusion["digit"])
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +62,7 @@ def test_classifier_reads_held_out_real_digits(sk_digits, split):
     acc = float((clf.estimator.predict(sk_digits.data[test_idx]) == sk_digits.target[test_idx]).mean())
     assert acc == pytest.approx(clf.accuracy) and acc >= 0.95
     # the image path (16x16 in [-1, 1] -> inverse -> classifier) reads the upsampled held-out digits alike
-    images = load_digits_images(16).images[torch.as_tensor(test_idx)]
+    images = load_digits_images().images[torch.as_tensor(test_idx)]
     read = clf.predict(images).numpy()
     assert (read == sk_digits.target[test_idx]).mean() == pytest.approx(acc)
 
@@ -61,7 +70,7 @@ def test_classifier_reads_held_out_real_digits(sk_digits, split):
 def test_inverse_recovers_the_original_8x8_digits(sk_digits):
     """Exact to float precision: pooling + de-blurring inverts the bilinear upsampling. Plain 2x2
     pooling alone is off by up to 6 grey levels (it blurs by 1/8, 3/4, 1/8 per axis)."""
-    up = load_digits_images(16).images
+    up = load_digits_images().images
     np.testing.assert_allclose(to_classifier_input(up), sk_digits.data, atol=1e-4)
     plain = ((F.avg_pool2d(up.double(), 2) + 1) * 8).reshape(len(up), 64).numpy()
     assert np.abs(plain - sk_digits.data).max() > 4
@@ -81,16 +90,15 @@ def test_inverse_recovers_the_original_8x8_digits(sk_digits):
 def test_trained_digits_model_draws_the_prompted_digit():
     """Issue 4: a classifier trained on the real digits agrees with the prompted digit in at least
     80% of 500 guided samples."""
-    from diffgeo.train import RECIPES
+    from diffgeo.train import get_recipe
 
     model = diffgeo.load("digits", device="cpu")
-    assert model.provenance["steps"] == RECIPES["digits"]().steps, "not the final digits model"
-    r = digit_agreement(model, n=500, guidance_scale=GUIDANCE["digits"], steps=DEFAULT_STEPS, seed=ACCEPTANCE_SEED,
-                        progress=False)
-    conf = torch.tensor(r.confusion)
+    assert model.provenance["steps"] == get_recipe("digits").steps, "not the final digits model"
+    r, overall, per_digit, conf = digit_agreement(model, n=500, guidance_scale=entry("digits").guidance,
+                                                  steps=DEFAULT_STEPS, seed=ACCEPTANCE_SEED, progress=False)
     assert conf.sum() == 500 and (conf.sum(1) == 50).all()  # balanced prompts
-    assert r.overall == pytest.approx(float(conf.trace()) / 500)
-    assert r.overall >= 0.80, f"digit agreement {r.overall:.3f} (per digit {r.per_digit})"
+    assert overall == pytest.approx(float(conf.trace()) / 500)
+    assert overall >= 0.80, f"digit agreement {overall:.3f} (per digit {per_digit})"
 
 
 def test_strong_guidance_keeps_the_prompted_digit_with_clipped_eps():
@@ -98,10 +106,10 @@ def test_strong_guidance_keeps_the_prompted_digit_with_clipped_eps():
     0.046 on 500 samples, seed 0); eps recomputed from the clipped x0 keeps the digit (1.000)."""
     model = diffgeo.load("digits", device="cpu")
     kw = dict(n=100, guidance_scale=7.0, steps=DEFAULT_STEPS, seed=ACCEPTANCE_SEED, progress=False)
-    clipped = digit_agreement(model, use_clipped_model_output=True, **kw)
-    raw = digit_agreement(model, **kw)
+    clipped, clipped_overall, _, _ = digit_agreement(model, use_clipped_model_output=True, **kw)
+    raw, raw_overall, _, _ = digit_agreement(model, **kw)
     assert clipped.use_clipped_model_output and not raw.use_clipped_model_output
-    assert clipped.overall >= 0.80 > raw.overall, (clipped.overall, raw.overall)
+    assert clipped_overall >= 0.80 > raw_overall, (clipped_overall, raw_overall)
 
 
 # -- digits: the logic, on stand-ins --------------------------------------------------------------------
@@ -114,7 +122,7 @@ class RealDigits:
     """Draws a held-out real digit (upsampled) of the prompted class, shifted by ``offset``."""
 
     def __init__(self, test_idx, offset: int = 0):
-        data = load_digits_images(16)
+        data = load_digits_images()
         self.images, self.labels, self.idx, self.offset = data.images, data.labels, test_idx, offset
 
     def sample_prompts(self, prompts, *, guidance_scale, steps, seed):
@@ -129,13 +137,11 @@ class RealDigits:
 
 def test_digit_agreement_logic_on_real_digits(split):
     _, test_idx = split
-    right = digit_agreement(RealDigits(test_idx), n=200, seed=3, progress=False)
-    assert right.overall >= 0.95 and min(right.per_digit) >= 0.8
-    conf = torch.tensor(right.confusion)
-    assert right.per_digit == pytest.approx([float(conf[d, d]) / 20 for d in range(10)])
-    wrong = digit_agreement(RealDigits(test_idx, offset=1), n=200, seed=3, progress=False)
-    conf = torch.tensor(wrong.confusion)
-    assert wrong.overall <= 0.05
+    _, overall, per_digit, conf = digit_agreement(RealDigits(test_idx), n=200, seed=3, progress=False)
+    assert overall >= 0.95 and min(per_digit) >= 0.8
+    assert per_digit == pytest.approx([float(conf[d, d]) / 20 for d in range(10)])
+    _, overall, _, conf = digit_agreement(RealDigits(test_idx, offset=1), n=200, seed=3, progress=False)
+    assert overall <= 0.05
     assert sum(int(conf[d, (d + 1) % 10]) for d in range(10)) >= 190  # read as the digit actually drawn
 
 
@@ -149,10 +155,10 @@ def test_digit_agreement_refuses_other_models(shapes_model):
 # -- shapes-text: the trained model ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shapes_text():
-    from diffgeo.train import RECIPES
+    from diffgeo.train import get_recipe
 
     model = diffgeo.load("shapes-text", device="cpu")
-    assert model.provenance["steps"] == RECIPES["shapes-text"]().steps, "not the final shapes-text model"
+    assert model.provenance["steps"] == get_recipe("shapes-text").steps, "not the final shapes-text model"
     return model
 
 
@@ -160,8 +166,8 @@ def test_trained_shapes_text_model_draws_the_named_shape_and_colour(shapes_text)
     """Issue 4: with guidance, the attribute probe agrees with the shape and the colour the
     prompt names in at least 80% of 256 samples, per factor."""
     r = text_alignment(shapes_text, n=256, steps=DEFAULT_STEPS, seed=ACCEPTANCE_SEED, progress=False)
-    assert r.guidance_scale == GUIDANCE["shapes-text"]
-    assert r.named == {"shape": 256, "colour": 256, "both": 256}
+    assert r.guidance_scale == entry("shapes-text").guidance
+    assert r.named == {"shape": 256, "colour": 256, "all": 256}
     assert r.agreement["shape"] >= 0.80 and r.agreement["colour"] >= 0.80, r.agreement
 
 
@@ -193,31 +199,32 @@ class Renderer:
 
 
 def test_text_alignment_is_one_for_exact_renderings():
-    r = text_alignment(Renderer(), n=256, progress=False)
-    assert r.agreement == {"shape": 1.0, "colour": 1.0, "both": 1.0}
-    assert r.named == {"shape": 256, "colour": 256, "both": 256} and r.valid_rate >= 0.98
+    r = text_alignment(Renderer(), n=256, task="shapes-text", progress=False)
+    assert r.agreement == {"shape": 1.0, "colour": 1.0, "all": 1.0}
+    assert r.named == {"shape": 256, "colour": 256, "all": 256} and r.valid_rate >= 0.98
     assert all(v == 1.0 for per in r.per_class.values() for v in per.values())
 
 
 def test_text_alignment_is_zero_for_the_wrong_colour():
-    r = text_alignment(Renderer(colour_shift=1), n=256, progress=False)
-    assert r.agreement == {"shape": 1.0, "colour": 0.0, "both": 0.0}
+    r = text_alignment(Renderer(colour_shift=1), n=256, task="shapes-text", progress=False)
+    assert r.agreement == {"shape": 1.0, "colour": 0.0, "all": 0.0}
     assert all(v == 0.0 for v in r.per_class["colour"].values())
 
 
 def test_text_alignment_counts_a_prompt_blind_model_against_the_prompts():
     """A model that always draws a red circle agrees exactly as often as the prompts ask for one."""
-    _, prompts, _ = alignment.shapes_prompts(256, seed=0)
-    r = text_alignment(Renderer(fixed=(0, 0)), n=256, seed=0, progress=False)
+    prompts = shapes_prompts(256, seed=0).prompts
+    r = text_alignment(Renderer(fixed=(0, 0)), n=256, seed=0, task="shapes-text", progress=False)
     assert r.agreement["shape"] == pytest.approx(sum("circle" in p for p in prompts) / 256)
     assert r.agreement["colour"] == pytest.approx(sum(p.startswith("a red ") for p in prompts) / 256)
-    assert r.agreement["both"] == pytest.approx(sum(p == "a red circle" for p in prompts) / 256)
+    assert r.agreement["all"] == pytest.approx(sum(p == "a red circle" for p in prompts) / 256)
     assert 0.3 < r.agreement["shape"] < 0.37 and 0.15 < r.agreement["colour"] < 0.19
 
 
 def test_text_alignment_with_varied_captions_counts_named_factors_only():
-    _, prompts, _ = alignment.shapes_prompts(256, seed=7, phrasing="captions")
-    r = text_alignment(Renderer(colour_shift=2), n=256, seed=7, phrasing="captions", progress=False)
+    prompts = shapes_prompts(256, seed=7, phrasing="captions").prompts
+    r = text_alignment(Renderer(colour_shift=2), n=256, seed=7, phrasing="captions", task="shapes-text",
+                       progress=False)
     named = [parse_caption(p) for p in prompts]
     assert r.named["shape"] == sum(d["shape"] is not None for d in named) < 256
     assert r.named["colour"] == sum(d["colour"] is not None for d in named) < 256
@@ -234,14 +241,15 @@ def test_prompt_grid_rows_share_noise_and_cli_writes_figures(tmp_path):
     alignment.main(["digits", "--n", "20", "--scales", "1", "3", "--steps", "3", "--columns", "2", "--out",
                     str(tmp_path), "--no-progress"])
     summary = json.loads((tmp_path / "digits_alignment.json").read_text())
-    assert [(r["guidance_scale"], r["use_clipped_model_output"]) for r in summary["results"]] == [
-        (1.0, False), (3.0, False), (1.0, True), (3.0, True)]
-    again = digit_agreement(model, n=20, guidance_scale=3.0, steps=3, seed=0, progress=False)
-    assert summary["results"][1]["per_digit"] == pytest.approx(list(again.per_digit), nan_ok=True)
-    again = digit_agreement(model, n=20, guidance_scale=3.0, steps=3, seed=0, use_clipped_model_output=True,
-                            progress=False)
-    assert summary["results"][3]["per_digit"] == pytest.approx(list(again.per_digit), nan_ok=True)
-    assert summary["classifier"]["held_out_accuracy"] == digit_classifier().accuracy
+    assert [(r["guidance_scale"], r["use_clipped_model_output"], r["phrasing"]) for r in summary["results"]] == [
+        (1.0, False, "captions"), (3.0, False, "captions"), (1.0, True, "captions"), (3.0, True, "captions"),
+        (entry("digits").guidance, False, "canonical")]
+    _, _, per_digit, _ = digit_agreement(model, n=20, guidance_scale=3.0, steps=3, seed=0, progress=False)
+    assert list(summary["results"][1]["per_class"]["digit"].values()) == pytest.approx(per_digit, nan_ok=True)
+    _, _, per_digit, _ = digit_agreement(model, n=20, guidance_scale=3.0, steps=3, seed=0,
+                                         use_clipped_model_output=True, progress=False)
+    assert list(summary["results"][3]["per_class"]["digit"].values()) == pytest.approx(per_digit, nan_ok=True)
+    assert summary["reader"]["held_out_accuracy"] == digit_classifier().accuracy
     img = mpimg.imread(tmp_path / "digits_prompts.png")
     assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 0.05
 
@@ -251,7 +259,7 @@ def test_shapes_text_cli_writes_the_sweep_and_the_paraphrase_run(tmp_path, shape
                     str(tmp_path), "--no-progress"])
     summary = json.loads((tmp_path / "shapes-text_alignment.json").read_text())
     runs = [(r["guidance_scale"], r["use_clipped_model_output"], r["phrasing"]) for r in summary["results"]]
-    w = GUIDANCE["shapes-text"]
+    w = entry("shapes-text").guidance
     assert runs == [(2.0, False, "canonical"), (2.0, True, "canonical"), (w, False, "captions")]
     again = text_alignment(shapes_text, n=6, guidance_scale=w, steps=2, seed=0, phrasing="captions", progress=False)
     assert summary["results"][2]["named"] == again.named
@@ -266,6 +274,6 @@ def test_tour_draws_a_prompt_grid_per_text_model(tmp_path):
     summary = run_tour(out=tmp_path, n=4, steps=2, progress=False)
     assert sorted(summary["prompt_grids"]) == ["digits", "shapes-text"]
     for name in ("digits", "shapes-text"):
-        assert summary["prompt_grids"][name]["guidance_scale"] == GUIDANCE[name]
+        assert summary["prompt_grids"][name]["guidance_scale"] == entry(name).guidance
         img = mpimg.imread(tmp_path / f"tour_prompts_{name}.png")
         assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 0.05

@@ -192,15 +192,54 @@ def test_curvedness_of_a_paraboloid_matches_hand_integration():
     assert local.excess_length == pytest.approx(coarse.excess_length, rel=1e-12)
 
 
-def test_curvedness_on_a_model_and_round_trip(tmp_path):
+def _fd_jacobian(model, x: torch.Tensor, t: int, eps: float = 1e-5) -> torch.Tensor:
+    """Full Jacobian (m, n) of the public ``Model.h`` by central differences (float64, no autograd)."""
+    n = x.numel()
+    e = torch.eye(n, dtype=x.dtype).reshape(n, *x.shape[1:])
+    with torch.no_grad():
+        hp, hm = model.h(x + eps * e, t), model.h(x - eps * e, t)
+    return ((hp - hm) / (2 * eps)).reshape(n, -1).T
+
+
+def _small_angles(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Principal angles between orthonormal row spans via arcsin of the residual (exact for small angles)."""
+    resid = q - (q @ p.T) @ p
+    return torch.arcsin(torch.linalg.svdvals(resid).clamp(0, 1))
+
+
+def test_curvedness_on_a_model_matches_a_reference_and_round_trips(tmp_path):
+    # Reference written here from the three definitions in diffgeo/geometry.py, on a random float64
+    # U-Net, with the tangent spaces from the exact SVD of a finite-difference Jacobian of Model.h.
     torch.manual_seed(0)
-    unet = UNet2DModel(**tiny_unet_config(sample_size=8))
+    unet = UNet2DModel(**tiny_unet_config(sample_size=8)).double()
     model = Model(unet, DDPMScheduler(num_train_timesteps=1000), name="tiny")
     gen = torch.Generator().manual_seed(0)
-    xa, xb = torch.randn(1, 3, 8, 8, generator=gen), torch.randn(1, 3, 8, 8, generator=gen)
-    c = curvedness(model, xa, xb, 400, k=2, n_points=3, tol=1e-1, progress=False)
-    assert c.rotation > 0 and 0 <= c.off_tangent <= 1 and c.excess_length >= 0
-    assert c.meta["model"] == "tiny" and c.meta["t"] == 400 and c.steps.shape == (2,)
+    xa, xb = (torch.randn(1, 3, 8, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    k, t, n_points = 2, 400, 3
+    c = curvedness(model, xa, xb, t, k=k, n_points=n_points, method="exact", progress=False)
+    d = (xb - xa).reshape(-1)
+    points = [xa + s * (xb - xa) for s in torch.linspace(0, 1, n_points, dtype=torch.float64).tolist()]
+    vs = []
+    for x in points:
+        s_vals, vh = torch.linalg.svd(_fd_jacobian(model, x, t), full_matrices=False)[1:]
+        assert s_vals[k - 1] > 1.01 * s_vals[k]  # a top-k subspace that is well defined
+        vs.append(vh[:k])
+    steps = torch.stack([_small_angles(p, q).square().sum().sqrt() for p, q in zip(vs[:-1], vs[1:])])
+    assert torch.allclose(c.steps, steps, rtol=1e-5, atol=1e-8)
+    assert c.rotation == pytest.approx(float(steps.sum() / d.norm()), rel=1e-5)
+    off = []
+    for end in (vs[0], vs[-1]):
+        p = end.T @ (end @ d)
+        p = p / p.norm()
+        frac = torch.stack([1 - (v @ p).square().sum() for v in vs])
+        off.append(float((frac[1:] + frac[:-1]).sum() / (2 * (n_points - 1))))  # trapezoid mean
+    assert c.off_tangent == pytest.approx(sum(off) / 2, rel=1e-5, abs=1e-9)
+    with torch.no_grad():
+        hs = [model.h(x, t).reshape(-1) for x in points]
+    length = sum(float((q - p).norm()) for p, q in zip(hs[:-1], hs[1:]))
+    assert c.excess_length == pytest.approx(length / float((hs[-1] - hs[0]).norm()) - 1, rel=1e-9)
+    assert c.rotation > 0.01 and c.off_tangent > 1e-3 and c.excess_length > 1e-4  # a curved segment
+    assert c.meta["model"] == "tiny" and c.meta["t"] == t and c.steps.shape == (n_points - 1,)
     back = Curvedness.load(c.save(tmp_path / "c"))
     assert back.rotation == c.rotation and back.meta == c.meta and torch.equal(back.steps, c.steps)
     with pytest.raises(ValueError, match="same point"):

@@ -12,25 +12,63 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _names(reqs: list[str]) -> dict[str, str]:
+    """{normalised package name: version specifier} of requirement lines (options, comments and
+    the editable install of the package itself skipped)."""
     out = {}
     for r in reqs:
         r = r.strip()
         if not r or r.startswith(("#", "-e", "-")):
             continue
         m = re.match(r"([A-Za-z0-9_.\-]+)(.*)", r)
-        out[m.group(1).lower().replace("_", "-")] = m.group(2).strip()
+        out[re.sub(r"[-_.]+", "-", m.group(1).lower())] = m.group(2).strip()
     return out
 
 
-def test_environment_and_binder_match_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    core = _names(project["dependencies"])
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def _runtime() -> dict[str, str]:
+    """What a user's environment needs: the core dependencies and the `notebooks` extra."""
+    project = _pyproject()
+    return {**_names(project["dependencies"]), **_names(project["optional-dependencies"]["notebooks"])}
+
+
+def test_environment_yml_names_the_same_packages_as_pyproject():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_block = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    assert _names(pip_block) == core
-    binder = _names((ROOT / "binder" / "requirements.txt").read_text().splitlines())
-    binder.pop("jupytext", None)  # Binder also opens the jupytext notebooks
-    assert binder == core
+    assert _names(pip_block) == _runtime()
+
+
+def test_binder_names_the_same_packages_with_cpu_only_torch():
+    lines = (ROOT / "binder" / "requirements.txt").read_text().splitlines()
+    binder = _names(lines)
+    binder.pop("jupytext")  # Binder also opens the jupytext notebooks
+    runtime = _runtime()
+    assert set(binder) == set(runtime)
+    # torch: the `+cpu` build from PyTorch's CPU index (PyPI's Linux wheel pulls CUDA libraries);
+    # it must still satisfy pyproject's floor.
+    assert re.fullmatch(r"==\d+\.\d+\.\d+\+cpu", binder["torch"]), binder["torch"]
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in [x.strip() for x in lines]
+    floor = re.fullmatch(r">=(\d+)\.(\d+)", runtime["torch"])
+    pinned = tuple(int(x) for x in binder["torch"][2:].split("+")[0].split(".")[:2])
+    assert floor and pinned >= (int(floor[1]), int(floor[2]))
+    assert {k: v for k, v in binder.items() if k != "torch"} == {k: v for k, v in runtime.items() if k != "torch"}
+
+
+def test_dev_extra_carries_the_notebook_stack_and_test_tools():
+    dev = _names(_pyproject()["optional-dependencies"]["dev"])
+    assert dev.get("diffgeo") == "[notebooks]", "dev must install the notebooks extra"
+    assert {"playwright", "nbclient", "jupytext", "ipykernel"} <= set(dev)
+    for name in ("jupyterlab", "voila", "plotly", "ipympl"):
+        assert name in _runtime()
+
+
+def test_binder_postbuild_makes_the_notebooks_the_badge_opens():
+    post = ROOT / "binder" / "postBuild"
+    assert post.stat().st_mode & 0o111, "postBuild must be executable"
+    assert "jupytext --to ipynb notebooks/*.py" in post.read_text()
+    assert (ROOT / "notebooks" / "01_tour.py").is_file()
 
 
 def test_ci_runs_make_test_and_fails_on_no_tests():

@@ -11,23 +11,33 @@ from diffgeo.probe import VALID_RMSE, evaluate_probe, load_probe, validity
 HELD_OUT_SEED = 4242  # training draws seeds >= 10_000_000
 
 
+#: Held-out scenes per test. Measured on 1000 held-out scenes (seed 4242): shape and colour
+#: accuracy 1000/1000, validity 1000/1000 (largest RMSE 0.042 against VALID_RMSE 0.1). At n=200 a
+#: perfect score has a 95% Wilson lower bound of 0.981, so the 0.97 bounds below hold with margin.
+N_HELD_OUT = 200
+
+
 @pytest.fixture(scope="module")
 def held_out():
-    return make_scenes(1000, seed=HELD_OUT_SEED)
+    return make_scenes(N_HELD_OUT, seed=HELD_OUT_SEED)
 
 
 def test_probe_reads_factors_of_held_out_scenes(held_out):
     pred = load_probe().predict(held_out.images)
     true = held_out.factors
-    assert (pred.shape == true.shape).float().mean() >= 0.99
-    assert (pred.colour == true.colour).float().mean() >= 0.99
+    # n=200, measured 1.000 (1000/1000); 95% Wilson CI at 200/200 is [0.981, 1]: bound 0.97
+    assert (pred.shape == true.shape).float().mean() >= 0.97
+    assert (pred.colour == true.colour).float().mean() >= 0.97
+    # measured MAE 0.03 (size), 0.03 (x), 0.04 (y) px and 0.002 (background) on 1000 scenes: the
+    # bounds are 5-10x that, far outside the sampling spread of a 200-scene mean
     for name, max_mae in (("size", 0.2), ("x", 0.2), ("y", 0.2), ("background", 0.02)):
         mae = (getattr(pred, name) - getattr(true, name)).abs().mean()
         assert mae <= max_mae, (name, mae)
 
 
 def test_validity_accepts_held_out_real_scenes(held_out):
-    assert validity(held_out.images).rate >= 0.98
+    # n=200, measured 1.000 (1000/1000); 95% Wilson CI at 200/200 is [0.981, 1]: bound 0.97
+    assert validity(held_out.images).rate >= 0.97
 
 
 def _two_objects(n: int, seed: int) -> torch.Tensor:
@@ -43,7 +53,9 @@ def _two_objects(n: int, seed: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("corruption", ["two_objects", "blend", "noise"])
 def test_validity_rejects_corrupted_scenes(corruption):
-    n = 300
+    # Measured rejection at n=300: two objects 300/300, blends 298/300, noise 300/300. n=150: the
+    # 95% Wilson CI of the worst case (149/150) is [0.963, 0.999], above the 0.95 bound.
+    n = 150
     if corruption == "two_objects":
         images = _two_objects(n, seed=50)
     elif corruption == "blend":
@@ -55,12 +67,34 @@ def test_validity_rejects_corrupted_scenes(corruption):
     assert 1 - result.rate >= 0.95, f"only {1 - result.rate:.1%} of {corruption} images rejected"
 
 
-def test_threshold_is_stated():
-    assert 0 < VALID_RMSE < 0.2
+class PlantedErrors:
+    """A stand-in probe that reads the true factors of the scenes it is given, except for errors
+    planted at known places: the shape on every 4th scene, the colour on every 8th (offset 2),
+    x by +0.5 px on i % 4 == 1 and size by +1 px on i % 8 == 3."""
+
+    def __init__(self, scenes):
+        self.scenes = scenes
+
+    def predict(self, images):
+        assert torch.equal(images, self.scenes.images), "shown other scenes than the held-out ones"
+        f, i = self.scenes.factors, torch.arange(len(images))
+        return f.replace(shape=torch.where(i % 4 == 0, (f.shape + 1) % 3, f.shape),
+                         colour=torch.where(i % 8 == 2, (f.colour + 1) % 6, f.colour),
+                         x=torch.where(i % 4 == 1, f.x + 0.5, f.x), size=torch.where(i % 8 == 3, f.size + 1, f.size))
 
 
-def test_evaluate_probe_agrees_with_direct_scoring():
-    metrics = evaluate_probe(load_probe(), n=200, seed=HELD_OUT_SEED)
-    scenes = make_scenes(200, seed=HELD_OUT_SEED)
-    pred = load_probe().predict(scenes.images)
-    assert metrics["shape_accuracy"] == pytest.approx(float((pred.shape == scenes.factors.shape).float().mean()))
+def test_evaluate_probe_reports_planted_errors():
+    n = 64
+    scenes = make_scenes(n, seed=HELD_OUT_SEED)  # evaluate_probe draws the same scenes from the seed
+    metrics = evaluate_probe(PlantedErrors(scenes), n=n, seed=HELD_OUT_SEED)
+    assert metrics["shape_accuracy"] == pytest.approx(3 / 4)
+    assert metrics["colour_accuracy"] == pytest.approx(7 / 8)
+    assert metrics["x_mae"] == pytest.approx(0.5 / 4, rel=1e-6)
+    assert metrics["size_mae"] == pytest.approx(1 / 8, rel=1e-6)
+    assert metrics["y_mae"] == 0 and metrics["background_mae"] == 0
+    # validity by its definition: the RMSE between each image and the rendering of what was read
+    pred = PlantedErrors(scenes).predict(scenes.images)
+    rmse = (scenes.images - render(pred)).pow(2).mean(dim=(1, 2, 3)).sqrt()
+    untouched = torch.arange(n) % 8 == 7  # no error planted: re-rendering is exact
+    assert (rmse[untouched] == 0).all() and (rmse > VALID_RMSE).any()
+    assert metrics["valid_rate"] == pytest.approx(float((rmse <= VALID_RMSE).float().mean()))

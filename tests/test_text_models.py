@@ -360,3 +360,23 @@ def test_unet_needing_added_conditioning(sd_model):
     with torch.no_grad():
         h = model.h(x, 10, cond=Cond(cond=emb, cond_kwargs={"added_cond_kwargs": added}))
     assert h.shape == (1, 32, 4, 4)
+
+
+def test_local_basis_records_the_conditioning_it_used(sd_model):
+    """A Cond passed as cond= keeps its branch and scale, in the computation and in meta (issue 9)."""
+    x = torch.randn(1, *sd_model.x_shape, generator=torch.Generator().manual_seed(0))
+    guided = sd_model.conditioning("a red circle", branch="cfg", guidance_scale=3.0)
+    b = diffgeo.local_basis(sd_model, x, 500, 2, cond=guided, seed=0, progress=False)
+    assert (b.meta["branch"], b.meta["guidance_scale"], b.meta["prompt"]) == ("cfg", 3.0, ["a red circle"])
+    # independent reference: the full Jacobian of h_u + 3 (h_c - h_u), built from the two branches
+    from diffgeo.pullback import forward_ad_ready
+
+    t_b = sd_model.timesteps_tensor(500, 1)
+
+    def guided_h(v):
+        h_u = sd_model.h_fn(v[None], t_b, guided.with_branch("uncond"))[0]
+        return h_u + 3.0 * (sd_model.h_fn(v[None], t_b, guided.with_branch("cond"))[0] - h_u)
+
+    with forward_ad_ready(sd_model.unet):
+        ref = diffgeo.exact_basis(guided_h, x[0], None, 2)
+    torch.testing.assert_close(b.s, ref.s, rtol=1e-3, atol=0)

@@ -13,10 +13,11 @@ x left / centre / right; y top / middle / bottom; background dark / mid grey / l
 >>> from diffgeo.data.shapes import sample_factors
 >>> f = sample_factors(3, seed=0)
 >>> caps = make_captions(f, seed=0, dropout=0.0)
->>> len(caps.texts), caps.named["shape"].dtype
-(3, torch.bool)
->>> canonical_caption(f)[0]
-'a red triangle'
+>>> [parse_caption(text)["shape"] == (int(s) if named else None)       # names the true shape or none
+...  for text, s, named in zip(caps.texts, f.shape, caps.named["shape"])]
+[True, True, True]
+>>> canonical_caption(f.replace(shape=torch.tensor([2, 0, 1]), colour=torch.tensor([0, 4, 1])))
+['a red triangle', 'a blue circle', 'a yellow square']
 """
 
 from __future__ import annotations
@@ -142,13 +143,13 @@ def make_captions(factors: Factors, *, seed: int = 0, dropout: float = 0.0) -> C
     return Captions(texts, {k: torch.tensor(v, dtype=torch.bool) for k, v in named.items()})
 
 
-def canonical_caption(factors: Factors, *, with_shape: bool = True, with_colour: bool = True) -> list[str]:
-    """One fixed phrasing per scene, e.g. ``"a red circle"``, for evaluation prompts."""
+def canonical_caption(factors: Factors) -> list[str]:
+    """One fixed phrasing per scene naming its colour and shape, e.g. ``"a red circle"``, for
+    evaluation prompts."""
     out = []
     for i in range(len(factors)):
-        words = ([COLOURS[int(factors.colour[i])]] if with_colour else []) + \
-                ([SHAPES[int(factors.shape[i])]] if with_shape else ["shape"])
-        out.append(f"{_article(words[0])} {' '.join(words)}")
+        colour = COLOURS[int(factors.colour[i])]
+        out.append(f"{_article(colour)} {colour} {SHAPES[int(factors.shape[i])]}")
     return out
 
 

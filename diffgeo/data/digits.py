@@ -8,8 +8,9 @@ Captions name the digit in several phrasings ("a handwritten 3", "the number thr
 >>> d = load_digits_images()
 >>> d.images.shape, d.labels.shape, float(d.images.min()), float(d.images.max())
 (torch.Size([1797, 1, 16, 16]), torch.Size([1797]), -1.0, 1.0)
->>> digit_captions(torch.tensor([3, 7]), seed=0)
-['the numeral 3', 'the numeral 7']
+>>> caps = digit_captions(torch.tensor([3, 7]), seed=0)   # a random phrasing that names the digit
+>>> [str(d) in c.split() or NUMBER_WORDS[d] in c.split() for d, c in zip((3, 7), caps)]
+[True, True]
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ def _raw() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def load_digits_images(resolution: int = RESOLUTION) -> Digits:
-    """All 1,797 digits, upsampled to ``resolution`` (16 or 32) and scaled to [-1, 1]."""
-    if resolution not in (8, 16, 32):
-        raise ValueError(f"resolution must be 8, 16 or 32, got {resolution}")
+    """All 1,797 digits at ``resolution`` 16 (bilinear upsampling, what the ``digits`` model sees) or
+    8 (the originals), scaled to [-1, 1]."""
+    if resolution not in (8, 16):
+        raise ValueError(f"resolution must be 8 or 16, got {resolution}")
     x, y = _raw()
     x = x / 8.0 - 1.0
     if resolution != 8:

@@ -1,0 +1,76 @@
+"""Local bases along sampled trajectories, computed once per (model, sample) through the sweep cache.
+
+Analyses 1, 2, 3, 4 and 5b all read the same thing: for N samples, the top-k local bases at n_t
+timesteps of each sample's DDIM trajectory. :func:`collect_bases` runs one sweep point per
+sample (a warm-started :func:`~diffgeo.analyses.bases_along` over its timesteps) and stacks them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..sweep import model_fingerprint, sweep
+from ._common import Preset, bases_along, load_model
+
+__all__ = ["TrajectoryBases", "trajectory_bases", "collect_bases"]
+
+
+def trajectory_bases(model: str, sample: int, steps: int, ts: list[int], k: int, tol: float, seed: int,
+                     prompt: str | None = None, branch: str = "cond") -> dict[str, Any]:
+    """Sample ``seed + sample`` (DDIM, ``steps``, conditional branch of ``prompt`` at guidance 1) and its
+    bases at ``ts`` under ``branch``: v (T, k, *x_shape), s (T, k), x (T, *x_shape), n_products (T,)."""
+    import diffgeo
+
+    m = load_model(model)
+    kw = {"prompt": prompt} if m.is_conditional else {}
+    with torch.no_grad():
+        traj = diffgeo.sample(m, 1, steps=steps, seed=seed + sample, progress=False, **kw)
+    map_kw = {"prompt": prompt, "branch": branch} if m.is_conditional else {}
+    bases = bases_along(m, traj, ts, k, tol=tol, seed=seed, **map_kw)
+    return {"v": torch.stack([b.v for b in bases]), "s": torch.stack([b.s for b in bases]),
+            "x": torch.stack([b.x for b in bases]), "n_products": [b.n_products for b in bases]}
+
+
+@dataclass(frozen=True)
+class TrajectoryBases:
+    """Bases of N samples at T timesteps: v (N, T, k, n) float64 flattened, s (N, T, k), ts (T,)
+    descending (early = noisy first), x_shape of one point, model name, prompt and branch."""
+
+    model: str
+    ts: list[int]
+    v: torch.Tensor
+    s: torch.Tensor
+    x_shape: tuple[int, ...]
+    prompt: str | None
+    branch: str
+    n_products: int
+
+
+def collect_bases(model: str, preset: Preset, *, cache: str | Path | None = None, client: Any = None,
+                  prompt: str | None = None, branch: str = "cond", seed: int = 0, progress: bool = True
+                  ) -> TrajectoryBases:
+    """Bases of ``preset.n_samples`` trajectories at ``preset.n_t`` timesteps, through the sweep cache.
+
+    >>> from diffgeo.analyses import PRESETS
+    >>> tb = collect_bases("digits", PRESETS["tiny"], progress=False)
+    >>> tb.v.shape[:3], len(tb.ts), tb.ts[0]
+    (torch.Size([3, 3, 2]), 3, 750)
+    """
+    import diffgeo
+
+    m = load_model(model)
+    grid = [int(t) for t in diffgeo.ddim_timesteps(m, preset.steps)]
+    ts = preset.timesteps(grid)
+    common = {"model": model, "steps": preset.steps, "ts": ts, "k": preset.k, "tol": preset.tol, "seed": seed,
+              "prompt": prompt, "branch": branch}
+    points = [{**common, "sample": i} for i in range(preset.n_samples)]
+    res = sweep(trajectory_bases, points, cache=cache, client=client, progress=progress,
+                context={"model": model_fingerprint(m)}, desc=f"bases {model}" + (f" {branch}" if prompt else ""))
+    v = torch.stack([r["v"].reshape(len(ts), preset.k, -1).double() for r in res.results])
+    s = torch.stack([r["s"].double() for r in res.results])
+    n_products = sum(sum(r["n_products"]) for r in res.results)
+    return TrajectoryBases(model, ts, v, s, tuple(m.x_shape), prompt, branch, int(n_products))

@@ -1,0 +1,93 @@
+"""Analysis 4: discrepancy across timesteps. A direction found at one timestep does not carry over to
+another (Park et al. 2023): bases of one trajectory at t and t' differ, more so the further apart.
+
+The heatmap is the Grassmann distance between a trajectory's bases at every pair (t, t'), averaged
+over samples. The claim's number is the energy a basis vector found at t keeps in the basis at
+t' (``mean_i ||V(t') v_i(t)||^2``, the mean squared cosine of the principal angles), over pairs at
+least two grid positions apart. The second half of the reader's question (how far an edit along
+a direction found at t works at t') needs ``diffgeo.editing``; :func:`edit_transfer_status` says
+whether it can run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ._common import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Claim, bootstrap_ci
+from .bases import TrajectoryBases
+
+__all__ = ["Discrepancy", "discrepancy", "edit_transfer_status"]
+
+SENTENCE = "A direction found at one timestep does not carry over to another timestep."
+STATISTIC = ("mean energy a basis vector found at t keeps in the basis at t' (mean cos^2 of the principal angles), "
+             "pairs at least 2 grid positions apart")
+THRESHOLD = 0.5  # fixed before the run: "does not carry over" = less than half of the direction survives
+RULE = (f"reproduced if the 95% interval lies below {THRESHOLD} (most of a direction is lost); not reproduced if it "
+        f"lies above {THRESHOLD}; otherwise inconclusive")
+
+
+def _verdict(lo: float, hi: float) -> str:
+    if not (lo == lo and hi == hi):
+        return INCONCLUSIVE
+    if hi < THRESHOLD:
+        return REPRODUCED
+    if lo > THRESHOLD:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    """heatmap: (T, T) mean Grassmann distance between a trajectory's bases at t_i and t_j;
+    retained: (N, T, T) mean cos^2 of principal angles; example: (T, T) distances of sample 0;
+    ts (T,) descending; edit_transfer: why the edit part did or did not run."""
+
+    model: str
+    ts: list[int]
+    heatmap: torch.Tensor
+    example: torch.Tensor
+    retained: torch.Tensor
+    max_distance: float
+    claim: Claim
+    edit_transfer: str
+
+
+def edit_transfer_status() -> str:
+    """Whether the edit-transfer half of analysis 4 can run here, as a sentence."""
+    if importlib.util.find_spec("diffgeo.editing") is None:
+        return ("skipped: diffgeo.editing does not exist in this build, so an edit along a direction found at t "
+                "cannot be applied at t'; the heatmap measures the subspaces only")
+    return ("skipped: diffgeo.editing exists but has no API agreed with this analysis yet; the heatmap measures "
+            "the subspaces only")
+
+
+def discrepancy(tb: TrajectoryBases) -> Discrepancy:
+    """Distances between each trajectory's bases across its timesteps, and the claim's verdict.
+
+    >>> from diffgeo.analyses import PRESETS, collect_bases
+    >>> r = discrepancy(collect_bases("digits", PRESETS["tiny"], progress=False))
+    >>> r.heatmap.shape, float(r.heatmap.diagonal().abs().max()) < 1e-6
+    (torch.Size([3, 3]), True)
+    """
+    n, t_count, k = tb.v.shape[:3]
+    cos2 = torch.zeros(n, t_count, t_count, dtype=torch.float64)
+    dist = torch.zeros(n, t_count, t_count, dtype=torch.float64)
+    for a in range(n):
+        for i in range(t_count):
+            cos = torch.linalg.svdvals(tb.v[a] @ tb.v[a, i].T).clamp(0, 1)     # (T, k)
+            cos2[a, i] = cos.square().mean(-1)
+            dist[a, i] = torch.arccos(cos).square().sum(-1).sqrt()
+    far = torch.tensor([[abs(i - j) >= 2 for j in range(t_count)] for i in range(t_count)])
+    if bool(far.any()):
+        value, lo, hi = bootstrap_ci(n, lambda idx: float(cos2[idx][:, far].mean()))
+        claim = Claim("4", "discrepancy", tb.model, SENTENCE, STATISTIC, value, lo, hi, n, RULE, _verdict(lo, hi))
+    else:
+        from ._common import skipped_claim
+
+        claim = skipped_claim("4", "discrepancy", tb.model, SENTENCE, "needs at least 3 timesteps per trajectory")
+    return Discrepancy(tb.model, list(tb.ts), dist.mean(0), dist[0], cos2, math.sqrt(k) * math.pi / 2, claim,
+                       edit_transfer_status())

@@ -1,0 +1,250 @@
+"""Analysis 5: text. (a) similar prompts give similar tangent spaces; (b) the model depends less on
+the text at later timesteps (conditional and unconditional bases converge as t falls); (c) the
+guidance artefact seen on shapes-text: above guidance 2 the background is pushed towards the
+complement of the named colour.
+
+Unconditional models have no text: :func:`text_applicable` says why each part is skipped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..sweep import model_fingerprint, sweep
+from ._common import SIGN_RULE, Claim, Preset, bootstrap_ci, load_model, sign_verdict, skipped_claim
+from .bases import TrajectoryBases
+
+__all__ = ["PromptGeometry", "prompt_geometry", "CondUncond", "cond_uncond", "GuidanceArtefact",
+           "guidance_artefact", "text_applicable", "PROMPTS", "EDIT_PROMPT"]
+
+PROMPTS = {
+    "shapes-text": ["a red circle", "a crimson circle", "a red disk", "a blue circle", "a blue square",
+                    "a green triangle", "a small red circle on the left", "a yellow square", "a cyan triangle",
+                    "a magenta square", "a large blue circle", "a green square"],
+    "digits": ["a handwritten 3", "the digit 3", "the number three", "a handwritten 8", "the digit 8",
+               "a handwritten 1", "the number one", "a handwritten 7", "the digit 0", "a handwritten 5",
+               "the number five", "a 9"],
+}
+GENERIC_PROMPTS = ["a photo of a cat", "a photograph of a cat", "a photo of a dog", "a red car", "a blue car",
+                   "a landscape with mountains", "a portrait of a woman", "a bowl of fruit", "a city at night",
+                   "a painting of a ship", "a close-up of a flower", "a bird on a branch"]
+EDIT_PROMPT = {"shapes-text": "a red circle", "digits": "a handwritten 3"}
+
+SENTENCE_A = "Similar prompts give similar tangent spaces."
+STATISTIC_A = ("Spearman correlation over prompt pairs between the tangent-space Grassmann distance (mean over points) "
+               "and the text-embedding cosine distance (token embeddings flattened), bootstrap over prompts")
+EXPECTED_SIGN_A = +1
+SENTENCE_B = "The model depends less on the text at later timesteps."
+STATISTIC_B = ("Grassmann distance / max between conditional and unconditional bases at the same x_t: last "
+               "timestep minus first, bootstrap over samples")
+EXPECTED_SIGN_B = -1
+SENTENCE_C = ("Above guidance 2 the background is pushed towards the complement of the named colour "
+              "(shapes-text, raw guided eps).")
+STATISTIC_C = ("mean chroma of the border pixels along the complement of the named colour, guidance 4 minus 1.5, "
+               "paired over noise seeds")
+EXPECTED_SIGN_C = +1
+GUIDANCE_LOW, GUIDANCE_HIGH = 1.5, 4.0
+
+
+def text_applicable(model: str) -> str | None:
+    """None when the text analyses apply to ``model``, else the reason they are skipped."""
+    m = load_model(model)
+    if not m.is_conditional:
+        return f"{model} is unconditional ({type(m.unet).__name__}): it has no text to compare"
+    if getattr(m, "text", None) is None:
+        return f"{model} has no text encoder in its folder: prompts cannot be encoded"
+    return None
+
+
+def _rank(x: torch.Tensor) -> torch.Tensor:
+    order = x.argsort()
+    r = torch.empty_like(x)
+    r[order] = torch.arange(len(x), dtype=x.dtype)
+    return r
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    if len(a) < 3:
+        return float("nan")
+    ra, rb = _rank(a), _rank(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = float(ra.norm() * rb.norm())
+    return float(ra @ rb) / den if den > 0 else float("nan")
+
+
+def prompt_bases(model: str, sample: int, steps: int, t: int, prompts: list[str], k: int, tol: float, seed: int
+                 ) -> dict[str, Any]:
+    """Bases at one x_t (sample ``seed + sample``, empty prompt, at t) under each prompt: v (P, k, *x_shape)."""
+    import diffgeo
+
+    m = load_model(model)
+    with torch.no_grad():
+        traj = diffgeo.sample(m, 1, steps=steps, seed=seed + sample, progress=False)
+    grid = [int(s) for s in traj.timesteps]
+    x = traj.xs[grid.index(t), 0]
+    out, prev = [], None
+    for p in prompts:  # each warm-started from the previous prompt's basis at the same point
+        prev = diffgeo.local_basis(m, x, t, k, prompt=p, tol=tol, seed=seed, progress=False, init=prev)
+        out.append(prev.v)
+    return {"v": torch.stack(out)}
+
+
+@dataclass(frozen=True)
+class PromptGeometry:
+    """prompts (P,); tangent: (P, P) mean Grassmann distance over points; text: (P, P) cosine distance of
+    the prompts' token embeddings; t the timestep; claim 5a."""
+
+    model: str
+    t: int
+    prompts: list[str]
+    tangent: torch.Tensor
+    text: torch.Tensor
+    claim: Claim
+
+
+def prompt_geometry(model: str, preset: Preset, *, cache: str | Path | None = None, client: Any = None,
+                    seed: int = 0, progress: bool = True) -> PromptGeometry | Claim:
+    """Claim 5a: tangent-space distance between prompts vs their text-embedding distance. Returns the
+    skipped Claim when the model has no text."""
+    why = text_applicable(model)
+    if why is not None:
+        return skipped_claim("5a", "text", model, SENTENCE_A, why)
+    import diffgeo
+
+    m = load_model(model)
+    prompts = PROMPTS.get(model, GENERIC_PROMPTS)[: preset.n_prompts]
+    grid = [int(s) for s in diffgeo.ddim_timesteps(m, preset.steps)]
+    t = grid[len(grid) // 2]
+    n_points = max(2, preset.n_samples // 2)
+    points = [{"model": model, "sample": i, "steps": preset.steps, "t": t, "prompts": prompts, "k": preset.k,
+               "tol": preset.tol, "seed": seed} for i in range(n_points)]
+    res = sweep(prompt_bases, points, cache=cache, client=client, progress=progress,
+                context={"model": model_fingerprint(m)}, desc=f"prompt bases {model}")
+    p = len(prompts)
+    tangent = torch.zeros(p, p, dtype=torch.float64)
+    for r in res.results:
+        v = r["v"].reshape(p, preset.k, -1).double()
+        for i, j in itertools.combinations(range(p), 2):
+            d = torch.arccos(torch.linalg.svdvals(v[i] @ v[j].T).clamp(0, 1)).square().sum().sqrt()
+            tangent[i, j] += d / len(res.results)
+            tangent[j, i] = tangent[i, j]
+    e = m.encode_prompt(prompts).reshape(p, -1).double()
+    e = e / e.norm(dim=1, keepdim=True)
+    text = (1 - e @ e.T).clamp_min(0)
+
+    def stat(idx: torch.Tensor) -> float:
+        pairs = [(int(a), int(b)) for a, b in itertools.combinations(idx.tolist(), 2) if a != b]
+        if len(pairs) < 3:
+            return float("nan")
+        return _spearman(torch.tensor([float(tangent[a, b]) for a, b in pairs]),
+                         torch.tensor([float(text[a, b]) for a, b in pairs]))
+
+    value, lo, hi = bootstrap_ci(p, stat)
+    claim = Claim("5a", "text", model, SENTENCE_A, f"{STATISTIC_A} (t={t}, {n_points} points, {p} prompts)",
+                  value, lo, hi, p, SIGN_RULE, sign_verdict(lo, hi, EXPECTED_SIGN_A))
+    return PromptGeometry(model, t, prompts, tangent, text, claim)
+
+
+@dataclass(frozen=True)
+class CondUncond:
+    """dist: (N, T) Grassmann distance between conditional (prompt) and unconditional bases at the same
+    x_t; mean / low / high (T,) normalised, with 95% interval; claim 5b."""
+
+    model: str
+    prompt: str
+    ts: list[int]
+    dist: torch.Tensor
+    mean: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+    max_distance: float
+    claim: Claim
+
+
+def cond_uncond(cond: TrajectoryBases, uncond: TrajectoryBases) -> CondUncond:
+    """Claim 5b from two sets of bases at the same points (same model, samples and timesteps)."""
+    if cond.ts != uncond.ts or cond.v.shape != uncond.v.shape:
+        raise ValueError("cond and uncond bases must come from the same samples and timesteps")
+    n, t_count, k = cond.v.shape[:3]
+    dist = torch.zeros(n, t_count, dtype=torch.float64)
+    for a in range(n):
+        for j in range(t_count):
+            cos = torch.linalg.svdvals(cond.v[a, j] @ uncond.v[a, j].T).clamp(0, 1)
+            dist[a, j] = torch.arccos(cos).square().sum().sqrt()
+    dmax = math.sqrt(k) * math.pi / 2
+    curves = [bootstrap_ci(n, lambda i, j=j: float(dist[i, j].mean()) / dmax) for j in range(t_count)]
+    mean, low, high = (torch.tensor([c[q] for c in curves], dtype=torch.float64) for q in range(3))
+    value, lo, hi = bootstrap_ci(n, lambda i: float((dist[i, -1] - dist[i, 0]).mean()) / dmax)
+    claim = Claim("5b", "text", cond.model, SENTENCE_B,
+                  f"{STATISTIC_B} (prompt {cond.prompt!r}, t={cond.ts[-1]} vs t={cond.ts[0]})", value, lo, hi, n,
+                  SIGN_RULE, sign_verdict(lo, hi, EXPECTED_SIGN_B))
+    return CondUncond(cond.model, str(cond.prompt), list(cond.ts), dist, mean, low, high, dmax, claim)
+
+
+def guidance_samples(model: str, steps: int, n: int, guidance: float, seed: int) -> dict[str, Any]:
+    """n shapes-text samples at one guidance scale (raw guided eps), prompts 'a {colour} {shape}' cycling."""
+    import diffgeo
+    from ..data.shapes import COLOURS, SHAPES
+
+    m = load_model(model)
+    pairs = list(itertools.product(range(len(COLOURS)), range(len(SHAPES))))
+    colour = [pairs[i % len(pairs)][0] for i in range(n)]
+    prompts = [f"a {COLOURS[c]} {SHAPES[pairs[i % len(pairs)][1]]}" for i, c in enumerate(colour)]
+    with torch.no_grad():
+        x = diffgeo.sample(m, n, steps=steps, seed=seed, prompt=prompts, guidance_scale=guidance,
+                           progress=False).result
+    return {"images": x, "colour": colour}
+
+
+def _complement_chroma(images: torch.Tensor, colour: list[int]) -> torch.Tensor:
+    """(N,) mean border chroma along the complement of each image's named colour."""
+    from ..data.shapes import COLOUR_RGB
+
+    border = torch.ones(images.shape[-2:], dtype=torch.bool)
+    border[2:-2, 2:-2] = False
+    bg = images[..., border].double().mean(-1)                    # (N, 3)
+    chroma = bg - bg.mean(1, keepdim=True)
+    c = COLOUR_RGB[colour].double()
+    c = c - c.mean(1, keepdim=True)
+    direction = -c / c.norm(dim=1, keepdim=True)
+    return (chroma * direction).sum(1)
+
+
+@dataclass(frozen=True)
+class GuidanceArtefact:
+    """chroma_low / chroma_high: (N,) border chroma along the complement of the named colour at guidance
+    1.5 and 4 (same noise); images_low / images_high a few samples for the figure; claim 5c."""
+
+    model: str
+    chroma_low: torch.Tensor
+    chroma_high: torch.Tensor
+    images_low: torch.Tensor
+    images_high: torch.Tensor
+    claim: Claim
+
+
+def guidance_artefact(model: str, preset: Preset, *, cache: str | Path | None = None, client: Any = None,
+                      seed: int = 0, progress: bool = True) -> GuidanceArtefact | Claim:
+    """Claim 5c on shapes-text (the artefact's colours are known there only)."""
+    if model != "shapes-text":
+        return skipped_claim("5c", "text", model, SENTENCE_C,
+                             "measured on the embedded shapes-text only (the named colours are known there)")
+    m = load_model(model)
+    points = [{"model": model, "steps": preset.steps, "n": preset.n_guidance, "guidance": g, "seed": seed}
+              for g in (GUIDANCE_LOW, GUIDANCE_HIGH)]
+    res = sweep(guidance_samples, points, cache=cache, client=client, progress=progress,
+                context={"model": model_fingerprint(m)}, desc="guidance samples")
+    low = _complement_chroma(res.results[0]["images"], res.results[0]["colour"])
+    high = _complement_chroma(res.results[1]["images"], res.results[1]["colour"])
+    n = len(low)
+    value, lo, hi = bootstrap_ci(n, lambda i: float((high[i] - low[i]).mean()))
+    note = "not related to the local bases here: the geometry side of the artefact is not measured"
+    claim = Claim("5c", "text", model, SENTENCE_C, STATISTIC_C, value, lo, hi, n, SIGN_RULE,
+                  sign_verdict(lo, hi, EXPECTED_SIGN_C), note)
+    return GuidanceArtefact(model, low, high, res.results[0]["images"][:8], res.results[1]["images"][:8], claim)

@@ -1,0 +1,128 @@
+"""The machinery every dashboard shares, none of it tied to ipywidgets.
+
+- :class:`Memo`: a bounded least-recently-used cache keyed by the parameters a value depends on,
+  with hit and miss counts (so a test can check that a slider move recomputed only what changed).
+- :func:`torch_threads`: run a block with a given number of torch threads and restore the old
+  setting. ``DASHBOARD_THREADS`` is the measured choice for dashboards (see
+  benchmarks/bench_widgets.py): one thread. Next to any other busy process two threads made a
+  forward pass many times slower (issue 14 measured 38x), one thread degrades gracefully.
+- :func:`figure_png`: draw with the library's ``draw_*`` functions on a fresh matplotlib
+  ``Figure`` (no pyplot, so the notebook's backend is never touched) and return PNG bytes.
+
+>>> memo = Memo(maxsize=2)
+>>> memo.get(("a", 1), lambda: 10), memo.get(("a", 1), lambda: 11), (memo.hits, memo.misses)
+(10, 10, (1, 1))
+"""
+
+from __future__ import annotations
+
+import io
+from collections import OrderedDict
+from contextlib import contextmanager
+from typing import Any, Callable, Hashable, Iterator
+
+import torch
+
+__all__ = ["Memo", "torch_threads", "figure_png", "DASHBOARD_THREADS", "Stages"]
+
+#: Torch threads for dashboard callbacks, chosen by measurement (benchmarks/bench_widgets.py).
+DASHBOARD_THREADS = 1
+
+
+class Memo:
+    """Least-recently-used cache of at most ``maxsize`` values; ``hits``/``misses`` count lookups."""
+
+    def __init__(self, maxsize: int = 128):
+        if not isinstance(maxsize, int) or maxsize < 1:
+            raise ValueError(f"maxsize must be a positive integer, got {maxsize!r}")
+        self.maxsize = maxsize
+        self.hits = 0
+        self.misses = 0
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """The cached value for ``key``, computing (and storing) it with ``compute()`` when absent."""
+        if key in self._data:
+            self.hits += 1
+            self._data.move_to_end(key)
+            return self._data[key]
+        self.misses += 1
+        value = compute()
+        self._data[key] = value
+        while len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (None: leave as is), then restore.
+
+    >>> with torch_threads(1):
+    ...     torch.get_num_threads()
+    1
+    """
+    old = torch.get_num_threads()
+    if n is not None and n != old:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
+def figure_png(draw: Callable[[Any], None], *, size: tuple[float, float] = (6.0, 3.0), dpi: int = 100) -> bytes:
+    """PNG bytes of a figure of ``size`` inches drawn by ``draw(fig)`` (Agg canvas, no pyplot).
+
+    >>> from diffgeo.plotting import draw_curves
+    >>> png = figure_png(lambda fig: draw_curves(fig.subplots(), [0, 1], {"a": [0, 1]}, xlabel="x", ylabel="y"))
+    >>> png[:4]
+    b'\\x89PNG'
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=dpi)
+    FigureCanvasAgg(fig)
+    draw(fig)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+class Stages:
+    """Progress of a computation in ``total`` stages, reported to ``report(done, total, label)``
+    before each stage and once at the end (``report=None``: nowhere).
+
+    >>> seen = []
+    >>> s = Stages(lambda d, t, l: seen.append((d, t, l)), total=2)
+    >>> s.step("basis"); s.step("denoise"); s.finish()
+    >>> seen
+    [(0, 2, 'basis'), (1, 2, 'denoise'), (2, 2, 'done')]
+    """
+
+    def __init__(self, report: Callable[[int, int, str], None] | None, total: int):
+        self.report = report
+        self.total = max(1, int(total))
+        self.done = 0
+
+    def step(self, label: str) -> None:
+        """Announce the next stage."""
+        if self.report is not None:
+            self.report(min(self.done, self.total), self.total, label)
+        self.done += 1
+
+    def finish(self) -> None:
+        if self.report is not None:
+            self.report(self.total, self.total, "done")

@@ -1,0 +1,168 @@
+"""Curvedness between two samples: the straight segment x_a -> x_b at one timestep, what its
+points denoise to, how much the tangent space (local basis of x_t -> h) turns along it, and the
+three curvedness values of :func:`diffgeo.curvedness` against a *flat floor*.
+
+The flat floor is what a flat map would read with the same k and tolerance: the Grassmann
+distance between two local bases of the same point computed from different random starts (the
+solver's own noise). A segment's step-to-step rotation at the floor is indistinguishable from
+flat; its rotation per unit length is compared with ``(n_points - 1) * floor / chord``.
+
+>>> import diffgeo
+>>> state = CurvednessState(diffgeo.load("shapes"), n=2, steps=4, k=2, n_points=3)
+>>> view = state.view(a=0, b=1, t=500)
+>>> view.segment.shape[0], len(view.curvedness.steps)
+(3, 2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from ._core import Memo, figure_png
+
+__all__ = ["CurvednessState", "CurvednessView", "curvedness_dashboard", "draw_curvedness_view"]
+
+Report = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class CurvednessView:
+    """a, b, t; curvedness (a :class:`diffgeo.Curvedness`); segment (P, *x_shape): the clean
+    images the P points of the segment denoise to; floor: the per-step flat floor (radians);
+    floor_rotation: the rotation per unit length a flat map would read."""
+
+    a: int
+    b: int
+    t: int
+    curvedness: Any
+    segment: torch.Tensor
+    floor: float
+    floor_rotation: float
+
+
+class CurvednessState:
+    """n samples from ``seed`` (``steps`` DDIM steps); tangent spaces of dimension k at
+    n_points points of each segment (``tol`` the local-basis tolerance)."""
+
+    def __init__(self, model: Any, *, n: int = 4, seed: int = 0, steps: int = 10, k: int = 4, n_points: int = 5,
+                 tol: float = 1e-4):
+        from ..sampling import ddim_timesteps
+
+        for name, value in (("n", n), ("steps", steps), ("k", k)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if n < 2:
+            raise ValueError(f"n must be at least 2 (a segment needs two samples), got {n}")
+        self.model, self.n, self.seed, self.steps, self.k, self.n_points, self.tol = model, n, seed, steps, k, n_points, tol
+        self.memo = Memo(256)
+        self.timesteps: list[int] = [int(t) for t in ddim_timesteps(model, steps) if t > 0]
+
+    def trajectory(self) -> Any:
+        import diffgeo
+
+        def compute() -> Any:
+            with torch.no_grad():
+                return diffgeo.sample(self.model, self.n, steps=self.steps, seed=self.seed, progress=False)
+
+        return self.memo.get("trajectory", compute)
+
+    def x_t(self, t: int, i: int) -> torch.Tensor:
+        if t not in self.timesteps:
+            raise ValueError(f"t must be one of {self.timesteps}, got {t!r}")
+        if not 0 <= i < self.n:
+            raise ValueError(f"sample index must be in 0..{self.n - 1}, got {i!r}")
+        traj = self.trajectory()
+        return traj.xs[traj.timesteps.tolist().index(t)][i:i + 1]
+
+    def floor(self, t: int, i: int) -> float:
+        """Grassmann distance between two local bases of sample i at t from different starts."""
+        import diffgeo
+
+        def compute() -> float:
+            x = self.x_t(t, i)
+            b0, b1 = (diffgeo.local_basis(self.model, x, t, self.k, tol=self.tol, seed=s, progress=False) for s in (0, 1))
+            return diffgeo.grassmann_distance(b0, b1)
+
+        return self.memo.get(("floor", t, i), compute)
+
+    def view(self, *, a: int, b: int, t: int, progress: Report | None = None) -> CurvednessView:
+        import diffgeo
+
+        if a == b:
+            raise ValueError(f"pick two different samples (a and b are both {a})")
+        xa, xb = self.x_t(t, a), self.x_t(t, b)
+        if progress:
+            progress(0, 3, "curvedness")
+        c = self.memo.get(("curvedness", a, b, t), lambda: diffgeo.curvedness(
+            self.model, xa, xb, t, k=self.k, n_points=self.n_points, tol=self.tol, progress=False))
+        if progress:
+            progress(1, 3, "flat floor")
+        floor = self.floor(t, a)
+        if progress:
+            progress(2, 3, "segment images")
+
+        def segment() -> torch.Tensor:
+            s = torch.linspace(0, 1, self.n_points).view(-1, *[1] * (xa.dim() - 1)).to(xa)
+            with torch.no_grad():
+                return diffgeo.denoise(self.model, xa + s * (xb - xa), t, steps=self.steps, progress=False).result
+
+        seg = self.memo.get(("segment", a, b, t), segment)
+        return CurvednessView(a, b, t, c, seg, floor, (self.n_points - 1) * floor / c.chord_x)
+
+
+def draw_curvedness_view(fig: Any, view: CurvednessView, part: str) -> None:
+    """``"segment"``: the denoised points of the segment; ``"profile"``: the rotation between
+    consecutive tangent spaces along the segment against the flat floor, and the three values."""
+    from ..plotting import draw_curves, draw_images
+
+    c = view.curvedness
+    if part == "segment":
+        p = view.segment.shape[0]
+        draw_images(fig.subplots(), view.segment, nrow=p, captions=[f"s={i / (p - 1):.2f}" for i in range(p)],
+                    title=f"segment from sample {view.a} to sample {view.b} at t={view.t}, denoised")
+    elif part == "profile":
+        ax = fig.subplots()
+        p = len(c.steps) + 1
+        mids = [(i + 0.5) / (p - 1) for i in range(p - 1)]
+        draw_curves(ax, mids, {"tangent-space rotation per step": c.steps.tolist(),
+                               "flat floor (solver noise)": [view.floor] * len(mids)},
+                    xlabel="position s along the segment", ylabel="Grassmann distance (rad)",
+                    title=(f"rotation {c.rotation:.3g}/unit (flat: {view.floor_rotation:.3g}), "
+                           f"off-tangent {c.off_tangent:.2f}, excess length {c.excess_length:.3f}"))
+    else:
+        raise ValueError(f"part must be 'segment' or 'profile', got {part!r}")
+
+
+def curvedness_dashboard(model: Any = None, *, state: CurvednessState | None = None, **state_kwargs: Any) -> Any:
+    """Two sample pickers and a timestep slider over a :class:`CurvednessState` (``model``
+    default: embedded ``shapes``)."""
+    from ._ui import Dashboard, slider, widgets
+
+    if state is None:
+        import diffgeo
+
+        state = CurvednessState(model if model is not None else diffgeo.load("shapes"), **state_kwargs)
+
+    class CurvednessDashboard(Dashboard):
+        title = "Curvedness between two samples"
+
+        def frames(self, v: dict[str, Any]):
+            self.view = state.view(a=v["a"], b=v["b"], t=v["t"], progress=self.report)
+            yield {"segment": figure_png(lambda f: draw_curvedness_view(f, self.view, "segment"),
+                                         size=(1.1 * state.n_points + 0.5, 1.9)),
+                   "profile": figure_png(lambda f: draw_curvedness_view(f, self.view, "profile"), size=(6.5, 3.0))}
+
+    dash = CurvednessDashboard()
+    dash.state = state
+    w = widgets()
+    options = [(f"sample {i}", i) for i in range(state.n)]
+    dash.controls = {"a": w.Dropdown(options=options, value=0, description="from"),
+                     "b": w.Dropdown(options=options, value=1, description="to"),
+                     "t": slider("select", options=state.timesteps, value=state.timesteps[len(state.timesteps) // 2],
+                                 description="timestep t")}
+    c = dash.controls
+    dash.assemble([w.HBox([c["a"], c["b"], c["t"]]), dash.image("segment"), dash.image("profile")])
+    return dash

@@ -1,0 +1,182 @@
+"""Tangent spaces over time: the local basis (top right singular vectors of the Jacobian of
+x_t -> h) of each sample at each timestep of its DDIM path, the basis vectors as images, their
+radial power spectra (coarse directions early, fine late: Park et al.), and how far the basis is
+from the other samples' bases at the same t and from its own basis at other timesteps.
+
+:class:`TangentState` computes and caches (one local basis per sample and timestep, ever);
+:func:`tangent_dashboard` is the ipywidgets front end (timestep slider, sample picker).
+
+>>> import diffgeo
+>>> state = TangentState(diffgeo.load("shapes"), n=2, steps=4, k=2)
+>>> view = state.view(t=500, sample=0, compare=False)
+>>> view.v.shape, view.power.shape[0]
+(torch.Size([2, 3, 32, 32]), 2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from ._core import Memo, Stages, figure_png
+
+__all__ = ["TangentState", "TangentView", "tangent_dashboard", "draw_tangent"]
+
+Report = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class TangentView:
+    """t, sample; v (k, *x_shape) the basis vectors; s (k,) their singular values; freqs (R,)
+    and power (k, R) their radial power spectra; x0 (1, *x_shape) the sample's clean end;
+    to_samples {j: Grassmann distance to sample j's basis at t}; over_t {t': distance to this
+    sample's basis at t'} (both empty when not compared)."""
+
+    t: int
+    sample: int
+    v: torch.Tensor
+    s: torch.Tensor
+    freqs: torch.Tensor
+    power: torch.Tensor
+    x0: torch.Tensor
+    to_samples: dict[int, float]
+    over_t: dict[int, float]
+
+
+class TangentState:
+    """n samples from ``seed`` on a ``steps``-step DDIM path, k basis vectors per local basis;
+    ``prompt`` / ``guidance_scale`` for text models (the basis is taken on the prompt's branch)."""
+
+    def __init__(self, model: Any, *, n: int = 4, seed: int = 0, steps: int = 10, k: int = 4,
+                 prompt: str | None = None, guidance_scale: float = 1.0, basis_seed: int = 0):
+        from ..sampling import ddim_timesteps
+
+        for name, value in (("n", n), ("steps", steps), ("k", k)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.model, self.n, self.seed, self.steps, self.k = model, n, seed, steps, k
+        self.prompt, self.guidance_scale, self.basis_seed = prompt, guidance_scale, basis_seed
+        self.memo = Memo(1024)
+        self.timesteps: list[int] = [int(t) for t in ddim_timesteps(model, steps)]
+
+    def trajectory(self) -> Any:
+        import diffgeo
+
+        def compute() -> Any:
+            with torch.no_grad():
+                return diffgeo.sample(self.model, self.n, steps=self.steps, seed=self.seed, prompt=self.prompt,
+                                      guidance_scale=self.guidance_scale, progress=False)
+
+        return self.memo.get("trajectory", compute)
+
+    def x_t(self, t: int, sample: int) -> torch.Tensor:
+        if t not in self.timesteps:
+            raise ValueError(f"t must be a timestep of the {self.steps}-step grid {self.timesteps}, got {t!r}")
+        if not 0 <= sample < self.n:
+            raise ValueError(f"sample must be in 0..{self.n - 1}, got {sample!r}")
+        traj = self.trajectory()
+        return traj.xs[traj.timesteps.tolist().index(t)][sample:sample + 1]
+
+    def basis(self, t: int, sample: int) -> Any:
+        import diffgeo
+
+        x = self.x_t(t, sample)
+        return self.memo.get(("basis", t, sample), lambda: diffgeo.local_basis(
+            self.model, x, t, self.k, prompt=self.prompt, seed=self.basis_seed, progress=False))
+
+    def _bases(self, keys: list[tuple[int, int]], progress: Report | None) -> list[Any]:
+        todo = [key for key in keys if ("basis", *key) not in self.memo]
+        stages = Stages(progress, len(todo))
+        out = []
+        for key in keys:
+            if key in todo:
+                stages.step(f"basis t={key[0]}")
+            out.append(self.basis(*key))
+        return out
+
+    def view(self, *, t: int, sample: int, compare: bool = True, progress: Report | None = None) -> TangentView:
+        """The basis of ``sample`` at ``t`` with its spectra; with ``compare`` also the distances
+        to every other sample at t and to the same sample at every other timestep (bases that
+        are not cached yet are computed, with progress reports)."""
+        import diffgeo
+
+        b = self._bases([(t, sample)], progress)[0]
+        freqs, power = diffgeo.radial_power_spectrum(b)
+        to_samples: dict[int, float] = {}
+        over_t: dict[int, float] = {}
+        if compare:
+            others = [(t, j) for j in range(self.n) if j != sample]
+            times = [(u, sample) for u in self.timesteps if u != t]
+            bases = self._bases(others + times, progress)
+            to_samples = {j: diffgeo.grassmann_distance(b, o) for (_, j), o in zip(others, bases)}
+            over_t = {u: diffgeo.grassmann_distance(b, o) for (u, _), o in zip(times, bases[len(others):])}
+            over_t[t] = 0.0
+        return TangentView(t, sample, b.v, b.s, freqs, power, self.trajectory().result[sample:sample + 1],
+                           to_samples, dict(sorted(over_t.items(), reverse=True)))
+
+
+def draw_tangent(fig: Any, view: TangentView, part: str) -> None:
+    """Draw one part of a view: ``"basis"`` (the sample and its basis vectors, each scaled to its
+    largest entry), ``"spectra"`` or ``"distances"``, with the ``draw_*`` functions of
+    :mod:`diffgeo.plotting`."""
+    from ..plotting import draw_curves, draw_images, draw_scatter, draw_spectra
+
+    k = view.v.shape[0]
+    if part == "basis":
+        v = view.v / view.v.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *[1] * (view.v.dim() - 1))
+        images = torch.cat([view.x0.to(v), v])
+        draw_images(fig.subplots(), images, nrow=k + 1,
+                    captions=["sample"] + [f"v{i + 1} s={float(s):.2g}" for i, s in enumerate(view.s)],
+                    title=f"sample {view.sample}: local basis at t={view.t} (grey = 0)")
+    elif part == "spectra":
+        draw_spectra(fig.subplots(), view.freqs, view.power, labels=[f"v{i + 1}" for i in range(k)],
+                     title=f"radial power spectra at t={view.t}")
+    elif part == "distances":
+        a, b = fig.subplots(1, 2)
+        if view.over_t:
+            draw_curves(a, list(view.over_t), {"this sample": list(view.over_t.values())}, xlabel="t'",
+                        ylabel=f"Grassmann distance (k={k})", title=f"to its basis at other t (now t={view.t})",
+                        reverse_x=True, highlight=view.t)
+        if view.to_samples:
+            draw_scatter(b, list(view.to_samples), list(view.to_samples.values()),
+                         labels=[f"#{j}" for j in view.to_samples], xlabel="other sample",
+                         ylabel="Grassmann distance", title=f"to other samples at t={view.t}")
+    else:
+        raise ValueError(f"part must be 'basis', 'spectra' or 'distances', got {part!r}")
+
+
+def tangent_dashboard(model: Any = None, *, state: TangentState | None = None, **state_kwargs: Any) -> Any:
+    """Timestep slider, sample picker and a 'compare' switch over a :class:`TangentState`
+    (``model`` default: embedded ``shapes``)."""
+    from ._ui import Dashboard, slider, widgets
+
+    if state is None:
+        import diffgeo
+
+        state = TangentState(model if model is not None else diffgeo.load("shapes"), **state_kwargs)
+
+    class TangentDashboard(Dashboard):
+        title = "Tangent spaces over time"
+
+        def frames(self, v: dict[str, Any]):
+            self.view = state.view(t=v["t"], sample=v["sample"], compare=v["compare"], progress=self.report)
+            k = state.k
+            yield {"basis": figure_png(lambda f: draw_tangent(f, self.view, "basis"), size=(1.2 * (k + 1) + 0.6, 1.9)),
+                   "spectra": figure_png(lambda f: draw_tangent(f, self.view, "spectra"), size=(4.2, 3.0)),
+                   "distances": figure_png(lambda f: draw_tangent(f, self.view, "distances"), size=(7.5, 3.0))}
+
+    dash = TangentDashboard()
+    dash.state = state
+    w = widgets()
+    dash.controls = {
+        "t": slider("select", options=state.timesteps, value=state.timesteps[len(state.timesteps) // 2],
+                    description="timestep t"),
+        "sample": w.Dropdown(options=[(f"sample {i}", i) for i in range(state.n)], value=0, description="sample"),
+        "compare": w.Checkbox(value=True, description="distances to other samples and timesteps"),
+    }
+    c = dash.controls
+    dash.assemble([w.HBox([c["t"], c["sample"], c["compare"]]), dash.image("basis"),
+                   w.HBox([dash.image("spectra"), dash.image("distances")])])
+    return dash

@@ -73,7 +73,8 @@ def agreement_table(targets: Mapping[str, torch.Tensor], read: Mapping[str, torc
         right[key] = (truth == got) & mask
         counts[key] = int(mask.sum())
         agreement[key] = _fraction(right[key], mask)
-        per_class[key] = {name: _fraction(right[key] & (truth == c), mask & (truth == c)) for c, name in enumerate(names)}
+        per_class[key] = {name: _fraction(right[key] & (truth == c), mask & (truth == c))
+                          for c, name in enumerate(names)}
         table = torch.zeros(len(names), len(names), dtype=torch.long)
         table.index_put_((truth[mask], got[mask]), torch.ones(int(mask.sum()), dtype=torch.long), accumulate=True)
         confusion[key] = tuple(tuple(int(v) for v in row) for row in table)
@@ -251,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     kw = dict(n=n, steps=args.steps, seed=args.seed, progress=progress)
     # Both DDIM variants of a clipping scheduler: the direction term with the raw (guided) eps, as
     # diffusers by default, and with eps recomputed from the clipped x0.
-    results = [r for clipped in (False, True) for r in sweep(model, args.scales, use_clipped_model_output=clipped, **kw)]
+    results = [r for clipped in (False, True)
+               for r in sweep(model, args.scales, use_clipped_model_output=clipped, **kw)]
     # The other phrasing (paraphrases and partial captions, or the canonical one) at the default guidance.
     other = next(p for p in PHRASINGS if p != TASKS[spec.task][1])
     results.append(text_alignment(model, phrasing=other, **kw))

@@ -17,14 +17,14 @@ import sys
 
 __all__ = ["VERBS", "main"]
 
-#: verb -> (module, function taking argv, one-line help)
-VERBS: dict[str, tuple[str, str, str]] = {
-    "tour": ("diffgeo.tour", "main", "samples, h statistics and prompt grids as figures (what `make demo` runs)"),
-    "train": ("diffgeo.train", "main", "train (or resume) an embedded model from its recipe in diffgeo.zoo"),
-    "probe": ("diffgeo.probe", "main", "train and ship the shapes attribute probe"),
-    "evaluate": ("diffgeo.evaluate", "main", "sample quality of a shapes model, read by the probe"),
-    "alignment": ("diffgeo.alignment", "main", "prompt grid and text-alignment sweep of an embedded text model"),
-    "models": ("diffgeo.cli", "list_models_main", "list the embedded models"),
+#: verb -> ("module:function" taking argv, one-line help)
+VERBS: dict[str, tuple[str, str]] = {
+    "tour": ("diffgeo.tour:main", "samples, h statistics and prompt grids as figures (what `make demo` runs)"),
+    "train": ("diffgeo.train:main", "train (or resume) an embedded model from its recipe in diffgeo.zoo"),
+    "probe": ("diffgeo.probe:main", "train and ship the shapes attribute probe"),
+    "evaluate": ("diffgeo.evaluate:main", "sample quality of a shapes model, read by the probe"),
+    "alignment": ("diffgeo.alignment:main", "prompt grid and text-alignment sweep of an embedded text model"),
+    "models": ("diffgeo.cli:list_models_main", "list the embedded models"),
 }
 
 
@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
                                      epilog="`diffgeo VERB --help` shows the options of a verb; "
                                             "`python -m diffgeo VERB` is the same.")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for verb, (_module, _func, text) in VERBS.items():
+    for verb, (_target, text) in VERBS.items():
         sub.add_parser(verb, help=text, add_help=False)
     return parser
 
@@ -56,5 +56,5 @@ def main(argv: list[str] | None = None) -> None:
     verb = argv[0]
     if verb not in VERBS:
         parser.error(f"unknown verb {verb!r}: choose from {', '.join(VERBS)}")
-    module, func, _text = VERBS[verb]
+    module, func = VERBS[verb][0].split(":")
     getattr(importlib.import_module(module), func)(argv[1:])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .data.shapes import COLOURS, CONTINUOUS, RANGES, SHAPES, sample_factors
+from .data.shapes import COLOURS, CONTINUOUS, SHAPES, sample_factors
 from .io import atomic_path
 from .loading import load
 from .models import Model

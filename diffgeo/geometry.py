@@ -67,7 +67,7 @@ def _orthonormal(basis: BasisLike, name: str = "basis") -> torch.Tensor:
     q, r = torch.linalg.qr(m.T)
     diag = r.diagonal().abs()
     if m.shape[0] > m.shape[1] or bool((diag <= 1e-10 * diag.max().clamp_min(1e-300)).any()):
-        raise ValueError(f"the {m.shape[0]} vectors are linearly dependent: they do not span a "
+        raise ValueError(f"{name}: the {m.shape[0]} vectors are linearly dependent: they do not span a "
                          f"{m.shape[0]}-dimensional subspace")
     return q.T
 

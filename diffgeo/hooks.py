@@ -41,24 +41,24 @@ DEFAULT_MODULE = "mid_block"
 Edit = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
 
 
-def get_module(unet: nn.Module, name: str = DEFAULT_MODULE) -> nn.Module:
+def get_module(unet: nn.Module, name: str = DEFAULT_MODULE, *, what: str = "name") -> nn.Module:
     """The submodule called ``name`` (dotted path), with a clear error when it does not exist.
 
     ``unet`` must be the module itself (``model.unet``, not a diffgeo ``Model``); ``name`` a
-    non-empty string (``""`` would name the whole U-Net).
+    non-empty string (``""`` would name the whole U-Net); ``what``: the argument's name in errors.
 
     >>> import diffgeo
     >>> type(get_module(diffgeo.load("shapes").unet, "down_blocks.2")).__name__
     'AttnDownBlock2D'
     """
     check_module(unet, "unet")
-    check_str(name, "name")
+    check_str(name, what)
     try:
         return unet.get_submodule(name)
     except AttributeError:
         top = ", ".join(n for n, _ in unet.named_children())
         raise ValueError(
-            f"the U-Net has no module named {name!r}; top-level modules are: {top} "
+            f"{what}={name!r}: the U-Net has no module of that name; top-level modules are: {top} "
             "(give a dotted path such as 'down_blocks.2' or 'mid_block')"
         ) from None
 
@@ -208,7 +208,7 @@ def run_until(unet: nn.Module, name: str, *args: Any, **kwargs: Any) -> torch.Te
     >>> import diffgeo
     >>> model = diffgeo.load("shapes")
     >>> with torch.no_grad():
-    ...     run_until(model.unet, "down_blocks.0", torch.zeros(1, 3, 32, 32), 500)[0].shape
+    ...     run_until(model.unet, "down_blocks.0", torch.zeros(1, 3, 32, 32), 500).shape
     torch.Size([1, 32, 16, 16])
     """
 

@@ -43,8 +43,7 @@ def trajectory_cond(model: Model, traj: Trajectory, cond: CondLike = None) -> Co
         raise ValueError(f"{model.name} is text-conditioned but the trajectory's meta holds no prompt (it was made "
                          "from precomputed embeddings, or by another model): pass cond= with its conditioning")
     return model.conditioning(meta["prompt"], negative_prompt=meta.get("negative_prompt"),
-                              branch=meta.get("branch") or "cond", guidance_scale=meta.get("guidance_scale"),
-                              batch=traj.xs.shape[1])
+                              branch=meta.get("branch") or "cond", guidance_scale=meta.get("guidance_scale"))
 
 
 def h_along(model: Model, traj: Trajectory, *, cond: CondLike = None) -> torch.Tensor:
@@ -86,7 +85,18 @@ class HStatistics:
 
 def h_statistics(model: Model, traj: Trajectory, *, cond: CondLike = None) -> HStatistics:
     """Summaries of h along ``traj`` under its own conditioning (from ``traj.meta``, or ``cond``);
-    needs at least two samples for the cross-sample cosine. Example: the module docstring."""
+    needs at least two samples for the cross-sample cosine.
+
+    >>> import diffgeo
+    >>> model = diffgeo.load("digits")
+    >>> with torch.no_grad():
+    ...     traj = diffgeo.sample(model, noise=torch.randn(2, 1, 16, 16), prompt="a 3", steps=3, progress=False)
+    ...     stats = h_statistics(model, traj)
+    >>> stats.meta["branch"], stats.meta["guidance_scale"], stats.meta["prompt"]   # the trajectory's own
+    ('cfg', 2.0, ['a 3'])
+    >>> bool(((stats.cross_sample_cosine >= -1) & (stats.cross_sample_cosine <= 1)).all())
+    True
+    """
     c = trajectory_cond(model, traj, cond)
     hs = h_along(model, traj, cond=c).flatten(2).double()  # (S, B, D)
     s, b, _ = hs.shape

@@ -40,7 +40,11 @@ def _is_supported_unet(unet: nn.Module) -> bool:
 
 
 def default_device() -> torch.device:
-    """CUDA when present, else CPU."""
+    """CUDA when present, else CPU.
+
+    >>> default_device().type in ("cuda", "cpu")
+    True
+    """
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -73,7 +77,7 @@ class Model:
         self.scheduler = scheduler if isinstance(scheduler, DDIMScheduler) else DDIMScheduler.from_config(scheduler.config)
         self.name = name
         self.h_module = check_str(h_module, "h_module")
-        get_module(self.unet, h_module)  # fail early on a bad name
+        get_module(self.unet, h_module, what="h_module")  # fail early on a bad name
         self.provenance = provenance or {}
         self.prediction_type = self.scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):

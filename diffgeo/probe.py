@@ -88,7 +88,11 @@ def _targets(f: Factors) -> torch.Tensor:
 
 
 def train_probe(*, steps: int = 2000, batch_size: int = 128, seed: int = 0, progress: bool = True) -> ShapesProbe:
-    """Train a probe on fresh scenes (seeded per step), with light pixel noise for robustness."""
+    """Train a probe on fresh scenes (seeded per step), with light pixel noise for robustness.
+
+    >>> train_probe(steps=2, batch_size=8, progress=False).predict(make_scenes(3, seed=0).images).shape.shape
+    torch.Size([3])
+    """
     torch.manual_seed(seed)
     probe = ShapesProbe()
     opt = torch.optim.AdamW(probe.parameters(), lr=2e-3, weight_decay=1e-4)
@@ -109,7 +113,12 @@ def train_probe(*, steps: int = 2000, batch_size: int = 128, seed: int = 0, prog
 
 
 def evaluate_probe(probe: ShapesProbe, n: int = 2000, seed: int = 999) -> dict[str, float]:
-    """Held-out accuracy (classes) and mean absolute error (continuous, in the factor's units)."""
+    """Held-out accuracy (classes) and mean absolute error (continuous, in the factor's units).
+
+    >>> metrics = evaluate_probe(load_probe(), n=64)
+    >>> metrics["shape_accuracy"] > 0.9, sorted(metrics)[:2]
+    (True, ['background_mae', 'colour_accuracy'])
+    """
     scenes = make_scenes(n, seed=seed)
     pred, true = probe.predict(scenes.images), scenes.factors
     out = {"shape_accuracy": float((pred.shape == true.shape).float().mean()),
@@ -122,7 +131,11 @@ def evaluate_probe(probe: ShapesProbe, n: int = 2000, seed: int = 999) -> dict[s
 
 @lru_cache(maxsize=1)
 def load_probe(path: str | None = None) -> ShapesProbe:
-    """The shipped probe (cached)."""
+    """The shipped probe (cached).
+
+    >>> load_probe() is load_probe(), type(load_probe()).__name__
+    (True, 'ShapesProbe')
+    """
     tensors, _meta = load_tensors_json(path or PROBE_PATH)
     probe = ShapesProbe()
     probe.load_state_dict(tensors)

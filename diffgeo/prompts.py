@@ -66,7 +66,12 @@ def digit_prompts(n: int, *, seed: int = 0, phrasing: str = "captions") -> Promp
 def shapes_prompts(n: int, *, seed: int = 0, phrasing: str = "canonical") -> PromptSet:
     """n shapes prompts, shape and colour balanced over the 18 combinations (other factors drawn
     from ``seed``): ``"canonical"`` ("a red circle", both named) or ``"captions"`` (the training
-    captions' random phrasings, which name some factors only)."""
+    captions' random phrasings, which name some factors only).
+
+    >>> s = shapes_prompts(20, phrasing="captions")
+    >>> s.targets["shape"][:4].tolist(), bool(s.named["shape"].any())
+    ([0, 1, 2, 0], True)
+    """
     _check(n, phrasing)
     i = torch.arange(n)
     factors = sample_factors(n, seed=seed).replace(shape=i % len(SHAPES), colour=(i // len(SHAPES)) % len(COLOURS))

@@ -135,6 +135,7 @@ def run_report(models: Sequence[str] | None = None, *, preset: str | Preset = "f
         preset = PRESETS[preset]
     models = list(models or DEFAULT_MODELS)
     out = check_out(out)
+    load_model.cache_clear()  # a folder's weights may have changed since the last call in this process
     cache_root = Path(cache) if cache is not None else out / "cache"
     for old in ("report.html", "claims.json"):  # a failed run must not leave an old report looking current
         (out / old).unlink(missing_ok=True)

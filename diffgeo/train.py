@@ -261,6 +261,11 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
     holds no checkpoint yet: model and EMA start from its weights, a fresh optimiser warms up again,
     and steps continue from its ``steps`` (so scenes and noise go on along the same seeded path).
     ``loss_weight``/``weight_cap``: see :func:`loss_weights`. ``lr_decay``: cosine decay to 0.
+
+    >>> import tempfile, pathlib
+    >>> run = pathlib.Path(tempfile.mkdtemp())
+    >>> train("shapes", run_dir=run, steps=1, threads=1, progress=False).name   # one step, then a checkpoint
+    'checkpoint.safetensors'
     """
     if loss_weight not in LOSS_WEIGHTS:
         raise ValueError(f"loss_weight {loss_weight!r}: use one of {LOSS_WEIGHTS}")
@@ -383,7 +388,16 @@ def _schedule_meta(meta: dict) -> dict:
 
 
 def export(name: str, *, run_dir: Path, dest: Path | None = None, command: str = "") -> Path:
-    """Write the EMA weights of the latest checkpoint as a diffusers folder inside the package."""
+    """Write the EMA weights of the latest checkpoint of ``run_dir`` as a diffusers folder with its
+    provenance (default: inside the package, ``diffgeo/embedded/NAME``; atomic replace).
+
+    >>> import tempfile, pathlib, diffgeo
+    >>> run = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = train("shapes", run_dir=run, steps=1, threads=1, progress=False)
+    >>> folder = export("shapes", run_dir=run, dest=run / "shapes-1step")
+    >>> diffgeo.load(folder, device="cpu").provenance["steps"]
+    1
+    """
     from diffusers import DDPMScheduler
 
     recipe = get_recipe(name)

@@ -27,7 +27,7 @@
 import os
 
 FAST = os.environ.get("DIFFGEO_FAST") == "1"
-N, STEPS, K = (8, 10, 3) if FAST else (32, 50, 6)
+N, STEPS, K = (4, 6, 2) if FAST else (32, 50, 6)
 
 # %%
 import matplotlib.pyplot as plt

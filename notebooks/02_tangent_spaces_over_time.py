@@ -30,7 +30,7 @@
 import os
 
 FAST = os.environ.get("DIFFGEO_FAST") == "1"
-N, STEPS, K = (2, 4, 3) if FAST else (4, 10, 6)
+N, STEPS, K = (2, 3, 2) if FAST else (4, 10, 6)
 
 # %%
 import torch

@@ -27,7 +27,7 @@
 import os
 
 FAST = os.environ.get("DIFFGEO_FAST") == "1"
-N, STEPS, K, POINTS = (3, 4, 2, 3) if FAST else (6, 10, 6, 7)
+N, STEPS, K, POINTS = (2, 3, 2, 3) if FAST else (6, 10, 6, 7)
 
 # %%
 from IPython.display import Image, display

@@ -30,7 +30,7 @@
 import os
 
 FAST = os.environ.get("DIFFGEO_FAST") == "1"
-N, STEPS, K = (2, 6, 2) if FAST else (4, 20, 6)
+N, STEPS, K = (2, 4, 2) if FAST else (4, 20, 6)
 
 # %%
 import torch

@@ -27,7 +27,7 @@ import os
 
 FAST = os.environ.get("DIFFGEO_FAST") == "1"
 MODEL = os.environ.get("DIFFGEO_MODEL") or None   # hub id or folder; None: the embedded `digits`
-N, STEPS, K = (2, 4, 2) if FAST else (4, 20, 4)
+N, STEPS, K = (2, 3, 2) if FAST else (4, 20, 4)
 
 # %%
 import matplotlib.pyplot as plt

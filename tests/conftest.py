@@ -37,7 +37,11 @@ socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
 
 
 def pytest_configure(config):
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # OMP_NUM_THREADS, when set, wins: on a shared, loaded machine two threads per process can run
+    # several times slower than one (spinning threads wait on each other).
+    requested = os.environ.get("OMP_NUM_THREADS", "")
+    threads = int(requested) if requested.isdigit() and int(requested) > 0 else min(2, os.cpu_count() or 1)
+    torch.set_num_threads(max(1, threads))
 
 
 @pytest.fixture(scope="session")

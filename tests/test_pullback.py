@@ -107,8 +107,12 @@ def test_forward_ad_fix_is_switched_on_inside_and_restored_exactly(method):
 def test_both_fixes_give_the_same_products():
     model = tiny_model(torch.float32)
     x, v = torch.randn(1, 3, 8, 8), torch.randn(3, 3, 8, 8)
-    a = h_map(model, x, 300, fix="sdpa_math").jvp(v)
-    b = h_map(model, x, 300, fix="attn_processor").jvp(v)
+    f = h_map(model, x, 300)
+    batched = torch.func.vmap(lambda w: torch.func.jvp(f.fn, (f.x,), (w,))[1])
+    with forward_ad_ready(model.unet, "sdpa_math"):
+        a = batched(v)
+    with forward_ad_ready(model.unet, "attn_processor"):
+        b = batched(v)
     assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
 
 

@@ -90,9 +90,9 @@ def test_a_basis_with_nan_has_no_principal_angles():  # wrong at the start (angl
 
 
 # -- types taken silently ------------------------------------------------------------------------------
-def test_dtype_given_by_name_is_honoured():  # wrong at the start (loaded float32)
-    assert diffgeo.load("shapes", device="cpu", dtype="float16").dtype == torch.float16
-    assert diffgeo.load("shapes", device="cpu", dtype="torch.bfloat16").dtype == torch.bfloat16
+def test_dtype_given_by_name_is_honoured(tiny_folder):  # wrong at the start (loaded float32)
+    assert diffgeo.load(tiny_folder, device="cpu", dtype="float16").dtype == torch.float16
+    assert diffgeo.load(tiny_folder, device="cpu", dtype="torch.bfloat16").dtype == torch.bfloat16
     with pytest.raises(ValueError, match="dtype must be a floating torch dtype or one of its names"):
         diffgeo.load("shapes", dtype="int8")
     with pytest.raises(TypeError, match="dtype must be a torch.dtype"):
@@ -127,7 +127,7 @@ def test_the_drawn_seed_is_recorded_and_repeats_the_run(shapes_model):
 
 
 def test_prompt_grid_takes_one_string_as_one_prompt(digits):  # wrong at the start (one row per character)
-    from diffgeo.alignment import prompt_grid
+    from diffgeo.generation import prompt_grid
 
     images = prompt_grid(digits, "a 1", columns=2, steps=2, progress=False)
     assert images.shape == (2, 1, 16, 16)
@@ -210,8 +210,9 @@ def test_a_negative_prompt_unused_at_guidance_one_warns(digits, caplog):
     assert any("negative_prompt='a 5' is unused" in r.getMessage() for r in caplog.records)
 
 
-def test_loading_prints_no_float32_noise(capfd):
-    diffgeo.load("shapes", device="cpu")
+def test_loading_prints_no_float32_noise(capfd, tiny_folder):
+    diffgeo.load(tiny_folder, device="cpu")
+    diffgeo.load(tiny_folder, device="cpu", dtype=torch.float32)
     assert "should be kept in float32" not in capfd.readouterr().err
 
 

@@ -70,7 +70,11 @@ def get_reader(name: str) -> Reader:
 
 
 def check_images(reader: Reader, images: torch.Tensor) -> torch.Tensor:
-    """Images (N, *reader.image_shape) as float32 on the CPU, or a ValueError naming the shape."""
+    """Images (N, *reader.image_shape) as float32 on the CPU, or a ValueError naming the shape.
+
+    >>> check_images(get_reader("digits"), torch.zeros(2, 1, 16, 16)).shape
+    torch.Size([2, 1, 16, 16])
+    """
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != reader.image_shape:
         raise ValueError(f"the {reader.name} reader takes images (N, {', '.join(map(str, reader.image_shape))}) in "
                          f"[-1, 1], got {getattr(images, 'shape', type(images).__name__)}")

@@ -243,19 +243,20 @@ def draw_traversal(fig: Any, view: TraversalView, side: str) -> None:
 
     ax = fig.subplots()
     if side == "x":
-        what = "preview" if view.preview else "x-space"
+        what = "x-space (preview)" if view.preview else "x-space"
         draw_images(ax, view.x_images, nrow=view.x_images.shape[0], captions=view.captions_x, marks=view.marks_x,
-                    title=f"{what}: {view.direction} x {view.strength:+.2f} at t={view.t_edit}")
+                    title=f"{what}: {view.direction.replace('local basis ', '')} {view.strength:+.1f}, t={view.t_edit}")
     elif view.h_images is not None:
         draw_images(ax, view.h_images, nrow=view.h_images.shape[0], captions=view.captions_h, marks=view.marks_h,
-                    title=f"Asyrp: {view.direction} x {view.strength:+.2f}, t_edit={view.t_edit}, t_boost={view.t_boost}")
+                    title=f"Asyrp: {view.direction.replace('local basis ', 'u of ')} {view.strength:+.1f}, "
+                          f"t_edit={view.t_edit}, t_boost={view.t_boost}")
     else:
         ax.set_axis_off()
         ax.text(0.5, 0.5, view.h_note, ha="center", va="center", fontsize=8, wrap=True)
 
 
 def figure_size(n: int) -> tuple[float, float]:
-    return (max(2.6, 1.1 * n), 1.9)
+    return (max(3.6, 1.3 * n), 2.2)
 
 
 def traversal_dashboard(model: Any = None, *, state: TraversalState | None = None, strength_range: float = 30.0,
@@ -288,7 +289,7 @@ def traversal_dashboard(model: Any = None, *, state: TraversalState | None = Non
     dash = TraversalDashboard()
     dash.state = state
     w = widgets()
-    middle = state.timesteps[len(state.timesteps) // 2]
+    middle = state.timesteps[(len(state.timesteps) - 1) // 2]
     dash.controls = {
         "direction": w.Dropdown(options=state.direction_names(), description="direction"),
         "strength": slider("float", min=-strength_range, max=strength_range, step=strength_range / 20, value=0.0,

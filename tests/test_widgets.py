@@ -1,0 +1,136 @@
+"""The dashboards, driven from Python: set a widget's value, check the figure changed and equals
+what the library computes and draws directly with the same parameters; caches recompute only
+what changed; a failing callback leaves a message and a live dashboard."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import diffgeo
+from diffgeo.plotting import draw_images
+
+pytest.importorskip("ipywidgets")
+
+N, STEPS, K = 2, 4, 2  # grid 750, 500, 250, 0; two images, two basis vectors: ~10 s here
+
+
+@pytest.fixture(scope="module")
+def traversal(shapes_model):
+    from diffgeo.widgets import traversal_dashboard
+
+    return traversal_dashboard(shapes_model, n=N, steps=STEPS, k=K)
+
+
+@pytest.fixture(scope="module")
+def reference(shapes_model):
+    """x_t at t=500 of the dashboard's samples and their local bases, computed directly."""
+    with torch.no_grad():
+        traj = diffgeo.sample(shapes_model, N, steps=STEPS, seed=0, progress=False)
+    x_t = traj.xs[traj.timesteps.tolist().index(500)]
+    v = torch.stack([diffgeo.local_basis(shapes_model, x_t[i:i + 1], 500, K, seed=0, progress=False).v[0]
+                     for i in range(N)])
+    return x_t, v
+
+
+def test_strength_slider_redraws_what_the_library_gives(traversal, reference, shapes_model):
+    from diffgeo.widgets._core import figure_png
+    from diffgeo.widgets._readout import readout
+
+    dash = traversal
+    assert dash.last_ok and dash.controls["t_edit"].value == 500
+    png_at_0 = dash.figures["x"].value
+    misses = dash.state.memo.misses
+    dash.controls["strength"].value = 9.0
+    assert dash.last_ok, dash.status.value
+    assert dash.figures["x"].value != png_at_0
+    # only the edit was computed: the preview and the full result, no trajectory, no basis
+    assert dash.state.memo.misses - misses == 2
+    x_t, v = reference
+    with torch.no_grad():
+        expected = diffgeo.denoise(shapes_model, x_t + 9.0 * v, 500, steps=STEPS, progress=False).result
+    torch.testing.assert_close(dash.view.x_images, expected, atol=1e-5, rtol=0)
+    captions, marks = readout(shapes_model, expected)
+
+    def draw(fig):
+        draw_images(fig.subplots(), expected, nrow=N, captions=captions, marks=marks,
+                    title="x-space: v1 +9.0, t=500")
+
+    from diffgeo.widgets.traversal import figure_size
+
+    assert dash.figures["x"].value == figure_png(draw, size=figure_size(N))
+
+
+def test_preview_is_the_predicted_x0_after_the_edit(traversal, reference, shapes_model):
+    """The coarse preview: x0 = (x - sqrt(1 - abar) eps) / sqrt(abar), clipped as the scheduler
+    clips (written out here from the DDIM definition, not taken from the sampler)."""
+    x_t, v = reference
+    x = x_t + 4.0 * v
+    with torch.no_grad():
+        eps = shapes_model.eps(x, 500)
+    a = float(shapes_model.alphas_cumprod[500])
+    x0 = ((x - (1 - a) ** 0.5 * eps) / a ** 0.5).clamp(-1, 1)
+    preview = traversal.state.view(strength=4.0, t_edit=500, direction="local basis v1", preview=True)
+    torch.testing.assert_close(preview.x_images, x0, atol=1e-5, rtol=0)
+
+
+def test_moving_back_is_served_from_the_cache(traversal):
+    dash = traversal
+    dash.controls["strength"].value = 3.0
+    misses = dash.state.memo.misses
+    dash.controls["strength"].value = 9.0
+    assert dash.state.memo.misses == misses and dash.last_ok
+
+
+def test_a_failing_callback_shows_a_message_and_the_dashboard_stays_live(traversal):
+    dash = traversal
+    dash.controls["t_boost"].value = 750  # above t_edit = 500: refused
+    assert not dash.last_ok
+    assert "t_boost" in dash.status.value and "still live" in dash.status.value
+    dash.controls["t_boost"].value = 0
+    assert dash.last_ok and dash.status.value == ""
+
+
+def test_dashboard_callbacks_run_on_one_torch_thread_and_restore(traversal):
+    from diffgeo.widgets import DASHBOARD_THREADS, torch_threads
+
+    seen = []
+    before = torch.get_num_threads()
+    with torch_threads(DASHBOARD_THREADS):
+        seen.append(torch.get_num_threads())
+    assert seen == [DASHBOARD_THREADS] and torch.get_num_threads() == before
+
+
+def test_tangent_state_matches_direct_computation(shapes_model, reference):
+    """Sample picker and timestep: the basis, its spectra and the distance between two samples
+    equal the library's functions called directly on the same x_t."""
+    from diffgeo.widgets import TangentState
+
+    x_t, _ = reference
+    state = TangentState(shapes_model, n=N, steps=STEPS, k=K)
+    view = state.view(t=500, sample=1, compare=False)
+    direct = diffgeo.local_basis(shapes_model, x_t[1:2], 500, K, seed=0, progress=False)
+    torch.testing.assert_close(view.v, direct.v, atol=1e-6, rtol=0)
+    freqs, power = diffgeo.radial_power_spectrum(direct)
+    torch.testing.assert_close(view.power, power)
+    other = diffgeo.local_basis(shapes_model, x_t[0:1], 500, K, seed=0, progress=False)
+    state.memo.get(("basis", 500, 0), lambda: other)  # reuse: the same computation as the reference
+    both = state.view(t=500, sample=1, compare=True)
+    assert both.to_samples[0] == pytest.approx(diffgeo.grassmann_distance(direct, other), abs=1e-6)
+    assert set(both.over_t) == {750, 500, 250, 0} and both.over_t[500] == 0.0
+
+
+def test_states_refuse_bad_parameters_clearly(shapes_model):
+    from diffgeo.widgets import CurvednessState, TextState, TraversalState
+
+    with pytest.raises(ValueError, match="n must be"):
+        TraversalState(shapes_model, n=0)
+    with pytest.raises(ValueError, match="takes no prompts"):
+        TextState(shapes_model)
+    with pytest.raises(ValueError, match="at least 2"):
+        CurvednessState(shapes_model, n=1)
+    state = TraversalState(shapes_model, n=1, steps=STEPS, k=1)
+    with pytest.raises(ValueError, match="t_edit must be"):
+        state.view(strength=1.0, t_edit=123, direction="local basis v1")
+    with pytest.raises(ValueError, match="direction must be"):
+        state.view(strength=1.0, t_edit=500, direction="nowhere")

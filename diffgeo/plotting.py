@@ -409,3 +409,15 @@ def draw_guidance_artefact(ax, data) -> None:
     ax.set_xticks([0, 1], ["guidance 1.5", "guidance 4"])
     ax.set_ylabel("border chroma towards complement")
     ax.set_title("5c. guidance artefact", fontsize=9)
+
+
+__all__ += ["draw_edit_transfer"]
+
+
+def draw_edit_transfer(ax, data) -> None:
+    """Analysis 4b (a Discrepancy with ``transfer``): effect of v_1 found at t_i applied at t_j, relative to
+    v_1 found at t_j (1 on the diagonal)."""
+    draw_matrix(ax, data.transfer, [str(t) for t in data.ts],
+                title="4b. edit found at t (row) applied at t' (column)")
+    ax.set_ylabel("direction found at t", fontsize=8)
+    ax.set_xlabel("applied at t'", fontsize=8)

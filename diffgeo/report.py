@@ -144,7 +144,8 @@ def run_report(models: Sequence[str] | None = None, *, preset: str | Preset = "f
     notes: list[str] = []
     claims: list[Claim] = []
     figures: list[tuple[str, Callable, Any, tuple[float, float]]] = []
-    from .plotting import (draw_basis_heatmap, draw_cond_uncond, draw_curvedness, draw_guidance_artefact, draw_images,
+    from .plotting import (draw_basis_heatmap, draw_cond_uncond, draw_curvedness, draw_edit_transfer,
+                           draw_guidance_artefact, draw_images,
                            draw_prompt_geometry, draw_shared_tangents, draw_spectral_centroid)
     from .sweep import check_cache, model_fingerprint
 
@@ -185,6 +186,8 @@ def run_report(models: Sequence[str] | None = None, *, preset: str | Preset = "f
         claims.append(r.claim)
         notes.append(f"analysis 4, edit transfer: {r.edit_transfer}")
         figures.append(("discrepancy", draw_basis_heatmap, r, (4.6, 4.2)))
+        if r.transfer is not None:
+            figures.append(("edit_transfer", draw_edit_transfer, r, (4.6, 4.2)))
     if "text" in names:
         from .analyses import text as tx
 

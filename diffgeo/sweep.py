@@ -8,7 +8,7 @@ parameters. So
 
 * a sweep killed at any moment resumes where it stopped: finished points are read back, not
   recomputed (files are written to a temporary name and renamed, never half-written);
-* a corrupt entry (unreadable, checksum mismatch) or a foreign one (written for other parameters,
+* a corrupt entry (unreadable, or its content hash does not match, checked by :mod:`diffgeo.io`) or a foreign one (written for other parameters,
   another version or another model) is detected, logged and recomputed, never used;
 * a cache folder written by another diffgeo version or for another context is reported
   (``SweepResult.notes``) and its entries are not used.
@@ -125,15 +125,6 @@ def model_fingerprint(model: Any) -> str:
 
 
 # -- entries -----------------------------------------------------------------------------------
-def _checksum(tensors: Mapping[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}:{t.dtype}:{tuple(tensors[name].shape)}:".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def _split(result: Any, name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not isinstance(result, Mapping):
         raise TypeError(f"{name} returned {type(result).__name__}; a swept computation returns a dict of "
@@ -149,7 +140,7 @@ def _entry_path(folder: Path, key: str) -> Path:
 
 
 def _write_entry(path: Path, key: str, spec: dict, tensors: dict[str, torch.Tensor], values: dict) -> None:
-    meta = {"kind": _KIND, "key": key, "spec": spec, "values": values, "checksum": _checksum(tensors)}
+    meta = {"kind": _KIND, "key": key, "spec": spec, "values": values}
     save_tensors_json(path, tensors, meta)
 
 
@@ -159,12 +150,10 @@ def _read_entry(path: Path, key: str, spec: dict) -> tuple[dict[str, Any] | None
         return None, None
     try:
         tensors, meta = load_tensors_json(path, kind=_KIND)
-    except Exception as err:  # truncated, not safetensors, not ours: all mean "do not use"
+    except Exception as err:  # truncated, damaged (io checks the content's SHA-256), not ours: "do not use"
         return None, f"unreadable ({type(err).__name__}: {err})"
     if meta.get("key") != key or meta.get("spec") != spec:
         return None, "foreign (written for another computation, version, model or parameters)"
-    if meta.get("checksum") != _checksum(tensors):
-        return None, "corrupt (tensor checksum mismatch)"
     return {**tensors, **meta.get("values", {})}, None
 
 

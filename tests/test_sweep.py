@@ -67,6 +67,9 @@ def test_corrupt_and_foreign_entries_are_recomputed(tmp_path):
     data = by_seed[0].read_bytes()
     by_seed[0].write_bytes(data[: len(data) // 2])                  # truncated
     by_seed[1].write_bytes(by_seed[2].read_bytes())                 # another point's entry under seed 1's name
+    flipped = bytearray(by_seed[2].read_bytes())
+    flipped[-1] ^= 0x01                                              # one bit of seed 2's tensor data
+    by_seed[2].write_bytes(bytes(flipped))
     calls = []
 
     def counted(seed):
@@ -74,8 +77,8 @@ def test_corrupt_and_foreign_entries_are_recomputed(tmp_path):
         return linear_spectrum(seed)
 
     out = sweep(counted, grid, cache=tmp_path, progress=False, name=f"{__name__}.linear_spectrum")
-    assert sorted(calls) == [0, 1] and out.n_cached == 1
-    assert {p["seed"] for p, _ in out.rejected} == {0, 1}
+    assert sorted(calls) == [0, 1, 2] and out.n_cached == 0
+    assert {p["seed"] for p, _ in out.rejected} == {0, 1, 2}
     for p, r in zip(out.points, out.results):
         assert r["seed_echo"] == p["seed"]
     # the rewritten entries are valid again: a third run computes nothing

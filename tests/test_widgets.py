@@ -28,9 +28,8 @@ def reference(shapes_model):
     with torch.no_grad():
         traj = diffgeo.sample(shapes_model, N, steps=STEPS, seed=0, progress=False)
     x_t = traj.xs[traj.timesteps.tolist().index(500)]
-    v = torch.stack([diffgeo.local_basis(shapes_model, x_t[i:i + 1], 500, K, seed=0, progress=False).v[0]
-                     for i in range(N)])
-    return x_t, v
+    bases = [diffgeo.local_basis(shapes_model, x_t[i:i + 1], 500, K, seed=0, progress=False) for i in range(N)]
+    return x_t, torch.stack([b.v[0] for b in bases]), bases
 
 
 def test_strength_slider_redraws_what_the_library_gives(traversal, reference, shapes_model):
@@ -46,7 +45,7 @@ def test_strength_slider_redraws_what_the_library_gives(traversal, reference, sh
     assert dash.figures["x"].value != png_at_0
     # only the edit was computed: the preview and the full result, no trajectory, no basis
     assert dash.state.memo.misses - misses == 2
-    x_t, v = reference
+    x_t, v, _ = reference
     with torch.no_grad():
         expected = diffgeo.denoise(shapes_model, x_t + 9.0 * v, 500, steps=STEPS, progress=False).result
     torch.testing.assert_close(dash.view.x_images, expected, atol=1e-5, rtol=0)
@@ -64,7 +63,7 @@ def test_strength_slider_redraws_what_the_library_gives(traversal, reference, sh
 def test_preview_is_the_predicted_x0_after_the_edit(traversal, reference, shapes_model):
     """The coarse preview: x0 = (x - sqrt(1 - abar) eps) / sqrt(abar), clipped as the scheduler
     clips (written out here from the DDIM definition, not taken from the sampler)."""
-    x_t, v = reference
+    x_t, v, _ = reference
     x = x_t + 4.0 * v
     with torch.no_grad():
         eps = shapes_model.eps(x, 500)
@@ -106,15 +105,13 @@ def test_tangent_state_matches_direct_computation(shapes_model, reference):
     equal the library's functions called directly on the same x_t."""
     from diffgeo.widgets import TangentState
 
-    x_t, _ = reference
+    _, _, (other, direct) = reference
     state = TangentState(shapes_model, n=N, steps=STEPS, k=K)
-    view = state.view(t=500, sample=1, compare=False)
-    direct = diffgeo.local_basis(shapes_model, x_t[1:2], 500, K, seed=0, progress=False)
+    view = state.view(t=500, sample=1, compare=False)   # computed by the state itself
     torch.testing.assert_close(view.v, direct.v, atol=1e-6, rtol=0)
     freqs, power = diffgeo.radial_power_spectrum(direct)
     torch.testing.assert_close(view.power, power)
-    other = diffgeo.local_basis(shapes_model, x_t[0:1], 500, K, seed=0, progress=False)
-    state.memo.get(("basis", 500, 0), lambda: other)  # reuse: the same computation as the reference
+    state.memo.get(("basis", 500, 0), lambda: other)  # sample 0's basis: the reference's, to save time
     both = state.view(t=500, sample=1, compare=True)
     assert both.to_samples[0] == pytest.approx(diffgeo.grassmann_distance(direct, other), abs=1e-6)
     assert set(both.over_t) == {750, 500, 250, 0} and both.over_t[500] == 0.0

@@ -133,7 +133,7 @@ PRESETS = {
     "full": Preset("full", n_samples=100, steps=20, n_t=20, k=50, tol=1e-3, n_prompts=12, n_pairs=20, n_points=9,
                    n_guidance=256),
     # make demo: minutes on 2 CPU cores
-    "fast": Preset("fast", n_samples=6, steps=10, n_t=5, k=6, tol=1e-3, n_prompts=6, n_pairs=3, n_points=5,
+    "fast": Preset("fast", n_samples=6, steps=10, n_t=4, k=5, tol=1e-3, n_prompts=6, n_pairs=3, n_points=4,
                    n_guidance=32),
     # the tests: seconds
     "tiny": Preset("tiny", n_samples=3, steps=4, n_t=3, k=2, tol=1e-3, n_prompts=3, n_pairs=2, n_points=3,

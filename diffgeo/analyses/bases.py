@@ -38,7 +38,8 @@ def trajectory_bases(model: str, sample: int, steps: int, ts: list[int], k: int,
 @dataclass(frozen=True)
 class TrajectoryBases:
     """Bases of N samples at T timesteps: v (N, T, k, n) float64 flattened, s (N, T, k), ts (T,)
-    descending (early = noisy first), x_shape of one point, model name, prompt and branch."""
+    descending (early = noisy first), x_shape of one point, model name, prompt and branch;
+    x (N, T, *x_shape) the points (None when not kept)."""
 
     model: str
     ts: list[int]
@@ -48,6 +49,8 @@ class TrajectoryBases:
     prompt: str | None
     branch: str
     n_products: int
+    x: torch.Tensor | None = None
+    steps: int | None = None
 
 
 def collect_bases(model: str, preset: Preset, *, cache: str | Path | None = None, client: Any = None,
@@ -73,4 +76,5 @@ def collect_bases(model: str, preset: Preset, *, cache: str | Path | None = None
     v = torch.stack([r["v"].reshape(len(ts), preset.k, -1).double() for r in res.results])
     s = torch.stack([r["s"].double() for r in res.results])
     n_products = sum(sum(r["n_products"]) for r in res.results)
-    return TrajectoryBases(model, ts, v, s, tuple(m.x_shape), prompt, branch, int(n_products))
+    x = torch.stack([r["x"] for r in res.results])
+    return TrajectoryBases(model, ts, v, s, tuple(m.x_shape), prompt, branch, int(n_products), x, preset.steps)

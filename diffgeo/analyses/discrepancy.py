@@ -44,7 +44,8 @@ def _verdict(lo: float, hi: float) -> str:
 class Discrepancy:
     """heatmap: (T, T) mean Grassmann distance between a trajectory's bases at t_i and t_j;
     retained: (N, T, T) mean cos^2 of principal angles; example: (T, T) distances of sample 0;
-    ts (T,) descending; edit_transfer: why the edit part did or did not run."""
+    ts (T,) descending; edit_transfer: what the edit part did or why it did not run; transfer: (T, T)
+    mean over samples of the edit-transfer ratio (row i: v_1 found at t_i; column j: applied at t_j) or None."""
 
     model: str
     ts: list[int]
@@ -54,6 +55,7 @@ class Discrepancy:
     max_distance: float
     claim: Claim
     edit_transfer: str
+    transfer: torch.Tensor | None = None
 
 
 def edit_transfer_status() -> str:
@@ -61,11 +63,45 @@ def edit_transfer_status() -> str:
     if importlib.util.find_spec("diffgeo.editing") is None:
         return ("skipped: diffgeo.editing does not exist in this build, so an edit along a direction found at t "
                 "cannot be applied at t'; the heatmap measures the subspaces only")
-    return ("skipped: diffgeo.editing exists but has no API agreed with this analysis yet; the heatmap measures "
-            "the subspaces only")
+    editing = importlib.import_module("diffgeo.editing")
+    if not callable(getattr(editing, "edit_x", None)):
+        return "skipped: diffgeo.editing has no edit_x; the heatmap measures the subspaces only"
+    return "ran"
 
 
-def discrepancy(tb: TrajectoryBases) -> Discrepancy:
+EDIT_STRENGTH = 0.1  # step size of the edit, as a fraction of sqrt(dim x) (the norm of unit-variance noise)
+
+
+def edit_transfer(tb: TrajectoryBases, *, progress: bool = False) -> torch.Tensor | None:
+    """How far the edit along v_1 found at t_i works at t_j: (N, T, T) ratio of the change in the final
+    image when x_{t_j} is moved by ``EDIT_STRENGTH sqrt(n)`` along v_1(t_i) to the change along v_1(t_j)
+    itself (1 on the diagonal). None when diffgeo.editing is not available or the points were not kept.
+    """
+    if tb.x is None or tb.steps is None or edit_transfer_status() != "ran":
+        return None
+    import diffgeo
+    from diffgeo.editing import edit_x
+
+    from ._common import load_model
+
+    m = load_model(tb.model)
+    n, t_count = tb.v.shape[:2]
+    strength = EDIT_STRENGTH * math.sqrt(tb.v.shape[-1])
+    kw = {"prompt": tb.prompt or ""} if m.is_conditional else {}
+    out = torch.zeros(n, t_count, t_count, dtype=torch.float64)
+    for a in range(n):
+        dirs = torch.cat([torch.zeros(1, tb.v.shape[-1], dtype=tb.v.dtype), tb.v[a, :, 0]])
+        dirs = dirs.reshape(t_count + 1, *tb.x_shape).to(m.dtype)
+        for j, t in enumerate(tb.ts):
+            x = tb.x[a, j].to(m.dtype).expand(t_count + 1, *tb.x_shape)
+            with torch.no_grad():
+                final = edit_x(m, x, t, dirs, strength=strength, steps=tb.steps, progress=False, **kw).result
+            effect = (final[1:] - final[:1]).flatten(1).norm(dim=1).double()
+            out[a, :, j] = effect / effect[j].clamp_min(1e-12)
+    return out
+
+
+def discrepancy(tb: TrajectoryBases, *, edits: bool = True) -> Discrepancy:
     """Distances between each trajectory's bases across its timesteps, and the claim's verdict.
 
     >>> from diffgeo.analyses import PRESETS, collect_bases
@@ -89,5 +125,13 @@ def discrepancy(tb: TrajectoryBases) -> Discrepancy:
         from ._common import skipped_claim
 
         claim = skipped_claim("4", "discrepancy", tb.model, SENTENCE, "needs at least 3 timesteps per trajectory")
+    transfer = edit_transfer(tb) if edits else None
+    status = edit_transfer_status() if edits else "not asked for"
+    if transfer is None and status == "ran":
+        status = "skipped: the points x_t were not kept with the bases"
+    if transfer is not None:
+        status = (f"ran: an edit along v_1 found at t, applied at t' (step {EDIT_STRENGTH} sqrt(n)), changes the final "
+                  "image by the ratio shown in the transfer heatmap relative to v_1 found at t' itself (mean over "
+                  "samples; 1 on the diagonal)")
     return Discrepancy(tb.model, list(tb.ts), dist.mean(0), dist[0], cos2, math.sqrt(k) * math.pi / 2, claim,
-                       edit_transfer_status())
+                       status, None if transfer is None else transfer.mean(0))

@@ -1,7 +1,7 @@
-"""What a reader says about generated images, as short captions for the dashboards.
-
-The shapes models are read by the attribute probe (:mod:`diffgeo.probe`): shape, colour and size,
-and a red frame on images the probe cannot re-render (invalid). Other models get no captions.
+"""What a model's reader (:mod:`diffgeo.readers`, named by the registry :mod:`diffgeo.zoo`) sees
+in generated images, as short captions for the dashboards: the class of each factor it reads
+(shape and colour for the shapes models, the digit for ``digits``), and a red frame on images it
+calls invalid. Models without a reader get no captions.
 """
 
 from __future__ import annotations
@@ -13,35 +13,27 @@ import torch
 __all__ = ["readout"]
 
 
-def _reads_shapes(model: Any) -> bool:
-    try:
-        from ..zoo import entry
-
-        return entry(model).reader == "shapes" or (entry(model).name == "generic" and _shapes_like(model))
-    except ImportError:  # registry not there yet
-        return _shapes_like(model)
-
-
-def _shapes_like(model: Any) -> bool:
-    return str(getattr(model, "name", "")).startswith("shapes") and tuple(getattr(model, "x_shape", ())) == (3, 32, 32)
-
-
 def readout(model: Any, images: torch.Tensor) -> tuple[list[str] | None, list[bool] | None]:
     """Captions (one per image) and invalid-marks for images (N, C, H, W) in [-1, 1], or
-    ``(None, None)`` when no reader knows the model.
+    ``(None, None)`` when the model has no reader.
 
     >>> import diffgeo
     >>> from diffgeo.data.shapes import make_scenes
-    >>> captions, marks = readout(diffgeo.load("shapes"), make_scenes(2, seed=5).images)
+    >>> scenes = make_scenes(2, seed=5)
+    >>> captions, marks = readout(diffgeo.load("shapes"), scenes.images)
     >>> len(captions), marks
     (2, [False, False])
     """
-    if not _reads_shapes(model):
-        return None, None
-    from ..data.shapes import COLOURS, SHAPES
-    from ..probe import validity
+    from ..readers import get_reader
+    from ..zoo import entry
 
-    v = validity(images)
-    f = v.factors
-    captions = [f"{COLOURS[int(c)]} {SHAPES[int(s)]} {float(z):.1f}" for s, c, z in zip(f.shape, f.colour, f.size)]
-    return captions, (~v.valid).tolist()
+    name = entry(model).reader
+    if name is None:
+        return None, None
+    reader = get_reader(name)
+    read = reader.read(images.detach().float().cpu())
+    factors = [f for f in reader.classes if f in read]
+    captions = [" ".join(str(reader.classes[f][int(read[f][i])]) for f in reversed(factors))
+                for i in range(images.shape[0])]
+    marks = (~read["valid"]).tolist() if "valid" in read else None
+    return captions, marks

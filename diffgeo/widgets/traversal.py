@@ -6,8 +6,10 @@ by what the model's reader sees in it.
 :class:`TraversalState` holds the computation and its caches and knows nothing of widgets:
 the trajectory of each source (sampled, or the inversion of real scenes) is computed once; the
 local basis of each image at each t_edit once; each edited result once per parameter set. A
-strength move therefore costs one ``denoise`` from t_edit, and the coarse preview (the x0 the
-model predicts right after the edit, one forward pass) is shown first. :func:`traversal_dashboard` is the ipywidgets front end.
+strength move therefore costs one x-space edit (:func:`diffgeo.editing.edit_x`, DDIM from
+t_edit) and one Asyrp run (:func:`diffgeo.editing.asyrp`); the coarse preview (the x0 the model
+predicts right after the x-space edit, one forward pass) is shown first.
+:func:`traversal_dashboard` is the ipywidgets front end.
 
 >>> import diffgeo
 >>> state = TraversalState(diffgeo.load("shapes"), n=1, steps=4, k=2)
@@ -38,7 +40,8 @@ Report = Callable[[int, int, str], None]
 class TraversalView:
     """What the dashboard shows for one parameter set.
 
-    x_images: (N, C, H, W) results of the x-space edit (the preview when ``preview``);
+    x_images: (N, C, H, W) results of the x-space edit (the preview when ``preview``), or None
+    (``x_note`` says why: an h-only direction);
     h_images: (N, C, H, W) results of Asyrp, or None (``h_note`` says why);
     captions_x / captions_h and marks_x / marks_h: the reader's readout (None without a reader).
     """
@@ -49,26 +52,34 @@ class TraversalView:
     direction: str
     source: str
     preview: bool
-    x_images: torch.Tensor
+    x_images: torch.Tensor | None
     h_images: torch.Tensor | None
     h_note: str
     captions_x: list[str] | None
     marks_x: list[bool] | None
     captions_h: list[str] | None
     marks_h: list[bool] | None
+    x_note: str = ""
+
+
+#: Mean-difference directions offered for models read by the shapes reader:
+#: name -> (factor, class index of group a, of group b) in diffgeo.data.shapes' SHAPES / COLOURS.
+MEAN_DIFFERENCES = {"mean difference: red -> blue": ("colour", 0, 4),
+                    "mean difference: circle -> square": ("shape", 0, 1)}
+
+
+def _reads_shapes(model: Any) -> bool:
+    from ..zoo import entry
+
+    return entry(model).reader == "shapes"
+
+
+class _HOnly(Exception):
+    """The direction lives in h only (no x-space edit along it)."""
 
 
 class _FirstStep(Exception):
     """Stops a denoise call after its first step (the preview needs only that step's x0)."""
-
-
-def _editing() -> Any:
-    """diffgeo.editing when it provides the editing API, else None."""
-    try:
-        from .. import editing
-    except ImportError:
-        return None
-    return editing if hasattr(editing, "asyrp") and hasattr(editing, "edit_x") else None
 
 
 class TraversalState:
@@ -77,11 +88,13 @@ class TraversalState:
     model: a :class:`diffgeo.Model`; n: images edited at once; seed: of the samples (and of the
     real scenes, drawn with ``seed + 10_000``, a seed range the training never used); steps: the
     DDIM grid; k: local basis vectors offered as directions; preview: show the coarse preview
-    (the predicted x0 at the edited x_t, one forward pass) before the full result. ``memo`` counts hits and misses of every cached piece.
+    (the predicted x0 at the edited x_t, one forward pass) before the full result; prompt: text
+    models' prompt for sampling, Jacobians and edits (default ``""``, the empty one). ``memo``
+    counts hits and misses of every cached piece.
     """
 
     def __init__(self, model: Any, *, n: int = 3, seed: int = 0, steps: int = 10, k: int = 4,
-                 preview: bool = True, basis_seed: int = 0, memo_size: int = 256):
+                 preview: bool = True, basis_seed: int = 0, prompt: str | None = None, memo_size: int = 256):
         from ..sampling import ddim_timesteps
 
         for name, value in (("n", n), ("steps", steps), ("k", k)):
@@ -89,6 +102,8 @@ class TraversalState:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.model, self.n, self.seed, self.steps, self.k = model, n, seed, steps, k
         self.preview, self.basis_seed = preview, basis_seed
+        # text models: one prompt for sampling, the Jacobians and the edits ("": the empty prompt)
+        self.prompt = prompt if prompt is not None or not getattr(model, "is_conditional", False) else ""
         self.memo = Memo(memo_size)
         self.timesteps: list[int] = [int(t) for t in ddim_timesteps(model, steps)]
 
@@ -106,7 +121,8 @@ class TraversalState:
                 progress(0, 1, "sampling" if source == SOURCES[0] else "inverting")
             with torch.no_grad():
                 if source == SOURCES[0]:
-                    traj = diffgeo.sample(self.model, self.n, steps=self.steps, seed=self.seed, progress=False)
+                    traj = diffgeo.sample(self.model, self.n, steps=self.steps, seed=self.seed, prompt=self.prompt,
+                                          progress=False)
                 else:
                     from ..data.shapes import make_scenes
 
@@ -115,7 +131,7 @@ class TraversalState:
                                          f"{tuple(self.model.x_shape)}: use source='samples'")
                     images = make_scenes(self.n, seed=self.seed + 10_000).images
                     traj = diffgeo.invert(self.model, images.to(self.model.device, self.model.dtype),
-                                          steps=self.steps, progress=False)
+                                          steps=self.steps, prompt=self.prompt, progress=False)
             return {int(t): traj.xs[i] for i, t in enumerate(traj.timesteps.tolist()) if t in self.timesteps}
 
         return self.memo.get(("anchors", source), compute)
@@ -126,16 +142,25 @@ class TraversalState:
 
         x = self.anchors(source)[t_edit][i:i + 1]
         return self.memo.get(("basis", source, t_edit, i), lambda: diffgeo.local_basis(
-            self.model, x, t_edit, self.k, seed=self.basis_seed, progress=False))
+            self.model, x, t_edit, self.k, prompt=self.prompt, seed=self.basis_seed, progress=False))
 
     def direction_names(self) -> list[str]:
-        return [f"local basis v{j + 1}" for j in range(self.k)]
+        """The direction menu: local basis vectors (x: each image's v_j; h: u_j of the first
+        image's basis), and for models with the shapes reader h-space directions from
+        :mod:`diffgeo.directions` (mean difference of two colour / shape groups, PCA of h)."""
+        names = [f"local basis v{j + 1}" for j in range(self.k)]
+        if _reads_shapes(self.model):
+            names += list(MEAN_DIFFERENCES)
+        names += [f"PCA of h, component {c + 1}" for c in range(2)]
+        return names
 
     def _index(self, direction: str) -> int:
         names = self.direction_names()
         if direction not in names:
             raise ValueError(f"direction must be one of {names}, got {direction!r}")
-        return names.index(direction)
+        if not direction.startswith("local basis v"):
+            raise _HOnly(direction)
+        return int(direction.rsplit("v", 1)[1]) - 1
 
     def x_direction(self, direction: str, t_edit: int, source: str = "samples",
                     progress: Report | None = None) -> torch.Tensor:
@@ -149,9 +174,35 @@ class TraversalState:
             rows.append(self.basis(source, t_edit, i).v[j])
         return torch.stack(rows)
 
-    def h_direction(self, direction: str, t_edit: int, source: str = "samples") -> torch.Tensor:
-        """One direction (*h_shape) in h shared by all images: u_j of the first image's basis."""
-        return self.basis(source, t_edit, 0).u[self._index(direction)]
+    def h_direction(self, direction: str, t_edit: int, source: str = "samples") -> Any:
+        """One :class:`diffgeo.directions.Direction` in h shared by all images: u_j of the first
+        image's local basis at t_edit, a mean difference of h between two groups of scenes, or a
+        principal component of h over 8 seeded samples (per timestep)."""
+        from .. import directions
+
+        try:
+            j = self._index(direction)
+        except _HOnly:
+            j = None
+        if j is not None:
+            return directions.tangent(self.basis(source, t_edit, 0), j, space="h", model=self.model.name)
+
+        def compute() -> Any:
+            if direction in MEAN_DIFFERENCES:
+                from ..data.shapes import render, sample_factors
+
+                factor, a, b = MEAN_DIFFERENCES[direction]
+                f = sample_factors(16, seed=self.seed + 20_000)
+                base = getattr(f, factor) * 0
+                return directions.mean_difference(self.model, render(f.replace(**{factor: base + a})),
+                                                  render(f.replace(**{factor: base + b})), steps=self.steps,
+                                                  prompt=self.prompt)
+            component = int(direction.rsplit(" ", 1)[1]) - 1
+            x_T = torch.randn(8, *self.model.x_shape, generator=torch.Generator().manual_seed(self.seed + 30_000))
+            return directions.pca(self.model, x_T.to(self.model.device, self.model.dtype), component, steps=self.steps,
+                                  prompt=self.prompt)
+
+        return self.memo.get(("h direction", direction), compute)
 
     def _check(self, t_edit: int, t_boost: int) -> None:
         if t_edit not in self.timesteps:
@@ -160,20 +211,21 @@ class TraversalState:
             raise ValueError(f"t_boost ({t_boost}) must be below t_edit ({t_edit}), or 0 for no boosting")
 
     def x_edit(self, strength: float, t_edit: int, direction: str, source: str = "samples", *,
-               steps: int | None = None, progress: Report | None = None) -> torch.Tensor:
-        """Clean images (n, *x_shape) after moving x_t by ``strength`` along the direction at
-        t_edit and denoising with ``steps`` (default: the state's) DDIM steps."""
-        import diffgeo
+               t_boost: int = 0, progress: Report | None = None) -> torch.Tensor:
+        """Clean images (n, *x_shape) from :func:`diffgeo.editing.edit_x`: x_t moved by
+        ``strength`` along each image's direction at t_edit, then DDIM to the end (quality
+        boosting below ``t_boost``, 0: off, noise seeded)."""
+        from .. import editing
 
-        steps = self.steps if steps is None else steps
-        key = ("x", source, float(strength), t_edit, direction, steps)
+        key = ("x", source, float(strength), t_edit, direction, t_boost)
 
         def compute() -> torch.Tensor:
             x_t = self.anchors(source, progress)[t_edit]
             v = self.x_direction(direction, t_edit, source, progress)
             with torch.no_grad():
-                return diffgeo.denoise(self.model, x_t + float(strength) * v.to(x_t), t_edit, steps=steps,
-                                       progress=False).result
+                return editing.edit_x(self.model, x_t, t_edit, v, strength=float(strength), steps=self.steps,
+                                      boost=t_boost or None, seed=self.seed, prompt=self.prompt,
+                                      progress=False).result
 
         return self.memo.get(key, compute)
 
@@ -195,7 +247,7 @@ class TraversalState:
             with torch.no_grad():
                 try:
                     diffgeo.denoise(self.model, x_t + float(strength) * v.to(x_t), t_edit, steps=self.steps,
-                                    callback=stop_after_first, progress=False)
+                                    prompt=self.prompt, callback=stop_after_first, progress=False)
                 except _FirstStep:
                     pass
             return first[0]
@@ -205,9 +257,8 @@ class TraversalState:
     def h_edit(self, strength: float, t_edit: int, t_boost: int, direction: str, source: str = "samples",
                progress: Report | None = None) -> tuple[torch.Tensor | None, str]:
         """Asyrp results (n, *x_shape) from each image's x_T, or (None, why not)."""
-        editing = _editing()
-        if editing is None:
-            return None, "Asyrp: diffgeo.editing.asyrp is not in this version"
+        from .. import editing
+
         key = ("h", source, float(strength), t_edit, t_boost, direction)
 
         def compute() -> torch.Tensor:
@@ -215,7 +266,8 @@ class TraversalState:
             dh = self.h_direction(direction, t_edit, source)
             with torch.no_grad():
                 return editing.asyrp(self.model, anchors[self.timesteps[0]], dh, strength=float(strength),
-                                     t_edit=t_edit, t_boost=t_boost, steps=self.steps, progress=False).result
+                                     t_edit=t_edit, t_boost=t_boost, steps=self.steps, seed=self.seed,
+                                     prompt=self.prompt, progress=False).result
 
         return self.memo.get(key, compute), ""
 
@@ -225,15 +277,22 @@ class TraversalState:
         """Everything the dashboard shows for these parameters (``preview``: the coarse x-space
         result only, see :meth:`x_preview`)."""
         self._check(t_edit, t_boost)
+        x, x_note = None, ""
+        try:
+            if preview:
+                x = self.x_preview(strength, t_edit, direction, source, progress=progress)
+            else:
+                x = self.x_edit(strength, t_edit, direction, source, t_boost=t_boost, progress=progress)
+        except _HOnly:
+            x_note = f"'{direction}' is a direction in h:\nx-space editing takes a local basis vector"
         if preview:
-            x = self.x_preview(strength, t_edit, direction, source, progress=progress)
             h, note = None, "computing..."
         else:
-            x = self.x_edit(strength, t_edit, direction, source, progress=progress)
             h, note = self.h_edit(strength, t_edit, t_boost, direction, source, progress)
-        cx, mx = readout(self.model, x)
+        cx, mx = readout(self.model, x) if x is not None else (None, None)
         ch, mh = readout(self.model, h) if h is not None else (None, None)
-        return TraversalView(float(strength), t_edit, t_boost, direction, source, preview, x, h, note, cx, mx, ch, mh)
+        return TraversalView(float(strength), t_edit, t_boost, direction, source, preview, x, h, note, cx, mx, ch, mh,
+                             x_note)
 
 
 def draw_traversal(fig: Any, view: TraversalView, side: str) -> None:
@@ -242,7 +301,10 @@ def draw_traversal(fig: Any, view: TraversalView, side: str) -> None:
     from ..plotting import draw_images
 
     ax = fig.subplots()
-    if side == "x":
+    if side == "x" and view.x_images is None:
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, view.x_note, ha="center", va="center", fontsize=8, wrap=True)
+    elif side == "x":
         what = "x-space (preview)" if view.preview else "x-space"
         draw_images(ax, view.x_images, nrow=view.x_images.shape[0], captions=view.captions_x, marks=view.marks_x,
                     title=f"{what}: {view.direction.replace('local basis ', '')} {view.strength:+.1f}, t={view.t_edit}")
@@ -279,7 +341,7 @@ def traversal_dashboard(model: Any = None, *, state: TraversalState | None = Non
                       source=v["source"], progress=self.report)
             size = figure_size(state.n)
             if state.preview and ("x", v["source"], float(v["strength"]), v["t_edit"], v["direction"],
-                                            state.steps) not in state.memo:
+                                  v["t_boost"]) not in state.memo:
                 self.view = state.view(preview=True, **kw)
                 yield {"x": figure_png(lambda f: draw_traversal(f, self.view, "x"), size=size)}
             self.view = state.view(**kw)

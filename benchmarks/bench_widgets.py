@@ -34,15 +34,12 @@ def _busy(stop: "mp.synchronize.Event") -> None:
             model.eps(x, 500)
 
 
-def measure(threads: int, *, moves: int, n: int, steps: int, k: int) -> tuple[list[float], list[float]]:
-    from diffgeo.widgets import traversal_dashboard
-
-    dash = traversal_dashboard(n=n, steps=steps, k=k)  # builds and draws once (samples and bases cached)
+def measure(dash, threads: int, strengths: list[float]) -> tuple[list[float], list[float]]:
+    """Move the strength slider to each value (never seen before) with ``threads`` torch threads;
+    milliseconds to the first frame (preview) and to the last (full result)."""
     dash.threads = threads
-    strengths = [(-1) ** i * (2.0 + 1.5 * i) for i in range(moves + 1)]
-    dash.controls["strength"].value = strengths[0]  # warm-up move
     first, full = [], []
-    for s in strengths[1:]:
+    for s in strengths:
         dash.controls["strength"].value = s
         if not dash.last_ok:
             raise RuntimeError(dash.status.value)
@@ -53,7 +50,7 @@ def measure(threads: int, *, moves: int, n: int, steps: int, k: int) -> tuple[li
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--moves", type=int, default=9)
+    p.add_argument("--moves", type=int, default=7)
     p.add_argument("--n", type=int, default=2, help="images edited at once")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--k", type=int, default=2)
@@ -64,7 +61,12 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; torch {torch.__version__}")
-    print(f"\n| neighbour | threads | preview median (ms) | full median (ms) | full min-max (ms) |")
+    from diffgeo.widgets import traversal_dashboard
+
+    dash = traversal_dashboard(n=args.n, steps=args.steps, k=args.k)  # samples, bases, first view: cached
+    dash.controls["strength"].value = 1.0  # warm-up move
+    values = iter([(-1) ** i * (2.0 + 0.5 * i) for i in range(10_000)])
+    print("\n| neighbour | threads | preview median (ms) | full median (ms) | full min-max (ms) |")
     print("|---|---|---|---|---|")
     for neighbour in (["none", "busy"] if args.neighbour == "both" else [args.neighbour]):
         stop = proc = None
@@ -72,18 +74,18 @@ def main(argv: list[str] | None = None) -> None:
             stop = mp.get_context("spawn").Event()
             proc = mp.get_context("spawn").Process(target=_busy, args=(stop,), daemon=True)
             proc.start()
-            time.sleep(8)  # its import and first passes
+            time.sleep(10)  # its import and first passes
         try:
             for threads in args.threads:
-                first, full = measure(threads, moves=args.moves, n=args.n, steps=args.steps, k=args.k)
+                first, full = measure(dash, threads, [next(values) for _ in range(args.moves)])
                 print(f"| {neighbour} | {threads} | {statistics.median(first):.0f} | {statistics.median(full):.0f} "
                       f"| {min(full):.0f}-{max(full):.0f} |", flush=True)
         finally:
             if proc is not None:
                 stop.set()
                 proc.join(10)
-    print(f"\n{args.moves} moves each; n={args.n} images, {args.steps} DDIM steps, k={args.k}; "
-          f"load average after: {os.getloadavg()[0]:.1f}")
+    print(f"\n{args.moves} moves each; n={args.n} images, {args.steps} DDIM steps, k={args.k}; full = preview + "
+          f"x-space edit + Asyrp run + both figures; load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -25,24 +25,27 @@ TypeError: steps must be an integer, got bool True
 >>> check_float(float("nan"), "eta", min=0)
 Traceback (most recent call last):
 ...
-ValueError: eta must be a finite number, got nan
+ValueError: eta must be a non-negative finite number, got nan
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
 import operator
 import os
+import sys
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 __all__ = ["NonFiniteError", "check_int", "check_float", "check_bool", "check_str", "check_choice", "check_seed",
            "check_generator", "check_seed_generator", "check_dtype", "check_tensor", "check_finite",
-           "check_timesteps", "check_path", "check_module"]
+           "check_timesteps", "check_path", "check_module", "ArgumentParser", "positive_int", "non_negative_int",
+           "check_output_folder", "run_main"]
 
 
 class NonFiniteError(ValueError, FloatingPointError):
@@ -72,7 +75,7 @@ def check_int(value: Any, name: str, *, min: int | None = None, max: int | None 
     >>> check_int(0, "n", min=1)
     Traceback (most recent call last):
     ...
-    ValueError: n must be >= 1, got 0
+    ValueError: n must be a positive integer, got 0
     """
     if _is_bool(value):
         raise TypeError(f"{name} must be an integer, got {_describe(value)}")
@@ -83,7 +86,8 @@ def check_int(value: Any, name: str, *, min: int | None = None, max: int | None 
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {_describe(value)}") from None
     if min is not None and out < min:
-        raise ValueError(f"{name} must be >= {min}, got {out}")
+        what = {1: "a positive integer", 0: "a non-negative integer"}.get(min, f">= {min}")
+        raise ValueError(f"{name} must be {what}, got {out}")
     if max is not None and out > max:
         raise ValueError(f"{name} must be <= {max}, got {out}")
     return int(out)
@@ -101,7 +105,7 @@ def check_float(value: Any, name: str, *, min: float | None = None, max: float |
     >>> check_float(0, "tol", min=0, min_open=True)
     Traceback (most recent call last):
     ...
-    ValueError: tol must be > 0, got 0.0
+    ValueError: tol must be a positive finite number, got 0.0
     """
     if _is_bool(value):
         raise TypeError(f"{name} must be a number, got {_describe(value)}")
@@ -112,12 +116,18 @@ def check_float(value: Any, name: str, *, min: float | None = None, max: float |
     if not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {_describe(value)}")
     out = float(value)
-    if math.isnan(out) or (finite and math.isinf(out)):
-        raise ValueError(f"{name} must be a finite number, got {out}")
-    if min is not None and (out <= min if min_open else out < min):
-        raise ValueError(f"{name} must be {'>' if min_open else '>='} {min}, got {out}")
-    if max is not None and out > max:
-        raise ValueError(f"{name} must be <= {max}, got {out}")
+    bad = math.isnan(out) or (finite and math.isinf(out))
+    bad = bad or (min is not None and (out <= min if min_open else out < min)) or (max is not None and out > max)
+    if bad:
+        number = "finite number" if finite else "number"
+        if min == 0:
+            req = f"a {'positive' if min_open else 'non-negative'} {number}"
+        elif min is not None:
+            req = f"a {number} {'>' if min_open else '>='} {min}"
+        else:
+            req = f"a {number}"
+        req += f" <= {max}" if max is not None else ""
+        raise ValueError(f"{name} must be {req}, got {out}")
     return out
 
 
@@ -335,3 +345,66 @@ def check_module(module: Any, name: str = "unet") -> torch.nn.Module:
                         f"pass model.unet")
     raise TypeError(f"{name} must be a torch.nn.Module (the U-Net), got {_describe(module)}")
 
+
+
+# -- command-line arguments ------------------------------------------------------------------------------
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one line on a bad argument: ``error: ...`` on standard error, exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def _cli_int(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            what = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"an integer >= {minimum}")
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+#: argparse ``type=`` for counts (>= 1) and seeds (>= 0).
+positive_int = _cli_int(1)
+non_negative_int = _cli_int(0)
+
+
+def check_output_folder(path: Any, name: str = "--out") -> Path:
+    """A folder results can be written to, checked without creating anything: it is a folder or
+    does not exist yet, and its nearest existing parent is a writable folder.
+
+    >>> check_output_folder("/proc/version")
+    Traceback (most recent call last):
+    ...
+    ValueError: --out /proc/version is a file, not a folder
+    """
+    folder = check_path(path, name)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{name} {folder} is a file, not a folder")
+    parent = folder
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{name} {folder} cannot be created: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} {folder} is not writable ({parent} is read-only)")
+    return folder
+
+
+def run_main(fn: Callable[[], Any]) -> Any:
+    """Run a command-line verb: a documented error (TypeError, ValueError, OSError) becomes one line
+    ``error: ...`` on standard error and exit status 2, instead of a traceback."""
+    try:
+        return fn()
+    except (TypeError, ValueError, OSError) as err:
+        if os.environ.get("DIFFGEO_TRACEBACK"):
+            raise
+        sys.stderr.write(f"error: {err}\n")
+        raise SystemExit(2) from None

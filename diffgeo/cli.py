@@ -15,6 +15,8 @@ import argparse
 import importlib
 import sys
 
+from .checks import ArgumentParser, run_main
+
 __all__ = ["VERBS", "main"]
 
 #: verb -> ("module:function" taking argv, one-line help)
@@ -37,7 +39,7 @@ def list_models_main(argv: list[str] | None = None) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diffgeo", description="diffgeo: looking inside diffusion models.",
+    parser = ArgumentParser(prog="diffgeo", description="diffgeo: looking inside diffusion models.",
                                      epilog="`diffgeo VERB --help` shows the options of a verb; "
                                             "`python -m diffgeo VERB` is the same.")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -57,4 +59,5 @@ def main(argv: list[str] | None = None) -> None:
     if verb not in VERBS:
         parser.error(f"unknown verb {verb!r}: choose from {', '.join(VERBS)}")
     module, func = VERBS[verb][0].split(":")
-    getattr(importlib.import_module(module), func)(argv[1:])
+    # a documented error (bad argument, model or file) is one line ``error: ...`` and exit status 2
+    run_main(lambda: getattr(importlib.import_module(module), func)(argv[1:]))

@@ -380,7 +380,9 @@ def _align_signs(v: torch.Tensor) -> torch.Tensor:
 
 
 def _check_k(k: int, n: int, m: int) -> int:
-    k = check_int(k, "k", min=1)
+    k = check_int(k, "k")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
     if k > min(n, m):
         raise ValueError(f"k={k} exceeds the rank bound min(dim x, dim h) = min({n}, {m}) = {min(n, m)}")
     return k

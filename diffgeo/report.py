@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> Report:
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="fast, full (the papers' protocol in shape: 100 samples, 20 timesteps, k=50) or tiny; "
                              "default full, or fast with --fast")
-    parser.add_argument("--model", action="append", default=None, metavar="NAME_OR_PATH",
+    parser.add_argument("--model", action="extend", nargs="+", default=None, metavar="NAME_OR_PATH",
                         help=f"embedded name, local diffusers folder or hub id; repeat for several "
                              f"(default: {' '.join(DEFAULT_MODELS)})")
     parser.add_argument("--out", default="figures", help="output folder (default: figures)")

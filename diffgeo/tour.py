@@ -16,7 +16,6 @@ True
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .checks import ArgumentParser, check_int, check_output_folder, non_negative_int, positive_int, run_main
 from .hspace import h_statistics
 from .io import atomic_path
 from .loading import list_models, load
@@ -62,14 +62,15 @@ def run_tour(model_name: str = "shapes", *, out: str | Path = "figures", n: int 
              progress: bool = True) -> dict:
     """Sample, measure h, write figures to ``out``, and one prompt grid per embedded text model
     (``tour_prompts_<name>.png``); returns the summary that is also saved as JSON."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    n, steps, seed = check_int(n, "n", min=1), check_int(steps, "steps", min=1), check_int(seed, "seed", min=0)
+    out = check_output_folder(out, "out")
     t0 = time.time()
     model = load(model_name)
     log.info("loaded %s; x %s -> h %s", model, model.x_shape, model.h_shape)
     with torch.no_grad():
         traj = sample(model, n, steps=steps, seed=seed, progress=progress)
         stats = h_statistics(model, traj)
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs have passed and sampling worked
     images = model.decode(traj.result)
     summary: dict = {
         "model": model.name,
@@ -110,15 +111,19 @@ def run_tour(model_name: str = "shapes", *, out: str | Path = "figures", n: int 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m diffgeo tour``: run :func:`run_tour` from the command line."""
-    parser = argparse.ArgumentParser(prog="python -m diffgeo tour",
-                                     description="Samples, h-space shape and h statistics over timesteps, as figures.")
+    parser = ArgumentParser(prog="python -m diffgeo tour",
+                            description="Samples, h-space shape and h statistics over timesteps, as figures.")
     parser.add_argument("--model", default="shapes", help="embedded name, local folder or hub id (default: shapes)")
     parser.add_argument("--out", default="figures", help="folder for the figures (default: figures)")
-    parser.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fast", action="store_true", help="8 samples, 10 steps (for tests)")
+    parser.add_argument("--n", type=positive_int, default=None, help="number of samples (default 64; 8 with --fast)")
+    parser.add_argument("--steps", type=positive_int, default=None, help="DDIM steps (default 50; 10 with --fast)")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--fast", action="store_true",
+                        help="small defaults: 8 samples, 10 steps (an explicit --n / --steps takes precedence)")
     args = parser.parse_args(argv)
+    # Explicit values win over --fast: --fast only changes the defaults.
+    n = args.n if args.n is not None else (8 if args.fast else 64)
+    steps = args.steps if args.steps is not None else (10 if args.fast else 50)
+    run_main(lambda: check_output_folder(args.out))  # before anything is loaded
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    n, steps = (8, 10) if args.fast else (args.n, args.steps)
-    run_tour(args.model, out=args.out, n=n, steps=steps, seed=args.seed)
+    run_main(lambda: run_tour(args.model, out=args.out, n=n, steps=steps, seed=args.seed))

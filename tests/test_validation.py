@@ -35,9 +35,9 @@ def _x(seed: int = 0, shape=X) -> torch.Tensor:
 # -- non-finite values ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("eta", [float("nan"), float("inf"), -float("inf")])
 def test_non_finite_eta_is_refused(shapes_model, eta):  # wrong at the start (nan ran as 0, inf gave NaN images)
-    with pytest.raises(ValueError, match=f"eta must be a finite number, got {eta}"):
+    with pytest.raises(ValueError, match=f"eta must be a non-negative finite number, got {eta}"):
         diffgeo.sample(shapes_model, 1, steps=2, eta=eta, seed=0, progress=False)
-    with pytest.raises(ValueError, match="eta must be a finite number"):
+    with pytest.raises(ValueError, match="eta must be a non-negative finite number"):
         diffgeo.denoise(shapes_model, _x(), 500, steps=2, eta=eta, progress=False)
 
 
@@ -150,7 +150,7 @@ def test_numpy_integers_are_integers_and_bools_are_not(shapes_model):
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(seed=-1), ValueError, "seed must be >= 0"),
+    (dict(seed=-1), ValueError, "seed must be a non-negative integer"),
     (dict(seed=2**64), ValueError, "seed must be <= "),
     (dict(seed="7"), TypeError, "seed must be an integer"),
     (dict(seed=1.5), TypeError, "seed must be an integer"),
@@ -267,3 +267,53 @@ def test_a_bad_provenance_file_is_named(tmp_path, tiny_folder):
     (folder / "provenance.json").write_text(json.dumps(["not", "a", "dict"]))
     with pytest.raises(ValueError, match=r"prov/provenance.json holds a JSON list"):
         diffgeo.load(folder)
+
+
+# -- the command line ---------------------------------------------------------------------------------------
+def _cli(argv, capsys) -> str:
+    from diffgeo.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err  # one line, no traceback
+    return err[0]
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--n", "0"], "--n"), (["--n", "x"], "--n"), (["--steps", "-1"], "--steps"), (["--seed", "-3"], "--seed"),
+    (["--model", "no-such-model"], "unknown model 'no-such-model'"),
+])
+def test_the_command_line_refuses_bad_arguments_in_one_line_before_creating_anything(tmp_path, capsys, args, named):
+    out = tmp_path / "figures"
+    line = _cli(["tour", "--out", str(out), *args], capsys)
+    assert named in line and not out.exists()
+
+
+def test_an_unwritable_out_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    import diffgeo.tour
+
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setattr(diffgeo.tour, "load", lambda *a, **k: pytest.fail("loaded a model despite a bad --out"))
+    assert "is a file, not a folder" in _cli(["tour", "--out", str(tmp_path / "afile")], capsys)
+    assert "cannot be created" in _cli(["tour", "--out", str(tmp_path / "afile" / "sub")], capsys)
+
+
+def test_steps_beyond_the_schedule_leave_no_folder(tmp_path, capsys):
+    out = tmp_path / "figures"
+    assert "steps=5000 exceeds the 1000 training timesteps" in _cli(
+        ["tour", "--steps", "5000", "--n", "1", "--out", str(out)], capsys)
+    assert not out.exists()
+
+
+def test_fast_only_changes_the_defaults(monkeypatch):
+    import diffgeo.tour
+    from diffgeo.cli import main
+
+    seen = []
+    monkeypatch.setattr(diffgeo.tour, "run_tour", lambda model, **kw: seen.append(kw))
+    main(["tour", "--fast", "--n", "3", "--steps", "4", "--out", "unused"])
+    main(["tour", "--fast", "--out", "unused"])
+    main(["tour", "--steps", "7", "--out", "unused"])
+    assert [(kw["n"], kw["steps"]) for kw in seen] == [(3, 4), (8, 10), (64, 7)]

@@ -42,9 +42,10 @@ def test_strength_slider_redraws_what_the_library_gives(traversal, reference, sh
     misses = dash.state.memo.misses
     dash.controls["strength"].value = 9.0
     assert dash.last_ok, dash.status.value
-    assert dash.figures["x"].value != png_at_0
-    # only the edit was computed: the preview and the full result, no trajectory, no basis
-    assert dash.state.memo.misses - misses == 2
+    assert dash.figures["x"].value != png_at_0 and dash.figures["h"].value
+    # only the edits were computed (the preview, the x-space result, the Asyrp result): no
+    # trajectory, no basis
+    assert dash.state.memo.misses - misses == 3
     x_t, v, _ = reference
     with torch.no_grad():
         expected = diffgeo.denoise(shapes_model, x_t + 9.0 * v, 500, steps=STEPS, progress=False).result
@@ -58,6 +59,20 @@ def test_strength_slider_redraws_what_the_library_gives(traversal, reference, sh
     from diffgeo.widgets.traversal import figure_size
 
     assert dash.figures["x"].value == figure_png(draw, size=figure_size(N))
+
+
+def test_asyrp_side_equals_the_library_call(traversal, reference, shapes_model):
+    """The h side: Asyrp from the same x_T along u1 of the first image's basis at t_edit."""
+    from diffgeo import directions, editing
+
+    dash = traversal
+    dash.controls["strength"].value = 9.0
+    _, _, bases = reference
+    with torch.no_grad():
+        x_T = diffgeo.sample(shapes_model, N, steps=STEPS, seed=0, progress=False).xs[0]
+        expected = editing.asyrp(shapes_model, x_T, directions.tangent(bases[0], 0, space="h", model="shapes"),
+                                 strength=9.0, t_edit=500, t_boost=0, steps=STEPS, seed=0, progress=False).result
+    torch.testing.assert_close(dash.view.h_images, expected, atol=1e-5, rtol=0)
 
 
 def test_preview_is_the_predicted_x0_after_the_edit(traversal, reference, shapes_model):

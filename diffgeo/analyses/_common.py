@@ -161,7 +161,7 @@ def bases_along(model: Any, traj_or_xs: Any, ts: Sequence[int], k: int, *, sampl
     >>> import diffgeo
     >>> model = diffgeo.load("digits")
     >>> traj = diffgeo.sample(model, 1, steps=4, seed=0, progress=False)
-    >>> bases = bases_along(model, traj, [750, 500], 2)
+    >>> bases = bases_along(model, traj, [750, 500], 1, tol=1e-2)
     >>> [b.t for b in bases], bases[1].meta["warm"]
     ([750, 500], True)
     """

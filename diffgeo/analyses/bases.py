@@ -58,10 +58,11 @@ def collect_bases(model: str, preset: Preset, *, cache: str | Path | None = None
                   ) -> TrajectoryBases:
     """Bases of ``preset.n_samples`` trajectories at ``preset.n_t`` timesteps, through the sweep cache.
 
-    >>> from diffgeo.analyses import PRESETS
-    >>> tb = collect_bases("digits", PRESETS["tiny"], progress=False)
-    >>> tb.v.shape[:3], len(tb.ts), tb.ts[0]
-    (torch.Size([3, 3, 2]), 3, 750)
+    >>> from diffgeo.analyses import Preset
+    >>> p = Preset("doc", n_samples=1, steps=4, n_t=2, k=1, tol=1e-2, n_prompts=2, n_pairs=1, n_points=2, n_guidance=1)
+    >>> tb = collect_bases("digits", p, progress=False)
+    >>> tb.v.shape[:3], tb.ts
+    (torch.Size([1, 2, 1]), [750, 0])
     """
     import diffgeo
 

@@ -104,10 +104,14 @@ def edit_transfer(tb: TrajectoryBases, *, progress: bool = False) -> torch.Tenso
 def discrepancy(tb: TrajectoryBases, *, edits: bool = True) -> Discrepancy:
     """Distances between each trajectory's bases across its timesteps, and the claim's verdict.
 
-    >>> from diffgeo.analyses import PRESETS, collect_bases
-    >>> r = discrepancy(collect_bases("digits", PRESETS["tiny"], progress=False))
-    >>> r.heatmap.shape, float(r.heatmap.diagonal().abs().max()) < 1e-6
-    (torch.Size([3, 3]), True)
+    >>> import torch
+    >>> from diffgeo.analyses import TrajectoryBases
+    >>> e = torch.eye(64, dtype=torch.float64)
+    >>> v = torch.stack([torch.stack([e[:2], e[2:4], e[4:6]])] * 3)   # 3 samples x 3 timesteps, k=2
+    >>> tb = TrajectoryBases("toy", [900, 500, 100], v, torch.ones(3, 3, 2), (1, 8, 8), None, "cond", 0)
+    >>> r = discrepancy(tb)             # orthogonal subspaces at different t: nothing carries over
+    >>> r.heatmap.shape, r.claim.value, r.claim.verdict
+    (torch.Size([3, 3]), 0.0, 'reproduced')
     """
     n, t_count, k = tb.v.shape[:3]
     cos2 = torch.zeros(n, t_count, t_count, dtype=torch.float64)

@@ -69,10 +69,14 @@ class SharedTangents:
 def shared_tangents(tb: TrajectoryBases) -> SharedTangents:
     """Pairwise distances between samples' bases vs t, and claim 2's verdict.
 
-    >>> from diffgeo.analyses import PRESETS, collect_bases
-    >>> r = shared_tangents(collect_bases("digits", PRESETS["tiny"], progress=False))
-    >>> r.dist.shape, bool((r.mean <= 1).all())
-    (torch.Size([3, 3, 3]), True)
+    >>> import torch
+    >>> from diffgeo.analyses import TrajectoryBases
+    >>> e = torch.eye(64, dtype=torch.float64)
+    >>> v = torch.stack([torch.stack([e[:2], e[2:4], e[4:6]])] * 3)   # 3 samples x 3 timesteps, k=2
+    >>> tb = TrajectoryBases("toy", [900, 500, 100], v, torch.ones(3, 3, 2), (1, 8, 8), None, "cond", 0)
+    >>> r = shared_tangents(tb)         # all samples share their subspace at every t
+    >>> r.dist.shape, r.mean.tolist(), r.claim.verdict
+    (torch.Size([3, 3, 3]), [0.0, 0.0, 0.0], 'inconclusive')
     """
     n, t_count, k = tb.v.shape[:3]
     dist = _pairwise(tb.v)

@@ -78,7 +78,12 @@ def _position(x: float, y: float, rng: random.Random) -> str | None:
 
 def caption_one(shape: int, colour: int, size: float, x: float, y: float, background: float,
                 rng: random.Random) -> tuple[str, dict[str, bool]]:
-    """One random caption of one scene and which factors it names."""
+    """One random caption of one scene and which factors it names.
+
+    >>> text, named = caption_one(0, 0, 0.3, 0.5, 0.5, 0.0, random.Random(0))
+    >>> parse_caption(text)["shape"] in (0, None), sorted(named) == sorted(NAME_PROB)
+    (True, True)
+    """
     named = {k: rng.random() < p for k, p in NAME_PROB.items()}
     if not any(named.values()):
         named[rng.choice(("shape", "colour"))] = True
@@ -127,6 +132,11 @@ def make_captions(factors: Factors, *, seed: int = 0, dropout: float = 0.0) -> C
     """Random captions of the scenes with these factors; a ``dropout`` fraction become ``""``.
 
     Deterministic from ``seed``.
+
+    >>> from diffgeo.data.shapes import sample_factors
+    >>> f = sample_factors(4, seed=0)
+    >>> make_captions(f, seed=1).texts == make_captions(f, seed=1).texts, len(make_captions(f).named["shape"])
+    (True, 4)
     """
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
@@ -145,7 +155,13 @@ def make_captions(factors: Factors, *, seed: int = 0, dropout: float = 0.0) -> C
 
 def canonical_caption(factors: Factors) -> list[str]:
     """One fixed phrasing per scene naming its colour and shape, e.g. ``"a red circle"``, for
-    evaluation prompts."""
+    evaluation prompts.
+
+    >>> from diffgeo.data.shapes import sample_factors
+    >>> f = sample_factors(1, seed=0)
+    >>> canonical_caption(f.replace(shape=torch.tensor([1]), colour=torch.tensor([4])))
+    ['a blue square']
+    """
     out = []
     for i in range(len(factors)):
         colour = COLOURS[int(factors.colour[i])]

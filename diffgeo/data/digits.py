@@ -49,7 +49,11 @@ def _raw() -> tuple[torch.Tensor, torch.Tensor]:
 
 def load_digits_images(resolution: int = RESOLUTION) -> Digits:
     """All 1,797 digits at ``resolution`` 16 (bilinear upsampling, what the ``digits`` model sees) or
-    8 (the originals), scaled to [-1, 1]."""
+    8 (the originals), scaled to [-1, 1].
+
+    >>> load_digits_images(8).images.shape
+    torch.Size([1797, 1, 8, 8])
+    """
     if resolution not in (8, 16):
         raise ValueError(f"resolution must be 8 or 16, got {resolution}")
     x, y = _raw()
@@ -60,7 +64,11 @@ def load_digits_images(resolution: int = RESOLUTION) -> Digits:
 
 
 def digit_captions(labels: torch.Tensor, *, seed: int = 0, dropout: float = 0.0) -> list[str]:
-    """One random phrasing per label; a ``dropout`` fraction become ``""`` (unconditional)."""
+    """One random phrasing per label; a ``dropout`` fraction become ``""`` (unconditional).
+
+    >>> len(digit_captions(torch.arange(10), seed=1)), digit_captions(torch.tensor([5]), dropout=0.0) != [""]
+    (10, True)
+    """
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     rng = random.Random(seed)
@@ -72,5 +80,9 @@ def digit_captions(labels: torch.Tensor, *, seed: int = 0, dropout: float = 0.0)
 
 
 def canonical_digit_caption(label: int) -> str:
-    """The evaluation prompt for a digit, e.g. ``"a handwritten 3"``."""
+    """The evaluation prompt for a digit, e.g. ``"a handwritten 3"``.
+
+    >>> canonical_digit_caption(3)
+    'a handwritten 3'
+    """
     return f"a handwritten {int(label)}"

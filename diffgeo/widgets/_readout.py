@@ -17,10 +17,10 @@ def readout(model: Any, images: torch.Tensor) -> tuple[list[str] | None, list[bo
     """Captions (one per image) and invalid-marks for images (N, C, H, W) in [-1, 1], or
     ``(None, None)`` when the model has no reader.
 
-    >>> import diffgeo
+    ``model``: a :class:`diffgeo.Model` or a registry name.
+
     >>> from diffgeo.data.shapes import make_scenes
-    >>> scenes = make_scenes(2, seed=5)
-    >>> captions, marks = readout(diffgeo.load("shapes"), scenes.images)
+    >>> captions, marks = readout("shapes", make_scenes(2, seed=5).images)
     >>> len(captions), marks
     (2, [False, False])
     """

@@ -9,9 +9,8 @@ flat; its rotation per unit length is compared with ``(n_points - 1) * floor / c
 
 >>> import diffgeo
 >>> state = CurvednessState(diffgeo.load("shapes"), n=2, steps=4, k=2, n_points=3)
->>> view = state.view(a=0, b=1, t=500)
->>> view.segment.shape[0], len(view.curvedness.steps)
-(3, 2)
+>>> state.timesteps
+[750, 500, 250]
 """
 
 from __future__ import annotations

@@ -8,9 +8,8 @@ from the other samples' bases at the same t and from its own basis at other time
 
 >>> import diffgeo
 >>> state = TangentState(diffgeo.load("shapes"), n=2, steps=4, k=2)
->>> view = state.view(t=500, sample=0, compare=False)
->>> view.v.shape, view.power.shape[0]
-(torch.Size([2, 3, 32, 32]), 2)
+>>> state.timesteps
+[750, 500, 250, 0]
 """
 
 from __future__ import annotations

@@ -13,11 +13,8 @@ predicts right after the x-space edit, one forward pass) is shown first.
 
 >>> import diffgeo
 >>> state = TraversalState(diffgeo.load("shapes"), n=1, steps=4, k=2)
->>> state.timesteps
-[750, 500, 250, 0]
->>> view = state.view(strength=0.0, t_edit=500, direction="local basis v1")
->>> view.x_images.shape
-torch.Size([1, 3, 32, 32])
+>>> state.timesteps, state.direction_names()[:3]
+([750, 500, 250, 0], ['local basis v1', 'local basis v2', 'mean difference: red -> blue'])
 """
 
 from __future__ import annotations

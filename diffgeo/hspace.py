@@ -97,6 +97,8 @@ def h_statistics(model: Model, traj: Trajectory, *, cond: CondLike = None) -> HS
     >>> bool(((stats.cross_sample_cosine >= -1) & (stats.cross_sample_cosine <= 1)).all())
     True
     """
+    if not isinstance(traj, Trajectory):
+        raise TypeError(f"traj must be a diffgeo Trajectory (from sample/denoise/invert), got {type(traj).__name__}")
     c = trajectory_cond(model, traj, cond)
     hs = h_along(model, traj, cond=c).flatten(2).double()  # (S, B, D)
     s, b, _ = hs.shape

@@ -190,9 +190,11 @@ def load(name_or_path: str | Path, *, device: str | torch.device | None = None,
     """
     import diffusers
 
-    if isinstance(name_or_path, bytes) or not isinstance(name_or_path, (str, Path)) or not str(name_or_path).strip():
-        raise TypeError(f"name_or_path must be a model name, a folder or a hub id (a non-empty str or Path), got "
+    if isinstance(name_or_path, bytes) or not isinstance(name_or_path, (str, Path)):
+        raise TypeError(f"name_or_path must be a model name, a folder or a hub id (a str or Path), got "
                         f"{type(name_or_path).__name__} {name_or_path!r}")
+    if not str(name_or_path).strip():
+        raise ValueError(f"name_or_path is empty; give a model name ({', '.join(list_models())}), a folder or a hub id")
     dtype = check_dtype(dtype)
     h_module = check_str(h_module, "h_module")
     if device is not None and not isinstance(device, (str, torch.device)):

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .checks import check_str, check_tensor, check_timesteps
+from .checks import check_dtype, check_str, check_tensor, check_timesteps
 from .hooks import DEFAULT_MODULE, get_module, run_until
 from .text import Cond, PromptEncoder, as_cond, normalise_prompts, resolve_cond
 
@@ -151,6 +151,7 @@ class Model:
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "Model":
         """Move the U-Net, VAE and text encoder (in place) and return self."""
         # dtype only when given: diffusers warns about fp32 modules whenever a dtype keyword is present
+        dtype = check_dtype(dtype)
         kw = {"device": device} if dtype is None else {"device": device, "dtype": dtype}
         self.unet.to(**kw)
         if self.vae is not None:
@@ -355,6 +356,7 @@ class Model:
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != self.image_shape:
             raise ValueError(f"images must be a tensor (B, {', '.join(map(str, self.image_shape))}) in [-1, 1], got "
                              f"{getattr(images, 'shape', type(images).__name__)}")
+        check_tensor(images, "images")  # real, finite (NaN would pass the range test below), not empty
         if images.min() < -1.01 or images.max() > 1.01:
             raise ValueError("images must be in [-1, 1] (map [0, 1] images with 2 * x - 1)")
         if self.vae is None:

@@ -138,8 +138,7 @@ class HMap:
                  chunk_size: int = 64, unet: nn.Module | None = None, meta: dict | None = None):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        chunk_size = check_int(chunk_size, "chunk_size", min=1)
         self.fn = fn
         self.x = x.detach()
         self.chunk_size = int(chunk_size)

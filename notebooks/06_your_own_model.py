@@ -60,11 +60,11 @@ plt.show()
 # %%
 from diffgeo.widgets import tangent_dashboard, traversal_dashboard
 
-tangent = tangent_dashboard(model, n=N, steps=STEPS, k=K, prompt=prompt)
+tangent = tangent_dashboard(model, n=N, steps=STEPS, k=K, prompt=prompt, compare=not FAST)  # tick "distances" to compare
 tangent
 
 # %%
-traversal = traversal_dashboard(model, n=N, steps=STEPS, k=K)
+traversal = traversal_dashboard(model, n=N, steps=STEPS, k=K, prompt=prompt)
 traversal
 
 # %%

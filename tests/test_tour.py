@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import json
-
 import matplotlib.image as mpimg
+import pytest
 import torch
 
 import diffgeo
-from diffgeo.cli import main
 from diffgeo.hooks import capture
+from diffgeo.probe import validity
+from diffgeo.zoo import entry
 
 
-def test_tour_writes_figures_with_correct_h_statistics(tmp_path, shapes_model):
-    main(["tour", "--fast", "--out", str(tmp_path), "--seed", "4"])
-    names = sorted(p.name for p in tmp_path.iterdir())
+def test_tour_writes_figures_with_correct_h_statistics(tour_run, shapes_model):
+    out, summary = tour_run  # `python -m diffgeo tour --fast --seed 4`: 8 samples, 10 steps
+    names = sorted(p.name for p in out.iterdir())
     assert names == ["tour_h_statistics.png", "tour_prompts_digits.png", "tour_prompts_shapes-text.png",
                      "tour_samples.png", "tour_summary.json"]
-    summary = json.loads((tmp_path / "tour_summary.json").read_text())
     assert summary["h_shape"] == [128, 8, 8] and summary["x_shape"] == [3, 32, 32]
-    assert 0.0 <= summary["valid_rate"] <= 1.0
     for name in ("tour_samples.png", "tour_h_statistics.png"):
-        img = mpimg.imread(tmp_path / name)
+        img = mpimg.imread(out / name)
         assert img.ndim == 3 and img.shape[0] > 50 and img.std() > 0.01  # a real picture, not blank
     # Independent reference: the same trajectory, h captured in full forward passes.
     with torch.no_grad():
@@ -34,7 +32,19 @@ def test_tour_writes_figures_with_correct_h_statistics(tmp_path, shapes_model):
             norms.append(h.norm(dim=1).mean().item())
             u = torch.nn.functional.normalize(h, dim=1)
             cosines.append(((u @ u.T).sum() - 8) / 56)
+    # the valid rate is the probe's verdict on the same 8 samples
+    assert summary["valid_rate"] == pytest.approx(validity(traj.result).rate)
     stats = summary["h_statistics"]
     assert stats["timesteps"] == traj.timesteps[:-1].tolist()
     assert torch.allclose(torch.tensor(stats["mean_norm"], dtype=torch.float64), torch.tensor(norms, dtype=torch.float64), rtol=1e-5)
     assert torch.allclose(torch.tensor(stats["cross_sample_cosine"], dtype=torch.float64), torch.stack(cosines), atol=1e-5)
+
+
+def test_tour_draws_a_prompt_grid_per_text_model(tour_run):
+    out, summary = tour_run
+    assert sorted(summary["prompt_grids"]) == ["digits", "shapes-text"]
+    for name in ("digits", "shapes-text"):
+        grid = summary["prompt_grids"][name]
+        assert grid["guidance_scale"] == entry(name).guidance and grid["prompts"] == entry(name).prompts()
+        img = mpimg.imread(out / f"tour_prompts_{name}.png")
+        assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 0.05

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import logging
 import time
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from ._core import DASHBOARD_THREADS, torch_threads
 

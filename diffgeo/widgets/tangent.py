@@ -146,9 +146,11 @@ def draw_tangent(fig: Any, view: TangentView, part: str) -> None:
         raise ValueError(f"part must be 'basis', 'spectra' or 'distances', got {part!r}")
 
 
-def tangent_dashboard(model: Any = None, *, state: TangentState | None = None, **state_kwargs: Any) -> Any:
-    """Timestep slider, sample picker and a 'compare' switch over a :class:`TangentState`
-    (``model`` default: embedded ``shapes``)."""
+def tangent_dashboard(model: Any = None, *, state: TangentState | None = None, compare: bool = True,
+                      **state_kwargs: Any) -> Any:
+    """Timestep slider, sample picker and a 'compare' switch (initial value ``compare``: the
+    distances to other samples and timesteps, which need all their bases) over a
+    :class:`TangentState` (``model`` default: embedded ``shapes``)."""
     from ._ui import Dashboard, slider, widgets
 
     if state is None:
@@ -173,7 +175,7 @@ def tangent_dashboard(model: Any = None, *, state: TangentState | None = None, *
         "t": slider("select", options=state.timesteps, value=state.timesteps[len(state.timesteps) // 2],
                     description="timestep t"),
         "sample": w.Dropdown(options=[(f"sample {i}", i) for i in range(state.n)], value=0, description="sample"),
-        "compare": w.Checkbox(value=True, description="distances to other samples and timesteps"),
+        "compare": w.Checkbox(value=compare, description="distances to other samples and timesteps"),
     }
     c = dash.controls
     dash.assemble([w.HBox([c["t"], c["sample"], c["compare"]]), dash.image("basis"),

@@ -188,6 +188,7 @@ def test_eps_and_h_either_succeed_finitely_or_name_x_t_or_t(tiny, workdir, x_key
     max_iter=arg([5, np.int32(8)], [0, -2, 2.0, None, True]),
     seed=arg([None, 0, np.uint32(5)], [-5, "0", 0.5]),
     t=arg([500, np.int64(300)], [None, "500", 1000, 500.5]),
+    chunk_size=arg([1, 64, np.int64(4)], [0, True, "2", 1.5]),
 )))
 def test_local_basis_either_succeeds_finitely_or_names_a_bad_argument(tiny, workdir, drawn):
     kwargs = {k: v for k, (v, _) in drawn.items()}
@@ -196,7 +197,7 @@ def test_local_basis_either_succeeds_finitely_or_names_a_bad_argument(tiny, work
 
     def call():
         b = diffgeo.local_basis(tiny, x, kwargs["t"], kwargs["k"], tol=kwargs["tol"], max_iter=kwargs["max_iter"],
-                                seed=kwargs["seed"], progress=False)
+                                seed=kwargs["seed"], chunk_size=kwargs["chunk_size"], progress=False)
         return b.v, b.u, b.s
 
     _check(call, bad, model=tiny, folder=workdir)

@@ -1,6 +1,6 @@
 """Sample quality of the embedded models, against their training data.
 
-shapes: validity and the distribution of every factor of 256 samples (the default 50-step DDIM
+shapes: validity and the distribution of every factor of 128 samples (the default 50-step DDIM
 sampler), read by the attribute probe and compared with the known training distribution.
 Each bound is sized from a confidence interval at this n (stated beside it), so a model that
 meets the issue's target passes with >= 95-99% probability over seeds, and the shortfalls of the
@@ -22,7 +22,7 @@ from diffgeo.data.shapes import sample_factors
 from diffgeo.evaluate import (digit_quality_of, evaluate_samples, feature_frechet_distance, frechet_distance,
                               ks_statistic, precision_recall)
 
-N_SHAPES = 256  # about 1 min of sampling on 2 cores; 512 took minutes
+N_SHAPES = 128  # the first of the 128-sample batches of python -m diffgeo evaluate (seed 1234); 512 took minutes
 
 
 def wilson_lower(p: float, n: int, z: float) -> float:
@@ -43,10 +43,10 @@ def tv_deviation(n: int, k: int, alpha: float) -> float:
     return 0.5 * math.sqrt(2 * math.log((2 ** k - 2) / alpha) / n)
 
 
-#: The issue's targets (n = 512 there; here the same quantities at n = 256).
+#: The issue's targets (n = 512 there; here the same quantities at n = 128, with wider intervals).
 TARGET = {"valid": 0.97, "tv": 0.05, "ks": 0.10}
-#: Measured on the shipped shapes model at n = 256, seed 1234, 50 DDIM steps (python -m diffgeo.evaluate
-#: --n 256): where it misses a target, its bound below is sized from this measurement instead, so the
+#: Measured on the shipped shapes model at n = 128, seed 1234, 50 DDIM steps (python -m diffgeo evaluate
+#: --n 128): where it misses a target, its bound below is sized from this measurement instead, so the
 #: test guards against regressions and the shortfall is stated here, not hidden.
 SHIPPED = {"valid": None, "shape": None, "colour": None, "size": None, "x": None, "y": None, "background": None}
 
@@ -70,8 +70,8 @@ def n_valid(report) -> int:
 
 # -- shapes -----------------------------------------------------------------------------------------
 def test_valid_scenes(report):
-    # One-sided 99% binomial check (z = 2.33) at n = 256: a model whose true rate is p measures
-    # >= p - 2.33 sqrt(p (1 - p) / 256) with probability 0.99 (p = 0.97: 0.945; p = 0.91: 0.868).
+    # One-sided 99% binomial check (z = 2.33) at n = 128: a model whose true rate is p measures
+    # >= p - 2.33 sqrt(p (1 - p) / 128) with probability 0.99 (p = 0.97: 0.935; p = 0.91: 0.851).
     # The 95% Wilson interval of the measurement is printed on failure.
     assert report.n == N_SHAPES
     p = reference("valid", TARGET["valid"], higher_is_better=True)
@@ -82,9 +82,10 @@ def test_valid_scenes(report):
 
 @pytest.mark.parametrize("name,k", [("shape", 3), ("colour", 6)])
 def test_class_frequencies_match_training(report, name, k):
-    # Among m valid samples (m ~ 230-250 here) the empirical class frequencies are within TV e of the
-    # true ones with probability 0.99 (Weissman et al. 2003): e = 0.11 for k = 3, 0.13 for k = 6 at
-    # m = 240. A model whose true TV is at most the reference passes TV <= reference + e.
+    # Among m valid samples (m ~ 115 here) the empirical class frequencies are within TV e of the
+    # true ones with probability 0.99 (Weissman et al. 2003): e = 0.17 for k = 3, 0.19 for k = 6 at
+    # m = 115. A model whose true TV is at most the reference passes TV <= reference + e. (At this n
+    # the check cannot tell a TV of 0.05 from 0.19; it catches gross failures only.)
     bound = reference(name, TARGET["tv"]) + tv_deviation(n_valid(report), k, 0.01)
     assert report.class_tv[name] <= bound, (name, report.class_tv[name], bound, report.class_frequencies[name])
 
@@ -92,8 +93,8 @@ def test_class_frequencies_match_training(report, name, k):
 @pytest.mark.parametrize("name", ["size", "x", "y", "background"])
 def test_continuous_factors_match_training(report, name):
     # By the triangle inequality the measured KS is at most the true one plus the DKW deviations of
-    # the m ~ 240 valid samples (0.105 at 99%) and of the 20,000 reference draws (0.011): a model whose
-    # true KS is at most the reference passes KS <= reference + 0.116 with probability >= 0.98.
+    # the m ~ 115 valid samples (0.152 at 99%) and of the 20,000 reference draws (0.011): a model whose
+    # true KS is at most the reference passes KS <= reference + 0.163 with probability >= 0.98.
     bound = reference(name, TARGET["ks"]) + dkw(n_valid(report), 0.01) + dkw(20000, 0.01)
     assert report.continuous_ks[name] <= bound, (name, report.continuous_ks[name], bound)
 

@@ -317,3 +317,19 @@ def test_fast_only_changes_the_defaults(monkeypatch):
     main(["tour", "--fast", "--out", "unused"])
     main(["tour", "--steps", "7", "--out", "unused"])
     assert [(kw["n"], kw["steps"]) for kw in seen] == [(3, 4), (8, 10), (64, 7)]
+
+
+# -- found by the property tests and the sweep beyond the list ------------------------------------------
+def test_more_arguments_named(shapes_model):
+    from diffgeo.hspace import h_statistics
+
+    with pytest.raises(ValueError, match="images contains NaN"):  # the [-1, 1] range test let NaN through
+        shapes_model.encode_image(torch.full(X, float("nan")))
+    with pytest.raises(TypeError, match="chunk_size must be an integer, got str '2'"):
+        diffgeo.local_basis(shapes_model, _x(), 500, 1, chunk_size="2", progress=False)
+    with pytest.raises(TypeError, match="traj must be a diffgeo Trajectory"):
+        h_statistics(shapes_model, "traj")
+    with pytest.raises(ValueError, match="h_module='middle': the U-Net has no module of that name"):
+        diffgeo.load("shapes", h_module="middle")
+    with pytest.raises(ValueError, match="name_or_path is empty"):
+        diffgeo.load("")

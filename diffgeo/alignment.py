@@ -21,7 +21,6 @@ guidance come from the model's entry in :mod:`diffgeo.zoo`:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -225,15 +224,17 @@ def _jsonable(obj: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m diffgeo alignment NAME``: prompt grid and alignment sweep of a text model."""
-    parser = argparse.ArgumentParser(prog="python -m diffgeo alignment",
+    from .checks import ArgumentParser, non_negative_int, positive_int
+
+    parser = ArgumentParser(prog="python -m diffgeo alignment",
                                      description="Prompt grid and measured text alignment of an embedded text model.")
     parser.add_argument("model", choices=text_models())
-    parser.add_argument("--n", type=int, default=None, help="samples per guidance scale (default: the model's in "
+    parser.add_argument("--n", type=positive_int, default=None, help="samples per guidance scale (default: the model's in "
                                                             "diffgeo.zoo)")
     parser.add_argument("--scales", type=float, nargs="+", default=list(GUIDANCE_SWEEP))
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--columns", type=int, default=8, help="samples per prompt in the grid")
+    parser.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--columns", type=positive_int, default=8, help="samples per prompt in the grid")
     parser.add_argument("--guidance", type=float, default=None,
                         help="guidance scale of the grid (default: the model's in diffgeo.zoo)")
     parser.add_argument("--out", type=Path, default=Path("figures"))

@@ -223,10 +223,10 @@ def check_dtype(dtype: Any, name: str = "dtype") -> torch.dtype | None:
 
     >>> check_dtype("float16")
     torch.float16
-    >>> check_dtype("int8")
+    >>> check_dtype(torch.int8)
     Traceback (most recent call last):
     ...
-    ValueError: dtype must be a floating torch dtype or one of its names (float32, float16, bfloat16, float64, fp32, fp16, bf16, fp64), got 'int8'
+    ValueError: dtype must be a floating dtype (float32, float16, bfloat16, float64), got torch.int8
     """
     if dtype is None:
         return None
@@ -380,10 +380,12 @@ def check_output_folder(path: Any, name: str = "--out") -> Path:
     """A folder results can be written to, checked without creating anything: it is a folder or
     does not exist yet, and its nearest existing parent is a writable folder.
 
-    >>> check_output_folder("/proc/version")
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile() as f:
+    ...     check_output_folder(f.name)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: --out /proc/version is a file, not a folder
+    ValueError: --out ... is a file, not a folder
     """
     folder = check_path(path, name)
     if folder.exists() and not folder.is_dir():

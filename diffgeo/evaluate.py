@@ -15,7 +15,6 @@ the same numbers for real digits (:func:`evaluate_digits`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -261,10 +260,12 @@ def plot_report(report: QualityReport, path: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m diffgeo evaluate", description=__doc__.split("\n\n")[0])
+    from .checks import ArgumentParser, positive_int
+
+    parser = ArgumentParser(prog="python -m diffgeo evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="shapes")
-    parser.add_argument("--n", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--n", type=positive_int, default=512)
+    parser.add_argument("--steps", type=positive_int, default=50)
     parser.add_argument("--out", type=Path, default=Path("figures"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

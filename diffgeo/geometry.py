@@ -231,7 +231,8 @@ def transport(a: LocalBasis, b: LocalBasis, direction: int | torch.Tensor, *, vi
         raise ValueError(f"via must be 'h' or 'x', got {via!r}")
     for name, basis in (("a", a), ("b", b)):
         if not isinstance(basis, LocalBasis):
-            raise TypeError(f"{name} must be a LocalBasis (transport needs both its v and u), got {type(basis).__name__}")
+            raise TypeError(f"{name} must be a LocalBasis (transport needs both its v and u), got "
+                            f"{type(basis).__name__}")
     if tuple(a.v.shape[1:]) != tuple(b.v.shape[1:]):
         raise ValueError(f"bases live in different spaces: {tuple(a.v.shape[1:])} vs {tuple(b.v.shape[1:])}")
     c = _coefficients(a, direction)

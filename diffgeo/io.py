@@ -193,7 +193,8 @@ def _corrupt(path: Path, reason: str) -> ValueError:
                       "computation or restore a copy)")
 
 
-def load_tensors_json(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_tensors_json(path: str | os.PathLike,
+                      kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Inverse of :func:`save_tensors_json`: (tensors, metadata), verified against the content record.
 
     ``path`` as given, or with ``.safetensors`` added (:func:`result_path`). With ``kind``, the file
@@ -240,10 +241,10 @@ def load_tensors_json(path: str | os.PathLike, kind: str | None = None) -> tuple
         if set(want) != set(found["tensors"]):
             raise _corrupt(path, f"it holds the tensors {sorted(found['tensors'])} but was saved with {sorted(want)}")
         for key in sorted(want):
-            if want[key] != found["tensors"][key]:
-                raise _corrupt(path, f"tensor {key!r} has dtype {found['tensors'][key]['dtype']} and shape "
-                                     f"{found['tensors'][key]['shape']} but was saved with dtype {want[key].get('dtype')} "
-                                     f"and shape {want[key].get('shape')}")
+            got = found["tensors"][key]
+            if want[key] != got:
+                raise _corrupt(path, f"tensor {key!r} has dtype {got['dtype']} and shape {got['shape']} but was "
+                                     f"saved with dtype {want[key].get('dtype')} and shape {want[key].get('shape')}")
         if found["sha256"] != digest:
             raise _corrupt(path, "its data bytes do not match the SHA-256 recorded when it was saved")
     if kind is not None:

@@ -229,7 +229,8 @@ def load(name_or_path: str | Path, *, device: str | torch.device | None = None,
         weights = sorted(str(p) for p in (Path(source) / "unet").glob("*.safetensors"))
         why = ("they belong to another model (tensor shapes differ from unet/config.json)" if "shape" in str(err)
                else "the file is truncated or not a valid safetensors file")
-        raise ValueError(f"{display}: cannot load the U-Net weights {', '.join(weights)}: {why} ({str(err)[:300]})") from None
+        raise ValueError(f"{display}: cannot load the U-Net weights {', '.join(weights)}: {why} "
+                         f"({str(err)[:300]})") from None
     scheduler = diffusers.DDIMScheduler.from_pretrained(source, subfolder="scheduler")
     listed = {k for k, v in (index or {}).items() if v[0] is not None}
     ignored = sorted(listed - set(_COMPONENTS) - {"safety_checker", "feature_extractor"})

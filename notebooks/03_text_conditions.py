@@ -27,7 +27,7 @@
 import os
 
 FAST = os.environ.get("DIFFGEO_FAST") == "1"
-STEPS, COLUMNS, N_ALIGN, K = (4, 3, 12, 2) if FAST else (20, 8, 256, 6)
+STEPS, COLUMNS, N_ALIGN, K = (4, 3, 6, 2) if FAST else (20, 8, 256, 6)
 
 # %%
 import matplotlib.pyplot as plt

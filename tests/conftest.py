@@ -53,13 +53,15 @@ def shapes_model():
 
 @pytest.fixture(scope="session")
 def tour_run(tmp_path_factory):
-    """One ``python -m diffgeo tour --fast --seed 4`` for every test of the tour: (folder, summary)."""
+    """One ``python -m diffgeo tour --n 4 --steps 4 --seed 4`` for every test of the tour: (folder,
+    summary). Small on purpose: the prompt grids (10 + 18 prompts, n // 2 = 2 columns, guided) are
+    most of its cost."""
     import json
 
     from diffgeo.cli import main
 
     out = tmp_path_factory.mktemp("tour")
-    main(["tour", "--fast", "--out", str(out), "--seed", "4"])
+    main(["tour", "--n", "4", "--steps", "4", "--out", str(out), "--seed", "4"])
     return out, json.loads((out / "tour_summary.json").read_text())
 
 

@@ -43,7 +43,10 @@ def test_capture_of_tuple_output_takes_hidden_state(unet):
     x, t = inputs()
     with capture(unet, "down_blocks.0") as cap:
         unet(x, t)
-    assert cap.value.shape == (2, 16, 8, 8)
+    # reference: the first down block run by hand returns (hidden state, skip states)
+    emb = unet.time_embedding(unet.time_proj(t).to(x.dtype))
+    reference, _ = unet.down_blocks[0](hidden_states=unet.conv_in(x), temb=emb)
+    assert cap.value.shape == (2, 16, 8, 8) and torch.allclose(cap.value, reference, atol=1e-6)
 
 
 def test_add_zero_is_identity_and_add_equals_replace(unet):

@@ -118,7 +118,12 @@ def test_deterministic_ddim_carries_noise_to_the_data_gaussian(gaussian_model):
     with torch.no_grad():
         x0 = diffgeo.sample(model, 20000, steps=200, seed=0, progress=False).result.reshape(20000, 4)
     se = (sigma.diagonal() / 20000).sqrt()  # standard error of each mean
+    # n=20000: the largest of 4 |z| exceeds 4.5 with probability 4 x 7e-6; the bound also absorbs
+    # the 200-step discretisation bias (under 0.05 per coordinate, see the test above)
     assert ((x0.mean(0) - mu).abs() / se).max() < 4.5
+    # a covariance entry's standard error sqrt((s_ii s_jj + s_ij^2) / n) is 0.004-0.010 of max|Sigma|
+    # at n=20000: the 0.03 bound is 3 standard errors for one entry and 3.6-7 for the other nine
+    # (chance of a false failure about 0.5%)
     cov_err = (torch.cov(x0.T) - sigma).abs().max() / sigma.abs().max()
     assert cov_err < 0.03, cov_err
 

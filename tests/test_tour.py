@@ -13,7 +13,9 @@ from diffgeo.zoo import entry
 
 
 def test_tour_writes_figures_with_correct_h_statistics(tour_run, shapes_model):
-    out, summary = tour_run  # `python -m diffgeo tour --fast --seed 4`: 8 samples, 10 steps
+    out, summary = tour_run  # `python -m diffgeo tour --n 4 --steps 4 --seed 4`
+    n = summary["n"]
+    assert (n, summary["steps"], summary["seed"]) == (4, 4, 4)
     names = sorted(p.name for p in out.iterdir())
     assert names == ["tour_h_statistics.png", "tour_prompts_digits.png", "tour_prompts_shapes-text.png",
                      "tour_samples.png", "tour_summary.json"]
@@ -23,16 +25,16 @@ def test_tour_writes_figures_with_correct_h_statistics(tour_run, shapes_model):
         assert img.ndim == 3 and img.shape[0] > 50 and img.std() > 0.01  # a real picture, not blank
     # Independent reference: the same trajectory, h captured in full forward passes.
     with torch.no_grad():
-        traj = diffgeo.sample(shapes_model, 8, steps=10, seed=4, progress=False)
+        traj = diffgeo.sample(shapes_model, n, steps=4, seed=4, progress=False)
         norms, cosines = [], []
         for x, t in zip(traj.xs[:-1], traj.timesteps[:-1]):
             with capture(shapes_model.unet) as cap:
-                shapes_model.unet(x, t.expand(8))
+                shapes_model.unet(x, t.expand(n))
             h = cap.value.flatten(1).double()
             norms.append(h.norm(dim=1).mean().item())
             u = torch.nn.functional.normalize(h, dim=1)
-            cosines.append(((u @ u.T).sum() - 8) / 56)
-    # the valid rate is the probe's verdict on the same 8 samples
+            cosines.append(((u @ u.T).sum() - n) / (n * (n - 1)))  # mean over pairs of distinct samples
+    # the valid rate is the probe's verdict on the same samples
     assert summary["valid_rate"] == pytest.approx(validity(traj.result).rate)
     stats = summary["h_statistics"]
     assert stats["timesteps"] == traj.timesteps[:-1].tolist()

@@ -4,8 +4,9 @@
   with hit and miss counts (so a test can check that a slider move recomputed only what changed).
 - :func:`torch_threads`: run a block with a given number of torch threads and restore the old
   setting. ``DASHBOARD_THREADS`` is the measured choice for dashboards (see
-  benchmarks/bench_widgets.py): one thread. Next to any other busy process two threads made a
-  forward pass many times slower (issue 14 measured 38x), one thread degrades gracefully.
+  benchmarks/bench_widgets.py): one thread. On the 2-core machine next to other busy processes a
+  strength move of notebook 05's dashboard took a median 643 ms to the preview and 7.1 s to the
+  full result with one thread, 5.3 s and 81 s with two (8x and 11x slower).
 - :func:`figure_png`: draw with the library's ``draw_*`` functions on a fresh matplotlib
   ``Figure`` (no pyplot, so the notebook's backend is never touched) and return PNG bytes.
 
@@ -25,7 +26,8 @@ import torch
 
 __all__ = ["Memo", "torch_threads", "figure_png", "DASHBOARD_THREADS", "Stages"]
 
-#: Torch threads for dashboard callbacks, chosen by measurement (benchmarks/bench_widgets.py).
+#: Torch threads for dashboard callbacks, chosen by measurement (benchmarks/bench_widgets.py):
+#: with other work on the machine two threads were 8-11x slower than one.
 DASHBOARD_THREADS = 1
 
 

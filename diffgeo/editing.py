@@ -88,10 +88,11 @@ def _x_direction(model: Any, direction: Any, batch: int) -> torch.Tensor:
     if not isinstance(direction, torch.Tensor):
         raise TypeError(f"direction must be a tensor (B or 1, {', '.join(map(str, model.x_shape))}) or an x-space "
                         f"Direction, got {type(direction).__name__}")
+    given = tuple(direction.shape)
     if direction.dim() == len(model.x_shape):
         direction = direction[None]
     if tuple(direction.shape[1:]) != tuple(model.x_shape) or direction.shape[0] not in (1, batch):
-        raise ValueError(f"direction has shape {tuple(direction.shape)}; x_t has shape ({batch}, "
+        raise ValueError(f"direction has shape {given}; x_t has shape ({batch}, "
                          f"{', '.join(map(str, model.x_shape))}): give (1 or {batch}, "
                          f"{', '.join(map(str, model.x_shape))})")
     if not torch.isfinite(direction).all():

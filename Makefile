@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml .ci/constraints.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(VPY) -m diffgeo tour --out figures
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VPY) -m diffgeo report --fast --out figures
+	@echo "report: $(CURDIR)/figures/report.html"
 
 # The browser test (tests/test_browser.py) drives Debian's chromium through Playwright; it never
 # downloads a browser. Install the apt package when missing (root, or passwordless sudo); when that

@@ -21,11 +21,12 @@ __all__ = ["VERBS", "main"]
 
 #: verb -> ("module:function" taking argv, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
-    "tour": ("diffgeo.tour:main", "samples, h statistics and prompt grids as figures (what `make demo` runs)"),
+    "tour": ("diffgeo.tour:main", "samples, h statistics and prompt grids as figures"),
     "train": ("diffgeo.train:main", "train (or resume) an embedded model from its recipe in diffgeo.zoo"),
     "probe": ("diffgeo.probe:main", "train and ship the shapes attribute probe"),
     "evaluate": ("diffgeo.evaluate:main", "sample quality of a shapes model, read by the probe"),
     "alignment": ("diffgeo.alignment:main", "prompt grid and text-alignment sweep of an embedded text model"),
+    "report": ("diffgeo.report:main", "measure each claim of the papers and write figures/report.html (what `make demo` runs)"),
     "models": ("diffgeo.cli:list_models_main", "list the embedded models"),
 }
 

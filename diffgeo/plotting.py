@@ -334,7 +334,7 @@ def draw_band_vs_t(ax, ts: Sequence[int], mean: Sequence[float], low: Sequence[f
     >>> from matplotlib.figure import Figure
     >>> ax = Figure().subplots()
     >>> draw_band_vs_t(ax, [900, 500, 100], [0.1, 0.2, 0.3], [0.0, 0.1, 0.2], [0.2, 0.3, 0.4], label="a")
-    >>> ax.xaxis_inverted(), len(ax.lines)
+    >>> bool(ax.xaxis_inverted()), len(ax.lines)
     (True, 1)
     """
     ts = [int(t) for t in ts]

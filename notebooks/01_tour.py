@@ -28,6 +28,7 @@ import os
 
 FAST = os.environ.get("DIFFGEO_FAST") == "1"
 N, STEPS, K = (4, 6, 2) if FAST else (32, 50, 6)
+TOL = 1e-2 if FAST else 1e-3   # local-basis tolerance: looser is faster
 
 # %%
 import matplotlib.pyplot as plt
@@ -85,9 +86,9 @@ h_statistics_figure(stats, "h along the DDIM path")
 # %%
 from diffgeo.widgets import TraversalState
 
-state = TraversalState(model, n=1, seed=0, steps=STEPS, k=K)   # sample 0 of the grid above, cached pieces
+state = TraversalState(model, n=1, seed=0, steps=STEPS, k=K, tol=TOL)   # sample 0 of the grid above, cached
 t = state.timesteps[len(state.timesteps) // 2]
-basis = state.basis("samples", t, 0)                             # = diffgeo.local_basis(model, x_t, t, K, seed=0)
+basis = state.basis("samples", t, 0)                  # = diffgeo.local_basis(model, x_t, t, K, seed=0, tol=TOL)
 v = basis.v / basis.v.flatten(1).abs().amax(1).view(-1, 1, 1, 1)
 fig, ax = plt.subplots(figsize=(2 * K, 2))
 draw_images(ax, v, nrow=K, captions=[f"v{j + 1} s={float(s):.3g}" for j, s in enumerate(basis.s)],

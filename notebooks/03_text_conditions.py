@@ -28,6 +28,7 @@ import os
 
 FAST = os.environ.get("DIFFGEO_FAST") == "1"
 STEPS, COLUMNS, N_ALIGN, K = (4, 3, 6, 2) if FAST else (20, 8, 256, 6)
+TOL = 1e-2 if FAST else 1e-3   # local-basis tolerance: looser is faster
 
 # %%
 import matplotlib.pyplot as plt
@@ -74,7 +75,7 @@ print(r)
 # %%
 from diffgeo.widgets import text_dashboard
 
-dash = text_dashboard(model, steps=STEPS, k=K)
+dash = text_dashboard(model, steps=STEPS, k=K, tol=TOL)
 dash
 
 # %%

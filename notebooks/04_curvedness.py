@@ -28,6 +28,7 @@ import os
 
 FAST = os.environ.get("DIFFGEO_FAST") == "1"
 N, STEPS, K, POINTS = (2, 3, 2, 3) if FAST else (6, 10, 6, 7)
+TOL = 1e-2 if FAST else 1e-4   # local-basis tolerance: looser is faster
 
 # %%
 from IPython.display import Image, display
@@ -36,7 +37,7 @@ import diffgeo
 from diffgeo.widgets import curvedness_dashboard
 
 model = diffgeo.load("shapes")
-dash = curvedness_dashboard(model, n=N, steps=STEPS, k=K, n_points=POINTS)
+dash = curvedness_dashboard(model, n=N, steps=STEPS, k=K, n_points=POINTS, tol=TOL)
 dash
 
 # %%

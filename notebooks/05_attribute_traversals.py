@@ -36,6 +36,7 @@ import os
 
 FAST = os.environ.get("DIFFGEO_FAST") == "1"
 N, STEPS, K = (2, 4, 2) if FAST else (4, 20, 6)
+TOL = 1e-2 if FAST else 1e-3   # local-basis tolerance: looser is faster
 
 # %%
 import torch
@@ -45,7 +46,7 @@ from diffgeo.widgets import traversal_dashboard
 
 torch.set_num_threads(1)
 model = diffgeo.load("shapes")
-dash = traversal_dashboard(model, n=N, steps=STEPS, k=K)
+dash = traversal_dashboard(model, n=N, steps=STEPS, k=K, tol=TOL)
 dash
 
 # %% [markdown]

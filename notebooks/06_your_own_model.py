@@ -28,6 +28,7 @@ import os
 FAST = os.environ.get("DIFFGEO_FAST") == "1"
 MODEL = os.environ.get("DIFFGEO_MODEL") or None   # hub id or folder; None: the embedded `digits`
 N, STEPS, K = (2, 3, 2) if FAST else (4, 20, 4)
+TOL = 1e-2 if FAST else 1e-3   # local-basis tolerance: looser is faster
 
 # %%
 import matplotlib.pyplot as plt
@@ -60,11 +61,11 @@ plt.show()
 # %%
 from diffgeo.widgets import tangent_dashboard, traversal_dashboard
 
-tangent = tangent_dashboard(model, n=N, steps=STEPS, k=K, prompt=prompt, compare=not FAST)  # tick "distances" to compare
+tangent = tangent_dashboard(model, n=N, steps=STEPS, k=K, prompt=prompt, compare=not FAST, tol=TOL)  # tick "distances" to compare
 tangent
 
 # %%
-traversal = traversal_dashboard(model, n=N, steps=STEPS, k=K, prompt=prompt)
+traversal = traversal_dashboard(model, n=N, steps=STEPS, k=K, prompt=prompt, tol=TOL)
 traversal
 
 # %%

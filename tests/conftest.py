@@ -65,18 +65,6 @@ def tour_run(tmp_path_factory):
     return out, json.loads((out / "tour_summary.json").read_text())
 
 
-@pytest.fixture(scope="session")
-def shapes_samples(shapes_model):
-    """A shared set of samples of the embedded ``shapes`` model for statistical tests, drawn once:
-    ``(n, steps, seed, images)``. n=256 at 50 DDIM steps; tests size their bounds to it."""
-    import diffgeo
-
-    n, steps, seed = 256, 50, 1234
-    with torch.no_grad():
-        images = diffgeo.sample(shapes_model, n, steps=steps, seed=seed, progress=False).result
-    return n, steps, seed, images
-
-
 def tiny_unet_config(**overrides) -> dict:
     """A small UNet2DModel config (with attention in the mid block) for fast tests."""
     cfg = dict(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),

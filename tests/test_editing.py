@@ -195,7 +195,9 @@ def test_lpips_adapter_logic_and_the_rule_with_it(shapes_model):
     iv = editing.edit_interval(shapes_model, x0, distance=dist, stride=100)
     assert iv.thresholds == (editing.LPIPS_EDIT, editing.LPIPS_BOOST) and iv.distance == "distance"
     # the rule, recomputed here from the returned curves: the first t whose mean distance reaches it
-    first = lambda d, thr: int(iv.timesteps[(d >= thr).nonzero()[0]]) if (d >= thr).any() else int(iv.timesteps[-1])  # noqa: E731
+    def first(d, thr):
+        return int(iv.timesteps[(d >= thr).nonzero()[0]]) if (d >= thr).any() else int(iv.timesteps[-1])
+
     assert iv.t_edit == first(iv.d_edit, 0.33) and iv.t_boost == first(iv.d_boost, 1.2)
     # and the curve values are the distance of the stated images: at t = 0, x_t is x0 up to sqrt(1 - a_0) noise
     assert iv.d_boost[0] < 0.02

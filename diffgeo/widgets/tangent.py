@@ -46,17 +46,18 @@ class TangentView:
 
 class TangentState:
     """n samples from ``seed`` on a ``steps``-step DDIM path, k basis vectors per local basis;
-    ``prompt`` / ``guidance_scale`` for text models (the basis is taken on the prompt's branch)."""
+    ``prompt`` / ``guidance_scale`` for text models (the basis is taken on the prompt's branch);
+    ``tol``: the local-basis tolerance (looser is faster)."""
 
     def __init__(self, model: Any, *, n: int = 4, seed: int = 0, steps: int = 10, k: int = 4,
-                 prompt: str | None = None, guidance_scale: float = 1.0, basis_seed: int = 0):
+                 prompt: str | None = None, guidance_scale: float = 1.0, basis_seed: int = 0, tol: float = 1e-3):
         from ..sampling import ddim_timesteps
 
         for name, value in (("n", n), ("steps", steps), ("k", k)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.model, self.n, self.seed, self.steps, self.k = model, n, seed, steps, k
-        self.prompt, self.guidance_scale, self.basis_seed = prompt, guidance_scale, basis_seed
+        self.prompt, self.guidance_scale, self.basis_seed, self.tol = prompt, guidance_scale, basis_seed, tol
         self.memo = Memo(1024)
         self.timesteps: list[int] = [int(t) for t in ddim_timesteps(model, steps)]
 
@@ -83,7 +84,7 @@ class TangentState:
 
         x = self.x_t(t, sample)
         return self.memo.get(("basis", t, sample), lambda: diffgeo.local_basis(
-            self.model, x, t, self.k, prompt=self.prompt, seed=self.basis_seed, progress=False))
+            self.model, x, t, self.k, prompt=self.prompt, seed=self.basis_seed, tol=self.tol, progress=False))
 
     def _bases(self, keys: list[tuple[int, int]], progress: Report | None) -> list[Any]:
         todo = [key for key in keys if ("basis", *key) not in self.memo]

@@ -57,9 +57,11 @@ class TextView:
 
 
 class TextState:
-    """A text model, the ``seed`` of the shared x_T, ``steps`` DDIM steps, k basis vectors."""
+    """A text model, the ``seed`` of the shared x_T, ``steps`` DDIM steps, k basis vectors, the
+    local-basis tolerance ``tol`` (looser is faster)."""
 
-    def __init__(self, model: Any, *, seed: int = 3, steps: int = 10, k: int = 4, basis_seed: int = 0):
+    def __init__(self, model: Any, *, seed: int = 3, steps: int = 10, k: int = 4, basis_seed: int = 0,
+                 tol: float = 1e-3):
         from ..sampling import ddim_timesteps
 
         if not getattr(model, "is_conditional", False):
@@ -68,7 +70,7 @@ class TextState:
         for name, value in (("steps", steps), ("k", k)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.model, self.seed, self.steps, self.k, self.basis_seed = model, seed, steps, k, basis_seed
+        self.model, self.seed, self.steps, self.k, self.basis_seed, self.tol = model, seed, steps, k, basis_seed, tol
         self.memo = Memo(1024)
         self.timesteps: list[int] = [int(t) for t in ddim_timesteps(model, steps) if t > 0]
 
@@ -93,7 +95,8 @@ class TextState:
         def compute() -> Any:
             traj = self.trajectory(path_prompt, guidance_scale)
             x = traj.xs[traj.timesteps.tolist().index(t)]
-            return diffgeo.local_basis(self.model, x, t, self.k, prompt=prompt, seed=self.basis_seed, progress=False)
+            return diffgeo.local_basis(self.model, x, t, self.k, prompt=prompt, seed=self.basis_seed, tol=self.tol,
+                                       progress=False)
 
         return self.memo.get(("basis", path_prompt, float(guidance_scale), t, prompt), compute)
 

@@ -86,19 +86,21 @@ class TraversalState:
     real scenes, drawn with ``seed + 10_000``, a seed range the training never used); steps: the
     DDIM grid; k: local basis vectors offered as directions; preview: show the coarse preview
     (the predicted x0 at the edited x_t, one forward pass) before the full result; prompt: text
-    models' prompt for sampling, Jacobians and edits (default ``""``, the empty one). ``memo``
+    models' prompt for sampling, Jacobians and edits (default ``""``, the empty one); tol: the
+    local-basis tolerance (looser is faster). ``memo``
     counts hits and misses of every cached piece.
     """
 
     def __init__(self, model: Any, *, n: int = 3, seed: int = 0, steps: int = 10, k: int = 4,
-                 preview: bool = True, basis_seed: int = 0, prompt: str | None = None, memo_size: int = 256):
+                 preview: bool = True, basis_seed: int = 0, prompt: str | None = None, tol: float = 1e-3,
+                 memo_size: int = 256):
         from ..sampling import ddim_timesteps
 
         for name, value in (("n", n), ("steps", steps), ("k", k)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.model, self.n, self.seed, self.steps, self.k = model, n, seed, steps, k
-        self.preview, self.basis_seed = preview, basis_seed
+        self.preview, self.basis_seed, self.tol = preview, basis_seed, tol
         # text models: one prompt for sampling, the Jacobians and the edits ("": the empty prompt)
         self.prompt = prompt if prompt is not None or not getattr(model, "is_conditional", False) else ""
         self.memo = Memo(memo_size)
@@ -139,7 +141,7 @@ class TraversalState:
 
         x = self.anchors(source)[t_edit][i:i + 1]
         return self.memo.get(("basis", source, t_edit, i), lambda: diffgeo.local_basis(
-            self.model, x, t_edit, self.k, prompt=self.prompt, seed=self.basis_seed, progress=False))
+            self.model, x, t_edit, self.k, prompt=self.prompt, seed=self.basis_seed, tol=self.tol, progress=False))
 
     def direction_names(self) -> list[str]:
         """The direction menu: local basis vectors (x: each image's v_j; h: u_j of the first

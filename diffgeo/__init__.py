@@ -19,6 +19,8 @@ __all__ += ["HMap", "LocalBasis", "exact_basis", "h_map", "local_basis", "Curved
             "distance_matrix", "grassmann_distance", "principal_angles", "projection_distance",
             "radial_power_spectrum", "spectral_centroid", "transport", "transport_agreement"]
 from .alignment import text_alignment
+from .editing import asyrp, edit_image, edit_interval, edit_x
+from . import directions
 
-__all__ += ["text_alignment"]
+__all__ += ["text_alignment", "asyrp", "edit_image", "edit_interval", "edit_x", "directions"]
 __version__ = "0.1.0"

@@ -48,7 +48,11 @@ TARGET = {"valid": 0.97, "tv": 0.05, "ks": 0.10}
 #: Measured on the shipped shapes model at n = 128, seed 1234, 50 DDIM steps (python -m diffgeo evaluate
 #: --n 128): where it misses a target, its bound below is sized from this measurement instead, so the
 #: test guards against regressions and the shortfall is stated here, not hidden.
-SHIPPED = {"valid": None, "shape": None, "colour": None, "size": None, "x": None, "y": None, "background": None}
+#: The 5,050-step model (warm start from 4,750 with v-weighted loss, figures/shapes_quality.json) misses
+#: validity (0.87 vs 0.97), shape (TV 0.23 vs 0.05, triangles 56%), size (KS 0.22) and background
+#: (KS 0.50: still collapsed towards mid-grey); colour, x and y meet the targets within their intervals.
+#: The 4,750-step model measured 0.89 / 0.30 / 0.32 / 0.66 on the same 128 samples' seed.
+SHIPPED = {"valid": 0.867, "shape": 0.225, "colour": None, "size": 0.224, "x": None, "y": None, "background": 0.503}
 
 
 def reference(key: str, target: float, higher_is_better: bool = False) -> float:

@@ -42,7 +42,9 @@ from .text import resolve_cond
 from .sampling import (CLEAN, Trajectory, _abar, _clip_range, _generator, ddim_step, ddim_timesteps,
                        invert)
 
-__all__ = ["edit_x", "edit_image", "asyrp", "edit_interval", "EditInterval", "ssim_distance", "lpips_distance",
+from .edit_properties import EditProperties, evaluate  # noqa: E402,F401  (the property table)
+
+__all__ = ["evaluate", "EditProperties", "edit_x", "edit_image", "asyrp", "edit_interval", "EditInterval", "ssim_distance", "lpips_distance",
            "X_METHODS", "PAPER_T_EDIT", "PAPER_T_BOOST"]
 
 logger = logging.getLogger(__name__)
@@ -490,12 +492,21 @@ def default_interval(model: Any, distance: str | Callable | None = None, n: int 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m diffgeo edit {interval,roundtrip} --model NAME``: t_edit / t_boost by the rule, or the
     inversion round-trip RMSE (fixed-point against plain) on real scenes / digits; prints JSON.
+    ``edit properties ...``: the property table (:func:`diffgeo.edit_properties.main`).
     """
     import argparse
     import json
 
     p = argparse.ArgumentParser(prog="diffgeo edit", description=main.__doc__)
-    p.add_argument("what", choices=("interval", "roundtrip"))
+    if argv is None:
+        import sys
+
+        argv = sys.argv[1:]
+    if list(argv[:1]) == ["properties"]:
+        from .edit_properties import main as properties_main
+
+        return properties_main(list(argv[1:]))
+    p.add_argument("what", choices=("interval", "roundtrip", "properties"))
     p.add_argument("--model", default="shapes")
     p.add_argument("--n", type=int, default=8)
     p.add_argument("--steps", type=int, default=50)

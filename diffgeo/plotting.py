@@ -421,3 +421,17 @@ def draw_edit_transfer(ax, data) -> None:
                 title="4b. edit found at t (row) applied at t' (column)")
     ax.set_ylabel("direction found at t", fontsize=8)
     ax.set_xlabel("applied at t'", fontsize=8)
+
+
+def draw_edit_properties(ax, table) -> None:
+    """Mean change of the intended factor (with its spread over samples) and validity against
+    strength, for one :class:`diffgeo.edit_properties.EditProperties`."""
+    s, m, sd = table.strengths, table.mean_change, table.spread
+    ax.errorbar(s, m, yerr=sd, marker="o", capsize=3, label=f"{table.factor} -> {table.target}")
+    ax.plot(s, table.validity, marker="s", ls="--", label="valid")
+    for k, v in table.specificity.items():
+        ax.plot(s, v, marker="^", ls=":", label=f"{k} changed")
+    ax.axhline(0, color="0.7", lw=0.5)
+    ax.set_xlabel("strength", fontsize=8)
+    ax.set_title(f"{table.model} {table.space}-space: R^2 {table.r2:.2f}, flip {table.sign_flip}", fontsize=8)
+    ax.legend(fontsize=6)

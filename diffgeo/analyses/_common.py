@@ -44,6 +44,22 @@ class Claim:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class DistanceBand:
+    """dist: Grassmann distances between bases ((T, N, N) between samples, (N, T) between branches);
+    mean / low / high (T,): the normalised mean over t with its 95% bootstrap interval;
+    max_distance: sqrt(k) pi / 2, the largest distance two k-dimensional subspaces can have."""
+
+    model: str
+    ts: list[int]
+    dist: torch.Tensor
+    mean: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+    max_distance: float
+    claim: Claim
+
+
 def skipped_claim(id: str, analysis: str, model: str, sentence: str, reason: str) -> Claim:
     """A claim that could not be measured, with the reason (no number, verdict ``skipped``)."""
     nan = float("nan")

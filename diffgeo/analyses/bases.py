@@ -53,6 +53,19 @@ class TrajectoryBases:
     steps: int | None = None
 
 
+def toy_bases() -> TrajectoryBases:
+    """A tiny TrajectoryBases with a known answer, for examples: 3 samples at t = 900, 500, 100,
+    k = 2 point-like basis vectors on a 1x8x8 grid, the same subspace for every sample at each t
+    and a different one at each t.
+
+    >>> toy_bases().v.shape
+    torch.Size([3, 3, 2, 64])
+    """
+    e = torch.eye(64, dtype=torch.float64)
+    v = torch.stack([torch.stack([e[:2], e[2:4], e[4:6]])] * 3)
+    return TrajectoryBases("toy", [900, 500, 100], v, torch.ones(3, 3, 2), (1, 8, 8), None, "cond", 0)
+
+
 def collect_bases(model: str, preset: Preset, *, cache: str | Path | None = None, client: Any = None,
                   prompt: str | None = None, branch: str = "cond", seed: int = 0, progress: bool = True
                   ) -> TrajectoryBases:

@@ -37,12 +37,8 @@ class CoarseToFine:
 def coarse_to_fine(tb: TrajectoryBases) -> CoarseToFine:
     """Spectral centroid of the bases in ``tb`` vs t, and the claim's verdict.
 
-    >>> import torch
-    >>> from diffgeo.analyses import TrajectoryBases
-    >>> e = torch.eye(64, dtype=torch.float64)
-    >>> v = torch.stack([torch.stack([e[:2], e[2:4], e[4:6]])] * 3)   # 3 samples x 3 timesteps, k=2
-    >>> tb = TrajectoryBases("toy", [900, 500, 100], v, torch.ones(3, 3, 2), (1, 8, 8), None, "cond", 0)
-    >>> r = coarse_to_fine(tb)          # point-like basis vectors: the same centroid at every t
+    >>> from diffgeo.analyses.bases import toy_bases
+    >>> r = coarse_to_fine(toy_bases())          # point-like basis vectors: the same centroid at every t
     >>> r.centroid.shape, r.claim.verdict
     (torch.Size([3, 3]), 'inconclusive')
     """

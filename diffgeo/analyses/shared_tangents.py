@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._common import SIGN_RULE, Claim, bootstrap_ci, sign_verdict, skipped_claim
+from ._common import SIGN_RULE, Claim, DistanceBand, bootstrap_ci, sign_verdict, skipped_claim
 from .bases import TrajectoryBases
 
 __all__ = ["SharedTangents", "shared_tangents", "DatasetComplexity", "dataset_complexity", "data_complexity"]
@@ -52,29 +52,15 @@ def _mean_pairs(dist: torch.Tensor, idx: torch.Tensor) -> float:
 
 
 @dataclass(frozen=True)
-class SharedTangents:
-    """dist: (T, N, N) Grassmann distances between samples' bases at each t; mean / low / high (T,)
-    the normalised mean over pairs with its 95% bootstrap interval; max_distance sqrt(k) pi/2."""
-
-    model: str
-    ts: list[int]
-    dist: torch.Tensor
-    mean: torch.Tensor
-    low: torch.Tensor
-    high: torch.Tensor
-    max_distance: float
-    claim: Claim
+class SharedTangents(DistanceBand):
+    """Claim 2: dist (T, N, N) between samples' bases at each t, the mean over pairs per t."""
 
 
 def shared_tangents(tb: TrajectoryBases) -> SharedTangents:
     """Pairwise distances between samples' bases vs t, and claim 2's verdict.
 
-    >>> import torch
-    >>> from diffgeo.analyses import TrajectoryBases
-    >>> e = torch.eye(64, dtype=torch.float64)
-    >>> v = torch.stack([torch.stack([e[:2], e[2:4], e[4:6]])] * 3)   # 3 samples x 3 timesteps, k=2
-    >>> tb = TrajectoryBases("toy", [900, 500, 100], v, torch.ones(3, 3, 2), (1, 8, 8), None, "cond", 0)
-    >>> r = shared_tangents(tb)         # all samples share their subspace at every t
+    >>> from diffgeo.analyses.bases import toy_bases
+    >>> r = shared_tangents(toy_bases())         # all samples share their subspace at every t
     >>> r.dist.shape, r.mean.tolist(), r.claim.verdict
     (torch.Size([3, 3, 3]), [0.0, 0.0, 0.0], 'inconclusive')
     """

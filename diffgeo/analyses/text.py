@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..sweep import model_fingerprint, sweep
-from ._common import SIGN_RULE, Claim, Preset, bootstrap_ci, load_model, sign_verdict, skipped_claim
+from ._common import SIGN_RULE, Claim, DistanceBand, Preset, bootstrap_ci, load_model, sign_verdict, skipped_claim
 from .bases import TrajectoryBases
 
 __all__ = ["PromptGeometry", "prompt_geometry", "CondUncond", "cond_uncond", "GuidanceArtefact",
@@ -152,19 +152,10 @@ def prompt_geometry(model: str, preset: Preset, *, cache: str | Path | None = No
 
 
 @dataclass(frozen=True)
-class CondUncond:
-    """dist: (N, T) Grassmann distance between conditional (prompt) and unconditional bases at the same
-    x_t; mean / low / high (T,) normalised, with 95% interval; claim 5b."""
+class CondUncond(DistanceBand):
+    """Claim 5b: dist (N, T) between conditional (``prompt``) and unconditional bases at the same x_t."""
 
-    model: str
     prompt: str
-    ts: list[int]
-    dist: torch.Tensor
-    mean: torch.Tensor
-    low: torch.Tensor
-    high: torch.Tensor
-    max_distance: float
-    claim: Claim
 
 
 def cond_uncond(cond: TrajectoryBases, uncond: TrajectoryBases) -> CondUncond:
@@ -184,7 +175,7 @@ def cond_uncond(cond: TrajectoryBases, uncond: TrajectoryBases) -> CondUncond:
     claim = Claim("5b", "text", cond.model, SENTENCE_B,
                   f"{STATISTIC_B} (prompt {cond.prompt!r}, t={cond.ts[-1]} vs t={cond.ts[0]})", value, lo, hi, n,
                   SIGN_RULE, sign_verdict(lo, hi, EXPECTED_SIGN_B))
-    return CondUncond(cond.model, str(cond.prompt), list(cond.ts), dist, mean, low, high, dmax, claim)
+    return CondUncond(cond.model, list(cond.ts), dist, mean, low, high, dmax, claim, str(cond.prompt))
 
 
 def guidance_samples(model: str, steps: int, n: int, guidance: float, seed: int) -> dict[str, Any]:

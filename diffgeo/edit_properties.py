@@ -1,0 +1,351 @@
+"""Asyrp's claimed edit properties, each as a number, for x-space and h-space edits alike.
+
+:func:`evaluate` edits n samples of a model along a direction at several strengths (x-space:
+:func:`diffgeo.editing.edit_x` at ``t_edit``; h-space: :func:`diffgeo.editing.asyrp` on
+[T, t_edit], boosting off), reads every edited image with the model's reader (:mod:`diffgeo.zoo`
+names it) and reduces the reads with the pure function :func:`edit_statistics`:
+
+- change: per strength, the mean over samples of ``[factor == target] - [unedited factor == target]``
+  (in [-1, 1]); specificity: per other factor, the fraction of samples whose read changed;
+- homogeneity: the spread (standard deviation over samples) of the per-sample change;
+- linearity: R^2 of a least-squares line through (strength, mean change) and whether the sign of
+  the change flips with the strength's sign;
+- composition (given a second direction): the change of both factors under ``d_a + d_b`` against
+  each alone; robustness: validity with Gaussian noise (relative norm ``noise``) added to the
+  direction, against without; timestep consistency: cosine similarity of the direction's vectors
+  across its timesteps (h-space directions made per timestep).
+
+>>> import torch
+>>> s = torch.tensor([-2., -1., 0., 1., 2.])
+>>> st = edit_statistics(s, 0.25 * s[:, None].expand(5, 8), {}, torch.ones(5, 8, dtype=torch.bool))
+>>> round(st["r2"], 6), st["sign_flip"], st["spread"]
+(1.0, True, [0.0, 0.0, 0.0, 0.0, 0.0])
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .directions import Direction
+from .io import atomic_path
+
+__all__ = ["EditProperties", "evaluate", "edit_statistics", "timestep_consistency", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+def edit_statistics(strengths: torch.Tensor, change: torch.Tensor, other_changed: dict[str, torch.Tensor],
+                    valid: torch.Tensor) -> dict[str, Any]:
+    """Reduce per-sample reads to the property table (pure; no model).
+
+    strengths: (S,) with 0 among them; change: (S, n) per-sample change of the intended factor;
+    other_changed: {factor: (S, n) bool, the read differs from the unedited one}; valid: (S, n) bool.
+    Returns mean_change (S,), spread (S,) (population std over n), slope and r2 of the line
+    mean_change ~ a + b strength, sign_flip (for every s > 0 with -s present and a nonzero change
+    at s: sign(change(-s)) = -sign(change(s)), and at least one such s), specificity
+    {factor: (S,) fraction changed} and validity (S,).
+
+    >>> s = torch.tensor([-1., 0., 1.])
+    >>> edit_statistics(s, torch.tensor([[1.], [0.], [1.]]), {}, torch.ones(3, 1, dtype=torch.bool))["sign_flip"]
+    False
+    """
+    strengths = torch.as_tensor(strengths, dtype=torch.float64)
+    change = torch.as_tensor(change, dtype=torch.float64)
+    if change.dim() != 2 or change.shape[0] != strengths.numel():
+        raise ValueError(f"change must be (S, n) with S = len(strengths) = {strengths.numel()}, got "
+                         f"{tuple(change.shape)}")
+    mean = change.mean(1)
+    spread = change.std(1, unbiased=False)
+    x = strengths - strengths.mean()
+    sxx = float((x * x).sum())
+    slope = float((x * (mean - mean.mean())).sum()) / sxx if sxx > 0 else float("nan")
+    fit = mean.mean() + slope * x
+    sst = float(((mean - mean.mean()) ** 2).sum())
+    # A flat response has no linear trend to explain: R^2 is undefined there (nan), not 1.
+    r2 = 1.0 - float(((mean - fit) ** 2).sum()) / sst if sst > 0 else float("nan")
+    pairs = []
+    for i, s in enumerate(strengths.tolist()):
+        if s > 0 and float(mean[i]) != 0.0:
+            j = [k for k, u in enumerate(strengths.tolist()) if u == -s]
+            if j:
+                pairs.append(math.copysign(1, float(mean[i])) == -math.copysign(1, float(mean[j[0]]))
+                             and float(mean[j[0]]) != 0.0)
+    return {"mean_change": mean.tolist(), "spread": spread.tolist(), "slope": slope, "r2": r2,
+            "sign_flip": bool(pairs) and all(pairs),
+            "specificity": {k: torch.as_tensor(v, dtype=torch.float64).mean(1).tolist()
+                            for k, v in other_changed.items()},
+            "validity": torch.as_tensor(valid, dtype=torch.float64).mean(1).tolist()}
+
+
+def timestep_consistency(direction: Direction) -> float | None:
+    """Mean cosine similarity between the direction's vectors at different timesteps (None for one vector).
+
+    >>> d = Direction(torch.tensor([[1., 0.], [1., 1.]]), torch.tensor([10, 20]), "h", "toy")
+    >>> round(timestep_consistency(d), 4)
+    0.7071
+    """
+    v = direction.vectors.flatten(1).double()
+    if len(v) < 2:
+        return None
+    v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    c = v @ v.T
+    k = len(v)
+    return float((c.sum() - c.diagonal().sum()) / (k * (k - 1)))
+
+
+@dataclass(frozen=True)
+class EditProperties:
+    """The property table of one direction on one model (see the module docstring)."""
+
+    model: str
+    space: str
+    factor: str
+    target: str
+    strengths: list
+    mean_change: list
+    spread: list
+    slope: float
+    r2: float
+    sign_flip: bool
+    specificity: dict
+    validity: list
+    n: int
+    steps: int
+    t_edit: int
+    composition: dict | None = None
+    robustness: dict | None = None
+    timestep_consistency: float | None = None
+    meta: dict = field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One CSV row per strength."""
+        return [{"strength": s, "mean_change": self.mean_change[i], "spread": self.spread[i],
+                 "validity": self.validity[i], **{f"changed_{k}": v[i] for k, v in self.specificity.items()}}
+                for i, s in enumerate(self.strengths)]
+
+    def save(self, path: str | Path) -> tuple[Path, Path]:
+        """``path``.json (everything) and ``path``.csv (per-strength rows), each written atomically."""
+        path = Path(path)
+        base = path.with_suffix("") if path.suffix in (".json", ".csv") else path
+        js, cs = base.with_name(base.name + ".json"), base.with_name(base.name + ".csv")
+        text = json.dumps(asdict(self), indent=1, default=str)
+        buf = _io.StringIO()
+        rows = self.rows()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+        with atomic_path(js) as tmp:
+            tmp.write_text(text)
+        with atomic_path(cs) as tmp:
+            tmp.write_text(buf.getvalue())
+        return js, cs
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EditProperties":
+        path = Path(path)
+        if path.suffix != ".json":
+            path = path.with_name(path.name + ".json")
+        return cls(**json.loads(path.read_text()))
+
+
+# -- running the edits -----------------------------------------------------------------------------
+def _class_index(reader: Any, factor: str, target: Any) -> int | None:
+    if target is None:
+        return None
+    names = list(reader.classes[factor])
+    if isinstance(target, str):
+        if target not in names:
+            raise ValueError(f"target {target!r} is not a class of {factor!r}: one of {', '.join(names)}")
+        return names.index(target)
+    return int(target)
+
+
+def _editor(model: Any, space: str, x_T: torch.Tensor, t_edit: int, steps: int):
+    """strength, direction -> edited clean images (n, *x_shape); and the unedited images."""
+    from .editing import asyrp, edit_x
+    from .sampling import denoise, sample
+
+    with torch.no_grad():
+        if space == "h":
+            base = sample(model, noise=x_T, steps=steps, progress=False).result
+            return base, lambda s, d: asyrp(model, x_T, d, strength=s, t_edit=t_edit, t_boost=0, steps=steps,
+                                            progress=False).result
+        tr = sample(model, noise=x_T, steps=steps, progress=False)
+        ts = tr.timesteps.tolist()
+        if t_edit not in ts:
+            raise ValueError(f"t_edit={t_edit} is not on the {steps}-step grid {ts}: pick one of its timesteps")
+        x_t = tr.xs[ts.index(t_edit)]
+        base = denoise(model, x_t, t_edit, steps=steps, progress=False).result
+        return base, lambda s, d: edit_x(model, x_t, t_edit, d, strength=s, steps=steps, progress=False).result
+
+
+def _noisy(direction: Direction, scale: float, seed: int) -> Direction:
+    g = torch.Generator().manual_seed(seed)
+    v = direction.vectors
+    z = torch.randn(v.shape, generator=g, dtype=v.dtype)
+    z = z * (v.flatten(1).norm(dim=1) / z.flatten(1).norm(dim=1).clamp_min(1e-12)).view(-1, *[1] * (v.dim() - 1))
+    return Direction(v + scale * z, direction.timesteps, direction.space, direction.model,
+                     {**direction.meta, "noise": scale})
+
+
+def evaluate(model: Any, direction: Direction, *, space: str = "x", factor: str, target: Any = None,
+             strengths: Sequence[float] = (-2, -1, 0, 1, 2), n: int = 16, steps: int = 20, t_edit: int | None = None,
+             second: Direction | None = None, second_factor: str | None = None, second_target: Any = None,
+             noise: float = 0.5, seed: int = 0, progress: bool = True) -> EditProperties:
+    """The property table of ``direction`` on ``model`` (n samples from ``seed``).
+
+    space: ``"x"`` (direction x-space; edit_x at t_edit, default the grid step nearest 500) or
+    ``"h"`` (asyrp on [T, t_edit], default the same, boosting off). factor: a factor the model's
+    reader reads (shapes: ``"colour"``, ``"shape"``); target: the class the edit aims for (name or
+    index; None: the class whose fraction grows most at the largest strength). second /
+    second_factor / second_target: a second direction for the composition test (edit with
+    ``d + second`` at strength 1). noise: relative norm of the Gaussian noise of the robustness
+    test (at the largest strength). Costs (len(strengths) + 3 or 5) edits of n samples.
+    """
+    from tqdm.auto import tqdm
+
+    from .zoo import entry
+    from .readers import get_reader
+    from .sampling import ddim_timesteps
+
+    if space not in ("x", "h"):
+        raise ValueError(f"space must be 'x' or 'h', got {space!r}")
+    if not isinstance(direction, Direction):
+        raise TypeError(f"direction must be a diffgeo.directions.Direction, got {type(direction).__name__}")
+    direction.check(model, space)
+    name = entry(model).reader
+    if name is None:
+        raise ValueError(f"no reader is registered for {model.name} in diffgeo.zoo: evaluate needs one")
+    reader = get_reader(name)
+    if factor not in reader.classes:
+        raise ValueError(f"factor {factor!r} is not read by the {name} reader: one of {', '.join(reader.classes)}")
+    strengths = [float(s) for s in strengths]
+    if 0.0 not in strengths or not all(math.isfinite(s) for s in strengths):
+        raise ValueError(f"strengths must be finite and include 0, got {strengths}")
+    if n < 1 or steps < 2:
+        raise ValueError(f"n must be >= 1 and steps >= 2, got n={n}, steps={steps}")
+    grid = ddim_timesteps(model, steps).tolist()
+    t_edit = min(grid, key=lambda t: abs(t - 500)) if t_edit is None else int(t_edit)
+    x_T = torch.randn(n, *model.x_shape, generator=torch.Generator().manual_seed(seed)).to(model.device, model.dtype)
+    base, edit = _editor(model, space, x_T, t_edit, steps)
+    base_read = reader.read(base)
+    reads = []
+    for s in tqdm(strengths, desc="edit properties", disable=not progress):
+        reads.append(reader.read(edit(s, direction)))
+    top = strengths.index(max(strengths))
+    tgt = _class_index(reader, factor, target)
+    if tgt is None:
+        k = len(reader.classes[factor])
+        gain = torch.bincount(reads[top][factor], minlength=k) - torch.bincount(base_read[factor], minlength=k)
+        tgt = int(gain.argmax())
+
+    def hit(r: dict, f: str, c: int) -> torch.Tensor:
+        return (r[f] == c).double()
+
+    change = torch.stack([hit(r, factor, tgt) - hit(base_read, factor, tgt) for r in reads])
+    others = [f for f in reader.classes if f != factor]
+    other_changed = {f: torch.stack([r[f] != base_read[f] for r in reads]) for f in others}
+    valid = torch.stack([r.get("valid", torch.ones(n, dtype=torch.bool)) for r in reads])
+    st = edit_statistics(torch.tensor(strengths), change, other_changed, valid)
+    # Identity at strength 0: the strength-0 edit must reproduce the unedited images bit for bit.
+    zero_err = float((edit(0.0, direction) - base).abs().max())
+    smax = max(strengths)
+    robust = {"noise": noise, "strength": smax, "validity": st["validity"][top]}
+    r_noisy = reader.read(edit(smax, _noisy(direction, noise, seed + 1)))
+    robust["validity_noisy"] = float(r_noisy.get("valid", torch.ones(n, dtype=torch.bool)).double().mean())
+    robust["change_noisy"] = float((hit(r_noisy, factor, tgt) - hit(base_read, factor, tgt)).mean())
+    comp = None
+    if second is not None:
+        if second_factor is None or second_factor not in reader.classes:
+            raise ValueError(f"second_factor must be one of {', '.join(reader.classes)} with second=, got "
+                             f"{second_factor!r}")
+        second.check(model, space)
+        r_b = reader.read(edit(1.0, second))
+        t2 = _class_index(reader, second_factor, second_target)
+        if t2 is None:
+            k = len(reader.classes[second_factor])
+            t2 = int((torch.bincount(r_b[second_factor], minlength=k)
+                      - torch.bincount(base_read[second_factor], minlength=k)).argmax())
+        r_ab = reader.read(edit(1.0, direction + second))
+        r_a = reads[strengths.index(1.0)] if 1.0 in strengths else reader.read(edit(1.0, direction))
+        d = lambda r, f, c: float((hit(r, f, c) - hit(base_read, f, c)).mean())  # noqa: E731
+        comp = {"factor_b": second_factor, "target_b": reader.classes[second_factor][t2],
+                "a_alone": d(r_a, factor, tgt), "a_in_sum": d(r_ab, factor, tgt),
+                "b_alone": d(r_b, second_factor, t2), "b_in_sum": d(r_ab, second_factor, t2)}
+    return EditProperties(model=model.name, space=space, factor=factor, target=str(reader.classes[factor][tgt]),
+                          strengths=strengths, mean_change=st["mean_change"], spread=st["spread"],
+                          slope=st["slope"], r2=st["r2"], sign_flip=st["sign_flip"],
+                          specificity=st["specificity"], validity=st["validity"], n=n, steps=steps, t_edit=t_edit,
+                          composition=comp, robustness=robust,
+                          timestep_consistency=timestep_consistency(direction),
+                          meta={"seed": seed, "direction": direction.meta, "strength0_max_abs_diff": zero_err,
+                                "base_fraction_target": float(hit(base_read, factor, tgt).mean())})
+
+
+# -- command line ------------------------------------------------------------------------------------
+def colour_directions(model: Any, a: str = "red", b: str = "blue", n: int = 16, steps: int = 20,
+                      seed: int = 1) -> tuple[Direction, Direction]:
+    """x- and h-space mean-difference directions from colour ``a`` to ``b`` on shapes-like models:
+    x: mean image of b-scenes minus a-scenes (one vector); h: :func:`diffgeo.directions.mean_difference`."""
+    from .data import shapes
+    from .directions import mean_difference
+
+    f = shapes.sample_factors(n, seed=seed)
+    ia, ib = shapes.COLOURS.index(a), shapes.COLOURS.index(b)
+    xa = shapes.render(f.replace(colour=f.colour * 0 + ia))
+    xb = shapes.render(f.replace(colour=f.colour * 0 + ib))
+    dx = Direction((xb - xa).mean(0)[None], torch.tensor([-1]), "x", model.name,
+                   {"source": "x_mean_difference", "a": a, "b": b, "n": n})
+    dh = mean_difference(model, xa, xb, steps=steps, seed=seed)
+    return dx, dh
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m diffgeo edit properties --model shapes --factor colour``: the property table of
+    the red -> blue mean-difference direction in x and in h; writes figures/edit_properties_*.{json,csv,png}."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="diffgeo edit properties", description=main.__doc__)
+    p.add_argument("--model", default="shapes")
+    p.add_argument("--factor", default="colour", choices=("colour",))
+    p.add_argument("--a", default="red")
+    p.add_argument("--b", default="blue")
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--space", default="both", choices=("x", "h", "both"))
+    p.add_argument("--out", default="figures")
+    args = p.parse_args(argv)
+    from .loading import load
+
+    model = load(args.model)
+    dx, dh = colour_directions(model, args.a, args.b, steps=args.steps)
+    tables = []
+    for space, d in (("x", dx), ("h", dh)):
+        if args.space in (space, "both"):
+            t = evaluate(model, d, space=space, factor=args.factor, target=args.b, n=args.n, steps=args.steps)
+            t.save(Path(args.out) / f"edit_properties_{args.model}_{args.factor}_{space}")
+            tables.append(t)
+    try:
+        import matplotlib.pyplot as plt
+
+        from .plotting import draw_edit_properties
+    except ImportError as err:  # the figure is optional; the tables are written
+        logger.warning("no figure: %s", err)
+        return
+    fig, axes = plt.subplots(1, len(tables), figsize=(4 * len(tables), 3), squeeze=False)
+    for ax, t in zip(axes[0], tables):
+        draw_edit_properties(ax, t)
+    fig.tight_layout()
+    out = Path(args.out) / f"edit_properties_{args.model}_{args.factor}.png"
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,90 @@
+"""The edit property table: its statistics against closed forms, and one tiny real run on shapes."""
+
+import math
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+from diffgeo.directions import Direction  # noqa: E402
+from diffgeo.edit_properties import EditProperties, edit_statistics, evaluate, timestep_consistency  # noqa: E402
+
+S = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0], dtype=torch.float64)
+
+
+def test_linear_change_with_known_spread():
+    # change_i(s) = a s + e_i with e_i = +-sigma (n even): mean a s exactly, population std sigma exactly.
+    a, sigma, n = 0.2, 0.05, 8
+    e = sigma * torch.tensor([1.0, -1.0] * (n // 2), dtype=torch.float64)
+    change = a * S[:, None] + e[None]
+    other = {"shape": torch.zeros(5, n, dtype=torch.bool)}
+    valid = torch.ones(5, n, dtype=torch.bool)
+    st = edit_statistics(S, change, other, valid)
+    assert st["mean_change"] == pytest.approx((a * S).tolist(), abs=1e-12)
+    assert st["spread"] == pytest.approx([sigma] * 5, abs=1e-12)
+    assert st["slope"] == pytest.approx(a, abs=1e-12)
+    assert st["r2"] == pytest.approx(1.0, abs=1e-12)
+    assert st["sign_flip"] is True
+    assert st["specificity"]["shape"] == [0.0] * 5 and st["validity"] == [1.0] * 5
+
+
+def test_random_noise_spread_and_r2():
+    # Gaussian e_i, sigma 0.1, n = 256: the sample std is within ~1.96/sqrt(2n) = 9% of sigma (95%);
+    # the mean's error sigma/sqrt(n) = 0.006 against a slope of 0.3 keeps R^2 > 0.99.
+    g = torch.Generator().manual_seed(3)
+    sigma, n = 0.1, 256
+    change = 0.3 * S[:, None] + sigma * torch.randn(5, n, generator=g, dtype=torch.float64)
+    st = edit_statistics(S, change, {}, torch.ones(5, n, dtype=torch.bool))
+    assert all(abs(sp / sigma - 1) < 0.15 for sp in st["spread"])
+    assert st["r2"] > 0.99 and st["sign_flip"]
+
+
+def test_curved_response_r2_closed_form_and_no_flip():
+    # mean = s + c s^2 on {-2..2}: s and s^2 are uncorrelated, var(s) = 2, var(s^2) = 2.8, so
+    # R^2 = 2 / (2 + 2.8 c^2); with c = 1: 5/12. A response even in s (s^2) does not flip sign.
+    st = edit_statistics(S, (S + S ** 2)[:, None], {}, torch.ones(5, 1, dtype=torch.bool))
+    assert st["r2"] == pytest.approx(5 / 12, abs=1e-12)
+    assert st["slope"] == pytest.approx(1.0, abs=1e-12)
+    assert edit_statistics(S, (S ** 2)[:, None], {}, torch.ones(5, 1, dtype=torch.bool))["sign_flip"] is False
+    flat = edit_statistics(S, torch.zeros(5, 3), {}, torch.ones(5, 3, dtype=torch.bool))
+    assert math.isnan(flat["r2"]) and flat["sign_flip"] is False
+
+
+def test_timestep_consistency():
+    same = Direction(torch.ones(3, 4), torch.tensor([1, 2, 3]), "h", "toy")
+    ortho = Direction(torch.eye(3), torch.tensor([1, 2, 3]), "h", "toy")
+    assert timestep_consistency(same) == pytest.approx(1.0)
+    assert timestep_consistency(ortho) == pytest.approx(0.0)
+    assert timestep_consistency(Direction(torch.ones(1, 4), torch.tensor([-1]), "h", "toy")) is None
+
+
+@pytest.fixture(scope="module")
+def shapes_model():
+    import diffgeo
+
+    return diffgeo.load("shapes")
+
+
+def test_real_shapes_table(shapes_model, tmp_path):
+    # One tiny real call (h-space: Asyrp; the x path runs the same reduction after edit_x).
+    space = "h"
+    from diffgeo.edit_properties import colour_directions
+
+    dx, dh = colour_directions(shapes_model, n=4, steps=5)
+    d = dx if space == "x" else dh
+    t = evaluate(shapes_model, d, space=space, factor="colour", target="blue", n=4, steps=5, progress=False,
+                 second=d, second_factor="colour", second_target="blue")
+    assert len(t.mean_change) == len(t.spread) == len(t.validity) == 5
+    assert all(math.isfinite(v) for v in t.mean_change + t.spread + t.validity)
+    # Ground truth: strength 0 reproduces the unedited sample bit for bit, so nothing changes.
+    assert t.meta["strength0_max_abs_diff"] == 0.0
+    i0 = t.strengths.index(0.0)
+    assert t.mean_change[i0] == 0.0 and t.spread[i0] == 0.0 and t.specificity["shape"][i0] == 0.0
+    assert 0.0 <= t.robustness["validity_noisy"] <= 1.0 and set(t.composition) >= {"a_alone", "a_in_sum"}
+    assert (t.timestep_consistency is None) == (space == "x")
+    js, cs = t.save(tmp_path / "props")
+    assert EditProperties.load(js) == t
+    assert cs.read_text().count("\n") == 6
+    with pytest.raises(ValueError, match="factor"):
+        evaluate(shapes_model, d, space=space, factor="size", n=2, steps=5, progress=False)

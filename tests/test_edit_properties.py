@@ -1,6 +1,8 @@
 """The edit property table: its statistics against closed forms, and one tiny real run on shapes."""
 
+import json
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -84,7 +86,8 @@ def test_real_shapes_table(shapes_model, tmp_path):
     assert 0.0 <= t.robustness["validity_noisy"] <= 1.0 and set(t.composition) >= {"a_alone", "a_in_sum"}
     assert (t.timestep_consistency is None) == (space == "x")
     js, cs = t.save(tmp_path / "props")
-    assert EditProperties.load(js) == t
+    # NaN-aware round trip (R^2 is NaN when the response is flat): compare the JSON texts.
+    assert json.dumps(asdict(EditProperties.load(js))) == json.dumps(asdict(t))
     assert cs.read_text().count("\n") == 6
     with pytest.raises(ValueError, match="factor"):
         evaluate(shapes_model, d, space=space, factor="size", n=2, steps=5, progress=False)

@@ -27,7 +27,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "evaluate": ("diffgeo.evaluate:main", "sample quality of a shapes model, read by the probe"),
     "alignment": ("diffgeo.alignment:main", "prompt grid and text-alignment sweep of an embedded text model"),
     "report": ("diffgeo.report:main", "measure each claim of the papers and write figures/report.html (what `make demo` runs)"),
-    "edit": ("diffgeo.editing:main", "t_edit/t_boost by Asyrp's rule, or the inversion round-trip error"),
+    "edit": ("diffgeo.editing:main", "t_edit/t_boost by Asyrp's rule, the inversion round-trip error, or the edit property table"),
     "models": ("diffgeo.cli:list_models_main", "list the embedded models"),
 }
 

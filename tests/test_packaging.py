@@ -99,5 +99,7 @@ def test_embedded_models_are_small_safetensors_with_provenance():
         assert weights and all(w.stat().st_size < 20 * 2**20 for w in weights), name
         assert not [p for p in folder.rglob("*") if p.suffix in (".bin", ".pt", ".ckpt", ".pkl")], name
         prov = json.loads((folder / "provenance.json").read_text())
-        assert prov["training_command"].startswith(f"python -m diffgeo.train {name} --steps {prov['steps']}")
+        # the reproducing command (a chain for a warm-started fine-tune) trains this model to its steps
+        command = prov["training_command"]
+        assert f"python -m diffgeo.train {name} " in command and f"--steps {prov['steps']}" in command, name
         assert (folder / "text_encoder.json").is_file() == (name != "shapes"), name

@@ -103,6 +103,36 @@ def figure_png(draw: Callable[[Any], None], *, size: tuple[float, float] = (6.0,
     return buf.getvalue()
 
 
+class SampledPath:
+    """Base of the dashboard states that sample ``n`` DDIM trajectories once (memoised in
+    ``self.memo``) and read x_t off them. Subclasses set ``model``, ``n``, ``steps``, ``seed``,
+    ``timesteps`` (the grid's t > 0), ``memo``, and ``prompt`` / ``guidance_scale`` for text models
+    (``guidance_scale=None``: the model's own default, the package's guidance rule)."""
+
+    prompt: str | None = None
+    guidance_scale: float | None = None
+
+    def trajectory(self) -> Any:
+        """The memoised trajectory: xs (steps + 1, n, *x_shape)."""
+        import diffgeo
+
+        def compute() -> Any:
+            with torch.no_grad():
+                return diffgeo.sample(self.model, self.n, steps=self.steps, seed=self.seed, prompt=self.prompt,
+                                      guidance_scale=self.guidance_scale, progress=False)
+
+        return self.memo.get("trajectory", compute)
+
+    def x_t(self, t: int, sample: int) -> torch.Tensor:
+        """x_t of one sample at a grid timestep: (1, *x_shape)."""
+        if t not in self.timesteps:
+            raise ValueError(f"t must be a timestep of the {self.steps}-step grid {self.timesteps}, got {t!r}")
+        if not 0 <= sample < self.n:
+            raise ValueError(f"sample must be in 0..{self.n - 1}, got {sample!r}")
+        traj = self.trajectory()
+        return traj.xs[traj.timesteps.tolist().index(t)][sample:sample + 1]
+
+
 class Stages:
     """Progress of a computation in ``total`` stages, reported to ``report(done, total, label)``
     before each stage and once at the end (``report=None``: nowhere).

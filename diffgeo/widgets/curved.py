@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._core import Memo, figure_png
+from ._core import Memo, SampledPath, figure_png
 
 __all__ = ["CurvednessState", "CurvednessView", "curvedness_dashboard", "draw_curvedness_view"]
 
@@ -42,7 +42,7 @@ class CurvednessView:
     floor_rotation: float
 
 
-class CurvednessState:
+class CurvednessState(SampledPath):
     """n samples from ``seed`` (``steps`` DDIM steps); tangent spaces of dimension k at
     n_points points of each segment (``tol`` the local-basis tolerance)."""
 
@@ -58,23 +58,6 @@ class CurvednessState:
         self.model, self.n, self.seed, self.steps, self.k, self.n_points, self.tol = model, n, seed, steps, k, n_points, tol
         self.memo = Memo(256)
         self.timesteps: list[int] = [int(t) for t in ddim_timesteps(model, steps) if t > 0]
-
-    def trajectory(self) -> Any:
-        import diffgeo
-
-        def compute() -> Any:
-            with torch.no_grad():
-                return diffgeo.sample(self.model, self.n, steps=self.steps, seed=self.seed, progress=False)
-
-        return self.memo.get("trajectory", compute)
-
-    def x_t(self, t: int, i: int) -> torch.Tensor:
-        if t not in self.timesteps:
-            raise ValueError(f"t must be one of {self.timesteps}, got {t!r}")
-        if not 0 <= i < self.n:
-            raise ValueError(f"sample index must be in 0..{self.n - 1}, got {i!r}")
-        traj = self.trajectory()
-        return traj.xs[traj.timesteps.tolist().index(t)][i:i + 1]
 
     def floor(self, t: int, i: int) -> float:
         """Grassmann distance between two local bases of sample i at t from different starts."""

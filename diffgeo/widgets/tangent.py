@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._core import Memo, Stages, figure_png
+from ._core import Memo, SampledPath, Stages, figure_png
 
 __all__ = ["TangentState", "TangentView", "tangent_dashboard", "draw_tangent"]
 
@@ -44,13 +44,13 @@ class TangentView:
     over_t: dict[int, float]
 
 
-class TangentState:
+class TangentState(SampledPath):
     """n samples from ``seed`` on a ``steps``-step DDIM path, k basis vectors per local basis;
     ``prompt`` / ``guidance_scale`` for text models (the basis is taken on the prompt's branch);
     ``tol``: the local-basis tolerance (looser is faster)."""
 
     def __init__(self, model: Any, *, n: int = 4, seed: int = 0, steps: int = 10, k: int = 4,
-                 prompt: str | None = None, guidance_scale: float = 1.0, basis_seed: int = 0, tol: float = 1e-3):
+                 prompt: str | None = None, guidance_scale: float | None = None, basis_seed: int = 0, tol: float = 1e-3):
         from ..sampling import ddim_timesteps
 
         for name, value in (("n", n), ("steps", steps), ("k", k)):
@@ -60,24 +60,6 @@ class TangentState:
         self.prompt, self.guidance_scale, self.basis_seed, self.tol = prompt, guidance_scale, basis_seed, tol
         self.memo = Memo(1024)
         self.timesteps: list[int] = [int(t) for t in ddim_timesteps(model, steps)]
-
-    def trajectory(self) -> Any:
-        import diffgeo
-
-        def compute() -> Any:
-            with torch.no_grad():
-                return diffgeo.sample(self.model, self.n, steps=self.steps, seed=self.seed, prompt=self.prompt,
-                                      guidance_scale=self.guidance_scale, progress=False)
-
-        return self.memo.get("trajectory", compute)
-
-    def x_t(self, t: int, sample: int) -> torch.Tensor:
-        if t not in self.timesteps:
-            raise ValueError(f"t must be a timestep of the {self.steps}-step grid {self.timesteps}, got {t!r}")
-        if not 0 <= sample < self.n:
-            raise ValueError(f"sample must be in 0..{self.n - 1}, got {sample!r}")
-        traj = self.trajectory()
-        return traj.xs[traj.timesteps.tolist().index(t)][sample:sample + 1]
 
     def basis(self, t: int, sample: int) -> Any:
         import diffgeo

@@ -42,9 +42,12 @@ def test_matches_diffusers_ddim_step_for_step(shapes_model, eta, steps, clipped_
             out = sched.step(eps, t, x, eta=eta, variance_noise=z, use_clipped_model_output=clipped_eps)
             # States agree to 1e-5; x0 = (x_t - sqrt(1-a) eps) / sqrt(a) magnifies float32 rounding of the
             # state (different operation order than diffusers) by 1/sqrt(a) and the network: 1e-4 there.
+            # With eps recomputed from the clipped x0, eps = (x_t - sqrt(a) x0) / sqrt(1-a) feeds that x0
+            # rounding back into the state, amplified by sqrt(a / (1-a)) (about 2.6 at t=100): the states
+            # then drift by about 1e-6 per step (measured: max 1.2e-5 after 10 steps, mean 5e-7), so 5e-5.
             assert close(ours.x0_preds[i], out.pred_original_sample, tol=1e-4), f"x0 at step {i}"
             x = out.prev_sample
-            assert close(ours.xs[i + 1], x), f"x at step {i}"
+            assert close(ours.xs[i + 1], x, tol=5e-5 if clipped_eps else 1e-5), f"x at step {i}"
 
 
 def close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> bool:

@@ -103,6 +103,23 @@ def figure_png(draw: Callable[[Any], None], *, size: tuple[float, float] = (6.0,
     return buf.getvalue()
 
 
+def state_for(state_cls: Callable[..., Any], model: Any, state: Any, kwargs: dict[str, Any],
+              default_model: str = "shapes") -> Any:
+    """The dashboard's state: ``state`` when given, else ``state_cls(model, **kwargs)`` with
+    ``model`` defaulting to the embedded ``default_model``.
+
+    >>> state_for(dict, None, {"given": True}, {})
+    {'given': True}
+    """
+    if state is not None:
+        return state
+    if model is None:
+        from ..loading import load
+
+        model = load(default_model)
+    return state_cls(model, **kwargs)
+
+
 class SampledPath:
     """Base of the dashboard states that sample ``n`` DDIM trajectories once (memoised in
     ``self.memo``) and read x_t off them. Subclasses set ``model``, ``n``, ``steps``, ``seed``,

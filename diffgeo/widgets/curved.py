@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._core import Memo, SampledPath, figure_png
+from ._core import Memo, SampledPath, figure_png, state_for
 
 __all__ = ["CurvednessState", "CurvednessView", "curvedness_dashboard", "draw_curvedness_view"]
 
@@ -123,10 +123,7 @@ def curvedness_dashboard(model: Any = None, *, state: CurvednessState | None = N
     default: embedded ``shapes``)."""
     from ._ui import Dashboard, slider, widgets
 
-    if state is None:
-        import diffgeo
-
-        state = CurvednessState(model if model is not None else diffgeo.load("shapes"), **state_kwargs)
+    state = state_for(CurvednessState, model, state, state_kwargs)
 
     class CurvednessDashboard(Dashboard):
         title = "Curvedness between two samples"

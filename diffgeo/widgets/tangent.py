@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._core import Memo, SampledPath, Stages, figure_png
+from ._core import Memo, SampledPath, Stages, figure_png, state_for
 
 __all__ = ["TangentState", "TangentView", "tangent_dashboard", "draw_tangent"]
 
@@ -136,10 +136,7 @@ def tangent_dashboard(model: Any = None, *, state: TangentState | None = None, c
     :class:`TangentState` (``model`` default: embedded ``shapes``)."""
     from ._ui import Dashboard, slider, widgets
 
-    if state is None:
-        import diffgeo
-
-        state = TangentState(model if model is not None else diffgeo.load("shapes"), **state_kwargs)
+    state = state_for(TangentState, model, state, state_kwargs)
 
     class TangentDashboard(Dashboard):
         title = "Tangent spaces over time"

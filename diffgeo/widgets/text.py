@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ._core import Memo, Stages, figure_png
+from ._core import Memo, Stages, figure_png, state_for
 
 __all__ = ["TextState", "TextView", "text_dashboard", "draw_text_view", "PRESETS"]
 
@@ -166,10 +166,7 @@ def text_dashboard(model: Any = None, *, state: TextState | None = None, presets
     :class:`TextState` (``model`` default: embedded ``shapes-text``)."""
     from ._ui import Dashboard, slider, widgets
 
-    if state is None:
-        import diffgeo
-
-        state = TextState(model if model is not None else diffgeo.load("shapes-text"), **state_kwargs)
+    state = state_for(TextState, model, state, state_kwargs, "shapes-text")
     presets = dict(presets or PRESETS)
     w = widgets()
 

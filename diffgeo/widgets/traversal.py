@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._core import Memo, Stages, figure_png
+from ._core import Memo, Stages, figure_png, state_for
 from ._readout import readout
 
 __all__ = ["TraversalState", "TraversalView", "traversal_dashboard", "SOURCES", "draw_traversal"]
@@ -327,10 +327,7 @@ def traversal_dashboard(model: Any = None, *, state: TraversalState | None = Non
     Controls: direction, strength (in units of ||v|| = 1 per image), t_edit, t_boost, source."""
     from ._ui import Dashboard, slider, widgets
 
-    if state is None:
-        import diffgeo
-
-        state = TraversalState(model if model is not None else diffgeo.load("shapes"), **state_kwargs)
+    state = state_for(TraversalState, model, state, state_kwargs)
 
     class TraversalDashboard(Dashboard):
         title = "Attribute traversal: x-space edit and Asyrp side by side"

@@ -395,11 +395,10 @@ def invert(model: Model, x0: torch.Tensor, *, steps: int = 50, method: str = "fi
     is logged as a warning with its step, t and residual and listed in ``meta["unconverged"]``.
 
     Clipping models (``clip_sample``, as the embedded ones): round trips are exact with
-    ``use_clipped_model_output=True`` on both sides (measured on ``shapes``, 50 steps: RMSE 0.005
-    mean / 0.017 max on 8 own samples, against 0.31 with plain inversion). With the raw eps
-    (``sample``'s default) the clipped forward step is flat in x0 wherever x0 is clipped, so it
-    is neither one-to-one nor onto: steps stop converging around t = 560-600 and the round trip
-    stays at RMSE ~0.12 (still better than plain); the unconverged steps are reported.
+    ``use_clipped_model_output=True`` on both sides (the README gives the measured errors). With
+    the raw eps (``sample``'s default) the clipped forward step is flat in x0 wherever x0 is
+    clipped, so it is neither one-to-one nor onto: some steps cannot converge, the round trip is
+    only closer than plain inversion, and the unconverged steps are reported.
 
     ``method="ddim"``: plain DDIM inversion, eps evaluated at x_{t-1} (one U-Net call per step,
     not exact; x0 is never clipped).

@@ -29,7 +29,6 @@ True
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -37,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import hooks
+from .checks import check_float, check_int
 from .directions import Direction
 from .text import resolve_cond
 from .sampling import (CLEAN, Trajectory, _abar, _clip_range, _generator, ddim_step, ddim_timesteps,
@@ -67,22 +67,14 @@ SSIM_EDIT, SSIM_BOOST = 0.66, 0.885
 
 
 # -- checks ----------------------------------------------------------------------------------------
-def _check_strength(strength: Any) -> float:
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength):
-        raise ValueError(f"strength must be a finite number, got {strength!r}")
-    return float(strength)
-
-
 def _check_prompt(model: Any, prompt: Any, what: str = "prompt") -> None:
     if model.is_conditional and prompt is None:
         raise ValueError(f"{model.name} is text-conditioned: pass {what}= explicitly ({what}='' is the empty prompt; "
                          "the reference generates with the empty prompt and takes the Jacobian with the edit prompt)")
 
 
-def _check_grid_t(model: Any, t: Any, what: str, allow_zero_off: bool = False) -> int:
-    if isinstance(t, bool) or not isinstance(t, (int,)) and not (isinstance(t, torch.Tensor) and t.numel() == 1):
-        raise TypeError(f"{what} must be an integer timestep in [0, {model.num_train_timesteps - 1}], got {t!r}")
-    t = int(t)
+def _check_grid_t(model: Any, t: Any, what: str) -> int:
+    t = check_int(t, what)
     if not 0 <= t < model.num_train_timesteps:
         raise ValueError(f"{what}={t} is outside the schedule: timesteps are integers in "
                          f"[0, {model.num_train_timesteps - 1}]")
@@ -203,7 +195,7 @@ def edit_x(model: Any, x_t: torch.Tensor, t: int, direction: Any, *, strength: f
     >>> edit_x(m, x, 500, torch.zeros(3, 32, 32), strength=1.0, steps=5, progress=False).xs.shape
     torch.Size([5, 1, 3, 32, 32])
     """
-    strength = _check_strength(strength)
+    strength = check_float(strength, "strength")
     x_t = model.check_x(x_t)
     t = _check_grid_t(model, t, "t")
     if method not in X_METHODS:
@@ -218,10 +210,7 @@ def edit_x(model: Any, x_t: torch.Tensor, t: int, direction: Any, *, strength: f
         if method == "step":
             x = x_t + strength * v
         else:
-            if not (isinstance(lam, (int, float)) and math.isfinite(lam)) or not isinstance(iterations, int) \
-                    or iterations < 1:
-                raise ValueError(f"guidance needs a finite lam and iterations >= 1, got lam={lam!r}, "
-                                 f"iterations={iterations!r}")
+            lam, iterations = check_float(lam, "lam"), check_int(iterations, "iterations", min=1)
             ec = c if edit_prompt is None else resolve_cond(model, edit_prompt, default_branch="cond",
                                                             batch=x_t.shape[0])
             tb = model.timesteps_tensor(t, x_t.shape[0])
@@ -252,7 +241,7 @@ def edit_image(model: Any, images: torch.Tensor, t: int, direction: Any, *, stre
     >>> tr.meta["inversion_rmse"][0] < 0.02
     True
     """
-    strength = _check_strength(strength)
+    strength = check_float(strength, "strength")
     images = model.check_x(images, "images")
     clip = _clip_range(model) or 1.0
     if float(images.abs().max()) > clip + 1e-6:
@@ -296,7 +285,7 @@ def asyrp(model: Any, noise_or_x_T: torch.Tensor, direction: Any, *, strength: f
     ``t_boost=0`` turns boosting off. ``strength=0`` with ``t_boost=0`` is exactly
     ``diffgeo.sample(model, noise=x_T, steps=steps)``. Text models: ``prompt`` is required.
     """
-    strength = _check_strength(strength)
+    strength = check_float(strength, "strength")
     x_T = model.check_x(noise_or_x_T, "noise_or_x_T")
     _check_prompt(model, prompt)
     dh = _h_delta(model, direction)

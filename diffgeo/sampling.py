@@ -36,7 +36,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from .checks import NonFiniteError, check_bool, check_float, check_int, check_seed_generator
+from .checks import NonFiniteError, check_bool, check_choice, check_float, check_int, check_seed_generator
 from .io import load_tensors_json, save_tensors_json
 from .models import CondLike, Model, PromptLike
 from .text import Cond, resolve_cond
@@ -416,12 +416,10 @@ def invert(model: Model, x0: torch.Tensor, *, steps: int = 50, method: str = "fi
     (True, 5)
     """
     x0 = model.check_x(x0, "x0")
-    if method not in INVERSION_METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, INVERSION_METHODS))}, got {method!r}")
-    if not isinstance(tol, (int, float)) or not tol > 0:
-        raise ValueError(f"tol must be a positive number (RMS residual per step), got {tol!r}")
-    if not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    method = check_choice(method, "method", INVERSION_METHODS)
+    tol = check_float(tol, "tol", min=0, min_open=True)
+    max_iter = check_int(max_iter, "max_iter", min=1)
+    use_clipped_model_output = check_bool(use_clipped_model_output, "use_clipped_model_output")
     clip = _clip_range(model)
     if method == "fixed_point" and clip is not None and float(x0.abs().max()) > clip + 1e-6:
         raise ValueError(f"x0 has values in [{float(x0.min()):.3g}, {float(x0.max()):.3g}], outside the model's "
@@ -431,7 +429,7 @@ def invert(model: Model, x0: torch.Tensor, *, steps: int = 50, method: str = "fi
     path = [CLEAN] + grid
     c = resolve_cond(model, prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale, cond=cond,
                      batch=x0.shape[0])
-    clipped_eps = bool(use_clipped_model_output) and clip is not None
+    clipped_eps = use_clipped_model_output and clip is not None
     meta = {"model": model.name, "direction": "invert", "eta": 0.0, "steps": steps, "seed": None,
             "method": method, **(c.meta() if c is not None else {})}
     if method == "ddim":

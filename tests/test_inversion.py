@@ -104,6 +104,8 @@ def test_unconverged_steps_are_reported_never_silent(shapes_model, caplog):
     (dict(x0=torch.zeros(1, 3, 16, 16)), r"expects \(B, 3, 32, 32\)"),
     (dict(x0=torch.zeros(1, 3, 32, 32), method="exact"), "method must be one of"),
     (dict(x0=torch.zeros(1, 3, 32, 32), tol=0.0), "tol must be a positive"),
+    (dict(x0=torch.zeros(1, 3, 32, 32), max_iter=True), "max_iter must be an integer"),
+    (dict(x0=torch.zeros(1, 3, 32, 32), use_clipped_model_output="no"), "use_clipped_model_output must be"),
 ])
 def test_bad_inversion_input(shapes_model, kwargs, match):
     x0 = kwargs.pop("x0")

@@ -5,7 +5,8 @@
 Prints JSON: seconds per image for plain and fixed-point inversion (with U-Net calls per step and
 the round-trip RMSE of each), x-space step and guidance edits at t = 0.6 T, Asyrp, and the time to
 re-render one edited image when everything up to the edit is cached (x_t at the edit timestep:
-only the DDIM steps below t run again).
+only the DDIM steps below t run again), and the learned Asyrp direction f_t: seconds per training
+step, its conversion to a Direction, and applying it per image (ratios against Asyrp per image).
 """
 
 from __future__ import annotations
@@ -71,7 +72,34 @@ def main() -> None:
         res["asyrp_s_per_image"] = dt / a.n
         _, dt = timed(lambda: diffgeo.sample(m, noise=x_T, steps=a.steps, progress=False))
         res["plain_sample_s_per_image"] = dt / a.n
+    learned_f_t(m, a, x_T, res)
     print(json.dumps(res, indent=1))  # noqa: T201
+
+
+def learned_f_t(m, a, x_T, res: dict, batch: int = 8, k: int = 5) -> None:
+    """f_t of diffgeo.learned_direction (probe objective, colour -> blue, t_edit 500): seconds per
+    training step (batch ``batch``, mean of ``k`` after one warm-up step), the one-off conversion to a
+    Direction (16 images), and Asyrp with that Direction per image; ratios against ``asyrp_s_per_image``.
+    Training needs gradients, so this runs outside the no_grad block above."""
+    from diffgeo import learned_direction
+
+    try:
+        obj = learned_direction.probe_objective(m, "colour", "blue")
+    except ValueError as err:  # a model without a differentiable reader (e.g. digits)
+        res["learned_f_t"] = f"skipped: {err}"
+        return
+    kw = dict(batch_size=batch, n_images=32, t_edit=500, progress=False)
+    learned_direction.train_direction(m, obj, steps=1, **kw)
+    ld, dt = timed(lambda: learned_direction.train_direction(m, obj, steps=k, **kw))
+    res["learned_train_s_per_step"] = dt / k
+    res["learned_train_step_over_asyrp_image"] = res["learned_train_s_per_step"] / res["asyrp_s_per_image"]
+    d, dt = timed(lambda: ld.to_direction(m, n=16, steps=a.steps))
+    res["learned_to_direction_s"] = dt
+    with torch.no_grad():
+        _, dt = timed(lambda: editing.asyrp(m, x_T, d, strength=1.0, t_edit=500, t_boost=200, steps=a.steps,
+                                            seed=0, progress=False))
+    res["learned_apply_s_per_image"] = dt / a.n
+    res["learned_apply_over_asyrp"] = res["learned_apply_s_per_image"] / res["asyrp_s_per_image"]
 
 
 if __name__ == "__main__":

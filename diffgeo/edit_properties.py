@@ -11,9 +11,14 @@ names it) and reduces the reads with the pure function :func:`edit_statistics`:
 - linearity: R^2 of a least-squares line through (strength, mean change) and whether the sign of
   the change flips with the strength's sign;
 - composition (given a second direction): the change of both factors under ``d_a + d_b`` against
-  each alone; robustness: validity with Gaussian noise (relative norm ``noise``) added to the
-  direction, against without; timestep consistency: cosine similarity of the direction's vectors
-  across its timesteps (h-space directions made per timestep).
+  each alone (at the largest strength); robustness: validity with Gaussian noise (relative norm
+  ``noise``) added to the direction, against without; timestep consistency: cosine similarity of
+  the direction's vectors across its timesteps (h-space directions made per timestep).
+
+The table keeps the per-sample reads behind every mean (``per_sample``) so that
+:mod:`diffgeo.analyses.asyrp` can put bootstrap intervals over samples on each property.
+:func:`factor_directions` makes the x- and h-space mean-difference directions of one factor
+(shapes colour / shape / size, digit classes) that ``python -m diffgeo edit properties`` evaluates.
 
 >>> import torch
 >>> s = torch.tensor([-2., -1., 0., 1., 2.])
@@ -38,7 +43,8 @@ import torch
 from .directions import Direction
 from .io import atomic_path
 
-__all__ = ["EditProperties", "evaluate", "edit_statistics", "timestep_consistency", "main"]
+__all__ = ["EditProperties", "evaluate", "edit_statistics", "timestep_consistency", "timestep_cosines",
+           "factor_directions", "properties_stem", "FACTOR_DEFAULTS", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +92,18 @@ def edit_statistics(strengths: torch.Tensor, change: torch.Tensor, other_changed
             "validity": torch.as_tensor(valid, dtype=torch.float64).mean(1).tolist()}
 
 
+def timestep_cosines(direction: Direction) -> torch.Tensor:
+    """(K, K) cosine similarities between the direction's vectors at its K timesteps.
+
+    >>> d = Direction(torch.tensor([[1., 0.], [1., 1.]]), torch.tensor([10, 20]), "h", "toy")
+    >>> timestep_cosines(d).diagonal().tolist()
+    [1.0, 1.0]
+    """
+    v = direction.vectors.flatten(1).double()
+    v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return v @ v.T
+
+
 def timestep_consistency(direction: Direction) -> float | None:
     """Mean cosine similarity between the direction's vectors at different timesteps (None for one vector).
 
@@ -93,18 +111,25 @@ def timestep_consistency(direction: Direction) -> float | None:
     >>> round(timestep_consistency(d), 4)
     0.7071
     """
-    v = direction.vectors.flatten(1).double()
-    if len(v) < 2:
+    if len(direction.vectors) < 2:
         return None
-    v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    c = v @ v.T
-    k = len(v)
+    c = timestep_cosines(direction)
+    k = len(c)
     return float((c.sum() - c.diagonal().sum()) / (k * (k - 1)))
 
 
 @dataclass(frozen=True)
 class EditProperties:
-    """The property table of one direction on one model (see the module docstring)."""
+    """The property table of one direction on one model (see the module docstring).
+
+    per_sample: the reads behind the means, for bootstrap intervals over the n samples:
+    ``change`` (S, n) per-sample change of the target indicator, ``base_target`` (n,) 0/1: the
+    unedited sample already reads as the target, ``valid`` (S, n) 0/1,
+    ``other_changed`` {factor: (S, n) 0/1}, ``robust`` {``valid``, ``valid_noisy``, ``change_noisy``:
+    (n,)} at the largest strength, ``composition`` {``a_alone``, ``a_in_sum``, ``b_alone``,
+    ``b_in_sum``: (n,)} (absent without a second direction); all nested lists, saved in the JSON.
+    meta["timestep_cosines"]: {"timesteps": (K,), "cosines": (K, K)} of a per-timestep direction.
+    """
 
     model: str
     space: str
@@ -125,6 +150,7 @@ class EditProperties:
     robustness: dict | None = None
     timestep_consistency: float | None = None
     meta: dict = field(default_factory=dict)
+    per_sample: dict = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
         """One CSV row per strength."""
@@ -169,23 +195,27 @@ def _class_index(reader: Any, factor: str, target: Any) -> int | None:
     return int(target)
 
 
-def _editor(model: Any, space: str, x_T: torch.Tensor, t_edit: int, steps: int):
+def _editor(model: Any, space: str, x_T: torch.Tensor, t_edit: int, steps: int, prompt: Any = None):
     """strength, direction -> edited clean images (n, *x_shape); and the unedited images."""
     from .editing import asyrp, edit_x
     from .sampling import denoise, sample
 
-    with torch.no_grad():
-        if space == "h":
-            base = sample(model, noise=x_T, steps=steps, progress=False).result
-            return base, lambda s, d: asyrp(model, x_T, d, strength=s, t_edit=t_edit, t_boost=0, steps=steps,
-                                            progress=False).result
-        tr = sample(model, noise=x_T, steps=steps, progress=False)
-        ts = tr.timesteps.tolist()
-        if t_edit not in ts:
-            raise ValueError(f"t_edit={t_edit} is not on the {steps}-step grid {ts}: pick one of its timesteps")
-        x_t = tr.xs[ts.index(t_edit)]
-        base = denoise(model, x_t, t_edit, steps=steps, progress=False).result
-        return base, lambda s, d: edit_x(model, x_t, t_edit, d, strength=s, steps=steps, progress=False).result
+    def run(fn: Any) -> Any:
+        with torch.no_grad():
+            return fn()
+
+    if space == "h":
+        base = run(lambda: sample(model, noise=x_T, steps=steps, prompt=prompt, progress=False).result)
+        return base, lambda s, d: run(lambda: asyrp(model, x_T, d, strength=s, t_edit=t_edit, t_boost=0, steps=steps,
+                                                    prompt=prompt, progress=False).result)
+    tr = run(lambda: sample(model, noise=x_T, steps=steps, prompt=prompt, progress=False))
+    ts = tr.timesteps.tolist()
+    if t_edit not in ts:
+        raise ValueError(f"t_edit={t_edit} is not on the {steps}-step grid {ts}: pick one of its timesteps")
+    x_t = tr.xs[ts.index(t_edit)]
+    base = run(lambda: denoise(model, x_t, t_edit, steps=steps, prompt=prompt, progress=False).result)
+    return base, lambda s, d: run(lambda: edit_x(model, x_t, t_edit, d, strength=s, steps=steps, prompt=prompt,
+                                                 progress=False).result)
 
 
 def _noisy(direction: Direction, scale: float, seed: int) -> Direction:
@@ -200,7 +230,7 @@ def _noisy(direction: Direction, scale: float, seed: int) -> Direction:
 def evaluate(model: Any, direction: Direction, *, space: str = "x", factor: str, target: Any = None,
              strengths: Sequence[float] = (-2, -1, 0, 1, 2), n: int = 16, steps: int = 20, t_edit: int | None = None,
              second: Direction | None = None, second_factor: str | None = None, second_target: Any = None,
-             noise: float = 0.5, seed: int = 0, progress: bool = True) -> EditProperties:
+             noise: float = 0.5, seed: int = 0, prompt: Any = None, progress: bool = True) -> EditProperties:
     """The property table of ``direction`` on ``model`` (n samples from ``seed``).
 
     space: ``"x"`` (direction x-space; edit_x at t_edit, default the grid step nearest 500) or
@@ -208,15 +238,15 @@ def evaluate(model: Any, direction: Direction, *, space: str = "x", factor: str,
     reader reads (shapes: ``"colour"``, ``"shape"``); target: the class the edit aims for (name or
     index; None: the class whose fraction grows most at the largest strength). second /
     second_factor / second_target: a second direction for the composition test (edit with
-    ``d + second`` at strength 1). noise: relative norm of the Gaussian noise of the robustness
-    test (at the largest strength). Costs (len(strengths) + 3 or 5) edits of n samples.
+    ``d + second`` at the largest strength). noise: relative norm of the Gaussian noise of the
+    robustness test (at the largest strength). prompt: the generation prompt of a text model
+    (required there; the same prompt is used for every edit). Costs (len(strengths) + 3 or 5)
+    edits of n samples.
     """
     from tqdm.auto import tqdm
 
     from .zoo import entry
     from .readers import get_reader
-    from .sampling import ddim_timesteps
-
     if space not in ("x", "h"):
         raise ValueError(f"space must be 'x' or 'h', got {space!r}")
     if not isinstance(direction, Direction):
@@ -233,10 +263,9 @@ def evaluate(model: Any, direction: Direction, *, space: str = "x", factor: str,
         raise ValueError(f"strengths must be finite and include 0, got {strengths}")
     if n < 1 or steps < 2:
         raise ValueError(f"n must be >= 1 and steps >= 2, got n={n}, steps={steps}")
-    grid = ddim_timesteps(model, steps).tolist()
-    t_edit = min(grid, key=lambda t: abs(t - 500)) if t_edit is None else int(t_edit)
+    t_edit = _default_t_edit(model, steps) if t_edit is None else int(t_edit)
     x_T = torch.randn(n, *model.x_shape, generator=torch.Generator().manual_seed(seed)).to(model.device, model.dtype)
-    base, edit = _editor(model, space, x_T, t_edit, steps)
+    base, edit = _editor(model, space, x_T, t_edit, steps, prompt)
     base_read = reader.read(base)
     reads = []
     for s in tqdm(strengths, desc="edit properties", disable=not progress):
@@ -263,24 +292,36 @@ def evaluate(model: Any, direction: Direction, *, space: str = "x", factor: str,
     r_noisy = reader.read(edit(smax, _noisy(direction, noise, seed + 1)))
     robust["validity_noisy"] = float(r_noisy.get("valid", torch.ones(n, dtype=torch.bool)).double().mean())
     robust["change_noisy"] = float((hit(r_noisy, factor, tgt) - hit(base_read, factor, tgt)).mean())
+    per_sample: dict[str, Any] = {
+        "change": change.tolist(), "valid": valid.double().tolist(),
+        "base_target": hit(base_read, factor, tgt).tolist(),
+        "other_changed": {f: v.double().tolist() for f, v in other_changed.items()},
+        "robust": {"valid": valid[top].double().tolist(),
+                   "valid_noisy": r_noisy.get("valid", torch.ones(n, dtype=torch.bool)).double().tolist(),
+                   "change_noisy": (hit(r_noisy, factor, tgt) - hit(base_read, factor, tgt)).tolist()}}
     comp = None
     if second is not None:
         if second_factor is None or second_factor not in reader.classes:
             raise ValueError(f"second_factor must be one of {', '.join(reader.classes)} with second=, got "
                              f"{second_factor!r}")
         second.check(model, space)
-        r_b = reader.read(edit(1.0, second))
+        r_b = reader.read(edit(smax, second))
         t2 = _class_index(reader, second_factor, second_target)
         if t2 is None:
             k = len(reader.classes[second_factor])
             t2 = int((torch.bincount(r_b[second_factor], minlength=k)
                       - torch.bincount(base_read[second_factor], minlength=k)).argmax())
-        r_ab = reader.read(edit(1.0, direction + second))
-        r_a = reads[strengths.index(1.0)] if 1.0 in strengths else reader.read(edit(1.0, direction))
-        d = lambda r, f, c: float((hit(r, f, c) - hit(base_read, f, c)).mean())  # noqa: E731
-        comp = {"factor_b": second_factor, "target_b": reader.classes[second_factor][t2],
-                "a_alone": d(r_a, factor, tgt), "a_in_sum": d(r_ab, factor, tgt),
-                "b_alone": d(r_b, second_factor, t2), "b_in_sum": d(r_ab, second_factor, t2)}
+        r_ab = reader.read(edit(smax, direction + second))
+        r_a = reads[top]
+        d = lambda r, f, c: hit(r, f, c) - hit(base_read, f, c)  # noqa: E731
+        parts = {"a_alone": d(r_a, factor, tgt), "a_in_sum": d(r_ab, factor, tgt),
+                 "b_alone": d(r_b, second_factor, t2), "b_in_sum": d(r_ab, second_factor, t2)}
+        comp = {"factor_b": second_factor, "target_b": reader.classes[second_factor][t2], "strength": smax,
+                **{k: float(v.mean()) for k, v in parts.items()}}
+        per_sample["composition"] = {k: v.tolist() for k, v in parts.items()}
+    cos = None
+    if not direction.constant and len(direction.vectors) > 1:
+        cos = {"timesteps": direction.timesteps.tolist(), "cosines": timestep_cosines(direction).tolist()}
     return EditProperties(model=model.name, space=space, factor=factor, target=str(reader.classes[factor][tgt]),
                           strengths=strengths, mean_change=st["mean_change"], spread=st["spread"],
                           slope=st["slope"], r2=st["r2"], sign_flip=st["sign_flip"],
@@ -288,51 +329,157 @@ def evaluate(model: Any, direction: Direction, *, space: str = "x", factor: str,
                           composition=comp, robustness=robust,
                           timestep_consistency=timestep_consistency(direction),
                           meta={"seed": seed, "direction": direction.meta, "strength0_max_abs_diff": zero_err,
-                                "base_fraction_target": float(hit(base_read, factor, tgt).mean())})
+                                "base_fraction_target": float(hit(base_read, factor, tgt).mean()),
+                                "prompt": prompt, "timestep_cosines": cos},
+                          per_sample=per_sample)
 
 
-# -- command line ------------------------------------------------------------------------------------
-def colour_directions(model: Any, a: str = "red", b: str = "blue", n: int = 16, steps: int = 20,
-                      seed: int = 1) -> tuple[Direction, Direction]:
-    """x- and h-space mean-difference directions from colour ``a`` to ``b`` on shapes-like models:
-    x: mean image of b-scenes minus a-scenes (one vector); h: :func:`diffgeo.directions.mean_difference`."""
+# -- directions of one factor and the command line ---------------------------------------------------
+#: factor -> (a, b, second factor, (second a, second b)): the default edit a -> b of the command line
+#: and the direction it is composed with (None: the reader reads no second factor, e.g. digits).
+FACTOR_DEFAULTS: dict[str, tuple[str, str, str | None, tuple[str, str] | None]] = {
+    "colour": ("red", "blue", "shape", ("circle", "square")),
+    "shape": ("circle", "square", "colour", ("red", "blue")),
+    "size": ("small", "large", "colour", ("red", "blue")),
+    "digit": ("1", "7", None, None),
+}
+
+
+def _default_t_edit(model: Any, steps: int) -> int:
+    from .sampling import ddim_timesteps
+
+    return min(ddim_timesteps(model, steps).tolist(), key=lambda t: abs(t - 500))
+
+
+def _group_images(model: Any, factor: str, a: str, b: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clean images (n, *x_shape) of the groups a and b of ``factor``: shapes scenes that differ only
+    in the factor (size: the middle of the size bin), or real UCI digits of classes a and b."""
+    if factor == "digit":
+        from .data.digits import load_digits_images
+
+        if tuple(model.x_shape) != (1, 16, 16):
+            raise ValueError(f"factor 'digit' needs the digits model (x of shape (1, 16, 16)), not {model.name}")
+        d = load_digits_images()
+        g = torch.Generator().manual_seed(seed)
+        out = []
+        for c in (a, b):
+            if str(c) not in [str(i) for i in range(10)]:
+                raise ValueError(f"digit classes are '0'..'9', got {c!r}")
+            idx = (d.labels == int(c)).nonzero().flatten()
+            out.append(d.images[idx[torch.randperm(len(idx), generator=g)[:n]]].clamp(-1, 1))
+        return out[0], out[1]
     from .data import shapes
+    from .readers.shapes import SIZE_EDGES, SIZES
+
+    if tuple(model.x_shape) != (3, shapes.RESOLUTION, shapes.RESOLUTION):
+        raise ValueError(f"factor {factor!r} needs a shapes model (x of shape (3, 32, 32)), not {model.name}")
+    names = {"colour": shapes.COLOURS, "shape": shapes.SHAPES, "size": SIZES}
+    if factor not in names:
+        raise ValueError(f"factor must be one of {', '.join(FACTOR_DEFAULTS)}, got {factor!r}")
+    for c in (a, b):
+        if c not in names[factor]:
+            raise ValueError(f"{c!r} is not a class of {factor!r}: one of {', '.join(names[factor])}")
+    f = shapes.sample_factors(n, seed=seed)
+    if factor == "size":
+        lo, hi = shapes.RANGES["size"]
+        edges = [lo, *SIZE_EDGES, hi]
+        mid = {c: (edges[i] + edges[i + 1]) / 2 for i, c in enumerate(SIZES)}
+        return (shapes.render(f.replace(size=torch.full((n,), mid[a]))),
+                shapes.render(f.replace(size=torch.full((n,), mid[b]))))
+    ia, ib = names[factor].index(a), names[factor].index(b)
+    field_ = getattr(f, factor)
+    return (shapes.render(f.replace(**{factor: field_ * 0 + ia})), shapes.render(f.replace(**{factor: field_ * 0 + ib})))
+
+
+def factor_directions(model: Any, factor: str, a: str, b: str, *, n: int = 16, steps: int = 20,
+                      t_edit: int | None = None, prompt: Any = None, seed: int = 1) -> tuple[Direction, Direction]:
+    """x- and h-space mean-difference directions from class ``a`` to class ``b`` of ``factor``.
+
+    Groups: n shapes scenes that differ only in the factor (``colour`` / ``shape`` / ``size``, the
+    size classes of :data:`diffgeo.readers.shapes.SIZES` rendered at the middle of their bin), or n
+    real UCI digits of each class (``factor="digit"``, ``a``/``b`` in '0'..'9'), drawn with ``seed``.
+    x: ``sqrt(abar_t) (mean_b - mean_a)`` at ``t_edit`` (default: the ``steps``-grid timestep
+    nearest 500): the move of x_t that moves its clean component by the groups' mean difference
+    (the raw pixel difference overshoots by 1 / sqrt(abar_t), 3.6x at t = 500, and wrecks
+    images). h: :func:`diffgeo.directions.mean_difference` on the ``steps`` grid (``prompt``
+    for text models). Returns (dx, dh).
+
+    >>> import diffgeo
+    >>> dx, dh = factor_directions(diffgeo.load("shapes"), "size", "small", "large", n=2, steps=2)
+    >>> dx.shape, dh.shape, dh.timesteps.tolist()
+    ((3, 32, 32), (128, 8, 8), [0, 500])
+    """
     from .directions import mean_difference
 
-    f = shapes.sample_factors(n, seed=seed)
-    ia, ib = shapes.COLOURS.index(a), shapes.COLOURS.index(b)
-    xa = shapes.render(f.replace(colour=f.colour * 0 + ia))
-    xb = shapes.render(f.replace(colour=f.colour * 0 + ib))
-    dx = Direction((xb - xa).mean(0)[None], torch.tensor([-1]), "x", model.name,
-                   {"source": "x_mean_difference", "a": a, "b": b, "n": n})
-    dh = mean_difference(model, xa, xb, steps=steps, seed=seed)
+    xa, xb = _group_images(model, factor, a, b, n, seed)
+    t = _default_t_edit(model, steps) if t_edit is None else int(t_edit)
+    scale = float(model.alphas_cumprod[t]) ** 0.5
+    dx = Direction(scale * (xb - xa).mean(0)[None], torch.tensor([-1]), "x", model.name,
+                   {"source": "x_mean_difference", "factor": factor, "a": a, "b": b, "n": n, "seed": seed,
+                    "scaled_to_t": t, "scale": scale})
+    dh = mean_difference(model, xa, xb, steps=steps, seed=seed, prompt=prompt)
+    dh = Direction(dh.vectors, dh.timesteps, "h", model.name,
+                   {**dh.meta, "factor": factor, "a": a, "b": b})
     return dx, dh
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m diffgeo edit properties --model shapes --factor colour``: the property table of
-    the red -> blue mean-difference direction in x and in h; writes figures/edit_properties_*.{json,csv,png}."""
+def properties_stem(model_name: str, factor: str, a: str, b: str) -> str:
+    """File stem of a factor's tables: ``edit_properties_<model>_<factor>`` (digits add ``_<a>-<b>``).
+
+    >>> properties_stem("digits", "digit", "1", "7")
+    'edit_properties_digits_digit_1-7'
+    """
+    return f"edit_properties_{model_name}_{factor}" + (f"_{a}-{b}" if factor == "digit" else "")
+
+
+def main(argv: Sequence[str] | None = None) -> list[EditProperties]:
+    """``python -m diffgeo edit properties --model shapes --factor colour``: the property table of the
+    a -> b mean-difference direction of one factor (:func:`factor_directions`; defaults in
+    :data:`FACTOR_DEFAULTS`) in x and in h, composed with the default second factor's direction;
+    writes figures/edit_properties_<model>_<factor>[_<a>-<b>]_{x,h}.{json,csv} and one figure with
+    x and h side by side (.png). Digits: ``--model digits --factor digit --a 1 --b 7``; text models
+    generate (and take h) with ``--prompt`` (default ``""``, the unconditional branch: with the
+    prompt of a, "a handwritten 1", guidance holds the samples at a and no edit changed a digit
+    in a 4-sample trial)."""
     import argparse
 
     p = argparse.ArgumentParser(prog="diffgeo edit properties", description=main.__doc__)
     p.add_argument("--model", default="shapes")
-    p.add_argument("--factor", default="colour", choices=("colour",))
-    p.add_argument("--a", default="red")
-    p.add_argument("--b", default="blue")
-    p.add_argument("--n", type=int, default=16)
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--factor", default="colour", choices=tuple(FACTOR_DEFAULTS))
+    p.add_argument("--a", default=None, help="class edited from (default per factor)")
+    p.add_argument("--b", default=None, help="class edited to: the target (default per factor)")
+    p.add_argument("--no-composition", action="store_true")
+    p.add_argument("--n", type=int, default=32, help="evaluation samples")
+    p.add_argument("--n-direction", type=int, default=16, help="images per group for the directions")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation samples")
     p.add_argument("--space", default="both", choices=("x", "h", "both"))
     p.add_argument("--out", default="figures")
+    p.add_argument("--prompt", default=None, help="text models: generation prompt, also used for h (default '': "
+                   "unconditional samples; the prompt of a pins the samples to a)")
+    p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     from .loading import load
 
+    a0, b0, second_factor, second_pair = FACTOR_DEFAULTS[args.factor]
+    a, b = args.a or a0, args.b or b0
     model = load(args.model)
-    dx, dh = colour_directions(model, args.a, args.b, steps=args.steps)
+    prompt = (args.prompt if args.prompt is not None else "") if model.is_conditional else None
+    t_edit = _default_t_edit(model, args.steps)
+    kw = dict(n=args.n_direction, steps=args.steps, t_edit=t_edit, prompt=prompt)
+    dirs = dict(zip(("x", "h"), factor_directions(model, args.factor, a, b, **kw)))
+    seconds = {}
+    if second_factor is not None and not args.no_composition:
+        seconds = dict(zip(("x", "h"), factor_directions(model, second_factor, *second_pair, **kw)))
+    stem = properties_stem(model.name, args.factor, a, b)
     tables = []
-    for space, d in (("x", dx), ("h", dh)):
+    for space in ("x", "h"):
         if args.space in (space, "both"):
-            t = evaluate(model, d, space=space, factor=args.factor, target=args.b, n=args.n, steps=args.steps)
-            t.save(Path(args.out) / f"edit_properties_{args.model}_{args.factor}_{space}")
+            t = evaluate(model, dirs[space], space=space, factor=args.factor, target=b, n=args.n, steps=args.steps,
+                         t_edit=t_edit, second=seconds.get(space), second_factor=second_factor if seconds else None,
+                         second_target=second_pair[1] if seconds else None, seed=args.seed, prompt=prompt,
+                         progress=not args.no_progress)
+            t.save(Path(args.out) / f"{stem}_{space}")
             tables.append(t)
     try:
         import matplotlib.pyplot as plt
@@ -340,12 +487,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         from .plotting import draw_edit_properties
     except ImportError as err:  # the figure is optional; the tables are written
         logger.warning("no figure: %s", err)
-        return
+        return tables
     fig, axes = plt.subplots(1, len(tables), figsize=(4 * len(tables), 3), squeeze=False)
     for ax, t in zip(axes[0], tables):
         draw_edit_properties(ax, t)
     fig.tight_layout()
-    out = Path(args.out) / f"edit_properties_{args.model}_{args.factor}.png"
+    out = Path(args.out) / f"{stem}.png"
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+    return tables

@@ -228,7 +228,8 @@ def run_report(models: Sequence[str] | None = None, *, preset: str | Preset = "f
     if "asyrp" in names:
         from .analyses.asyrp import asyrp_properties
 
-        claims += clock.run("asyrp", lambda: asyrp_properties(primary, fast=preset.name != "full"))
+        claims += clock.run("asyrp", lambda: asyrp_properties(primary, fast=preset.name != "full",
+                                                              tables=[out, Path("figures")]))
     clock.timings["total"] = {"wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0}
     for m, tb in bases.items():
         notes.append(f"{m}: {tb.v.shape[0]} samples x {len(tb.ts)} timesteps {tb.ts}, k={tb.v.shape[2]}, "

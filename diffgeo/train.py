@@ -220,6 +220,26 @@ def _load_opt(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> N
 
 
 LOSS_WEIGHTS = ("eps", "v")
+PREDICTIONS = ("epsilon", "v_prediction")
+
+
+def training_target(x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor, prediction: str) -> torch.Tensor:
+    """What the U-Net learns to output for x_t = sqrt(abar) x0 + sqrt(1 - abar) noise: ``"epsilon"``
+    the noise, ``"v_prediction"`` v = sqrt(abar) noise - sqrt(1 - abar) x0 (Salimans & Ho 2022).
+    x0, noise: (B, C, H, W); abar: (B,).
+
+    An epsilon model's x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) amplifies its output error by
+    1 / sqrt(abar) (about 130 at t=980); a v model's x0 = sqrt(abar) x_t - sqrt(1 - abar) v does not.
+
+    >>> training_target(torch.ones(1, 1, 1, 1), torch.zeros(1, 1, 1, 1), torch.tensor([0.25]), "v_prediction").item()
+    -0.8660253882408142
+    """
+    if prediction == "epsilon":
+        return noise
+    if prediction == "v_prediction":
+        a = abar.view(-1, *([1] * (x0.dim() - 1)))
+        return a.sqrt() * noise - (1 - a).sqrt() * x0
+    raise ValueError(f"prediction {prediction!r}: use one of {PREDICTIONS}")
 
 
 def loss_weights(alphas_cumprod: torch.Tensor, kind: str = "eps", cap: float = 1000.0) -> torch.Tensor:
@@ -254,13 +274,16 @@ def _learning_rate(recipe: Recipe, step: int, first: int, total: int, decay: boo
 
 def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, ckpt_every: int = 250,
           threads: int | None = None, progress: bool = True, init: Path | None = None,
-          loss_weight: str = "eps", weight_cap: float = 1000.0, lr_decay: bool = False) -> Path:
+          loss_weight: str = "eps", weight_cap: float = 1000.0, lr_decay: bool = False,
+          prediction: str | None = None) -> Path:
     """Train (or resume) the recipe ``name``; returns the checkpoint path.
 
     ``init``: a package folder (``unet/``, ``provenance.json``) to warm-start from when ``run_dir``
     holds no checkpoint yet: model and EMA start from its weights, a fresh optimiser warms up again,
     and steps continue from its ``steps`` (so scenes and noise go on along the same seeded path).
-    ``loss_weight``/``weight_cap``: see :func:`loss_weights`. ``lr_decay``: cosine decay to 0.
+    ``loss_weight``/``weight_cap``: see :func:`loss_weights` (epsilon models only). ``lr_decay``:
+    cosine decay to 0. ``prediction``: the U-Net's output (:func:`training_target`; None = the
+    recipe's); a v model warm-started from an epsilon one keeps its weights and relearns its output.
 
     >>> import tempfile, pathlib
     >>> run = pathlib.Path(tempfile.mkdtemp())
@@ -272,6 +295,11 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
     from diffusers import DDPMScheduler
 
     recipe = get_recipe(name)
+    prediction = prediction or recipe.scheduler["prediction_type"]
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction {prediction!r}: use one of {PREDICTIONS}")
+    if prediction != "epsilon" and loss_weight != "eps":
+        raise ValueError("loss_weight reweights the epsilon loss; a v_prediction model uses the plain v loss")
     total = steps or recipe.steps
     if threads:
         torch.set_num_threads(threads)
@@ -297,6 +325,9 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
         _load_opt(opt, tensors)
         start, history, wall = meta["step"], meta["history"], meta["wall_seconds"]
         warm_start = meta.get("warm_start")
+        if meta.get("prediction", "epsilon") != prediction:
+            raise ValueError(f"{ckpt} trains a {meta.get('prediction', 'epsilon')} model; rerun with that "
+                             f"prediction or another --run-dir")
         log.info("resuming %s from step %d", name, start)
     elif init is not None:
         from safetensors.torch import load_file
@@ -325,8 +356,10 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         for group in opt.param_groups:
             group["lr"] = _learning_rate(recipe, step, first, total, lr_decay)
-        per_sample = (unet(x_t, t, **cond).sample - noise).pow(2).mean(dim=(1, 2, 3))
-        loss = (loss_weights(abar[t], loss_weight, weight_cap) * per_sample).mean()
+        err = (unet(x_t, t, **cond).sample - training_target(x0, noise, abar[t], prediction)).pow(2).mean(dim=(1, 2, 3))
+        loss = (loss_weights(abar[t], loss_weight, weight_cap) * err).mean()
+        # the epsilon MSE of the implied eps (for a v model eps_err = sqrt(abar) v_err): comparable across runs
+        per_sample = err.detach() if prediction == "epsilon" else abar[t] * err.detach()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -354,7 +387,8 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
             save_tensors_json(ckpt, tensors, {"name": name, "step": done, "history": history,
                                               "wall_seconds": wall, "seed": seed, "total": total,
                                               "warm_start": warm_start, "loss_weight": loss_weight,
-                                              "weight_cap": weight_cap, "lr_decay": lr_decay})
+                                              "weight_cap": weight_cap, "lr_decay": lr_decay,
+                                              "prediction": prediction})
     bar.close()
     return ckpt
 
@@ -367,6 +401,8 @@ def _command(name: str, meta: dict) -> str:
         cmd += f" --loss-weight {meta['loss_weight']} --weight-cap {meta['weight_cap']:g}"
     if meta.get("lr_decay"):
         cmd += " --lr-decay"
+    if meta.get("prediction", "epsilon") != "epsilon":
+        cmd += f" --prediction {meta['prediction']}"
     return cmd
 
 
@@ -379,11 +415,13 @@ def _schedule_meta(meta: dict) -> dict:
         out["wall_seconds_note"] = "this run only; the warm start's own run took warm_start.wall_seconds"
         if ws.get("wall_seconds") is not None:
             out["wall_seconds_total"] = round(meta["wall_seconds"] + ws["wall_seconds"], 1)
+    if meta.get("prediction", "epsilon") != "epsilon":
+        out["prediction_type"] = meta["prediction"]
     if meta.get("loss_weight", "eps") != "eps" or meta.get("lr_decay"):
         out["loss_weight"] = meta.get("loss_weight", "eps")
         out["weight_cap"] = meta.get("weight_cap")
         out["lr_schedule"] = "cosine to 0 over the run after warm-up" if meta.get("lr_decay") else "constant"
-        out["loss_history_note"] = "loss_history is the plain epsilon MSE (unweighted) in every run"
+        out["loss_history_note"] = "loss_history is the plain epsilon MSE (unweighted; of the implied eps for a v model) in every run"
     return out
 
 
@@ -412,7 +450,8 @@ def export(name: str, *, run_dir: Path, dest: Path | None = None, command: str =
     tmp.chmod(0o755)
     try:
         unet.save_pretrained(tmp / "unet", safe_serialization=True)
-        DDPMScheduler(**recipe.scheduler).save_pretrained(tmp / "scheduler")
+        DDPMScheduler(**{**recipe.scheduler, "prediction_type": meta.get("prediction", "epsilon")}
+                      ).save_pretrained(tmp / "scheduler")
         text_meta = {}
         if recipe.conditional:
             from .text import REF_FILE, encoder_reference
@@ -468,6 +507,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="eps: plain epsilon MSE; v: epsilon MSE weighted by min(1/alpha-bar, cap)")
     parser.add_argument("--weight-cap", type=float, default=1000.0)
     parser.add_argument("--lr-decay", action="store_true", help="cosine learning-rate decay to 0 over the run")
+    parser.add_argument("--prediction", choices=PREDICTIONS, default=None,
+                        help="the U-Net's output (default: the recipe's); see training_target")
     parser.add_argument("--export-to", type=Path, default=None, help="export folder (default: the package's)")
     parser.add_argument("--no-export", action="store_true",
                         help="train only (e.g. a short timing run with --steps 10 --run-dir /tmp/x)")
@@ -477,7 +518,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.export_only:
         train(args.name, run_dir=run_dir, steps=args.steps, seed=args.seed, ckpt_every=args.ckpt_every,
               threads=args.threads, init=args.init, loss_weight=args.loss_weight, weight_cap=args.weight_cap,
-              lr_decay=args.lr_decay)
+              lr_decay=args.lr_decay, prediction=args.prediction)
     if args.no_export:
         return
     dest = export(args.name, run_dir=run_dir, dest=args.export_to)

@@ -1,28 +1,42 @@
-"""Fixed-point inversion (diffgeo.invert): round trips on the embedded models, an exact inverse on
-a closed-form check, and every unconverged step reported.
+"""Fixed-point inversion (diffgeo.invert): round trips on the embedded models at the issue's 50 steps,
+an exact inverse on a closed-form check, per-sample stopping, and every unconverged step reported.
 
-Cost: the issue's targets are 64 images x 50 steps; on this 2-core CPU that is minutes per case, so
-the suite runs 2 images x 12 steps per case (the bound is per image, a max, not a mean: one image
-over 0.02 fails it) and benchmarks/bench_editing.py measures the full 64 x 50 numbers.
+Sample sizes. The issue's target is every one of 64 images per set within RMSE 0.02 after a 50-step
+round trip. One 50-step round trip costs ~6 s per `shapes` image and ~3 s per digit on one nice'd
+core of this machine (fixed-point inversion ~3 U-Net calls per step), so 3 x 64 images is ~20 min:
+benchmarks/bench_inversion.py runs that (README gives its numbers). The suite's budget for these
+tests is 90 s, so each set here is a small sample judged by a confidence argument instead:
+
+- the population mean RMSE is <= 0.02 at 95% confidence: one-sided t upper bound
+  ``mean + t_{0.95, n-1} s / sqrt(n)`` (with n = 4 and a spread s ~ 0.005, as 8 images measured,
+  the bound sits ~0.006 above the mean; a mean near the target, or a heavy tail, fails it);
+- and no image of the sample exceeds 0.02 (a per-image check; with zero failures in n the 95%
+  upper bound of the fraction over 0.02 is 1 - 0.05^(1/n): 0.53 at n = 4, 0.05 only at n = 59,
+  which is why the per-image certificate is the benchmark's job, not the suite's).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 import pytest
 import torch
+from scipy import stats
 
 import diffgeo
 from diffgeo.data import shapes
 from diffgeo.sampling import ddim_step
 
-#: The issue's target, per image (max over images, not a mean).
+#: The issue's target, per image.
 ROUND_TRIP_RMSE = 0.02
-STEPS = 12
-N = 2
-#: A seed never used in training: training draws scenes from seeds 0, 1, 2, ... (one per step,
-#: a few thousand steps) and the probe from 10_000_000 + step; this is far from both.
+STEPS = 50
+N_SHAPES = 4   # see the module docstring: 95% t bound on the mean + per-image check
+N_DIGITS = 6   # digits are 16 px: half the cost per image, so a few more
+#: A seed never used in training: diffgeo.train draws each step's scenes from
+#: ``make_scenes(batch, seed=run_seed * 1_000_003 + step)`` (run seeds 0 and 1, < 10_000 steps: seeds
+#: 0..9_999 and 1_000_003..1_010_002), its noise from ``run_seed * 7_919 + step`` and the probe from
+#: 10_000_000 + step; 987_654 is none of these.
 UNSEEN_SEED = 987_654
 
 
@@ -30,36 +44,39 @@ def _rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).flatten(1).pow(2).mean(1).sqrt()
 
 
-def _round_trip(model, x0, **kw):
+def _round_trip(model, x0, steps=STEPS, **kw):
     with torch.no_grad():
-        inv = diffgeo.invert(model, x0, steps=STEPS, use_clipped_model_output=True, progress=False, **kw)
-        back = diffgeo.sample(model, noise=inv.result, steps=STEPS, use_clipped_model_output=True,
+        inv = diffgeo.invert(model, x0, steps=steps, use_clipped_model_output=True, progress=False, **kw)
+        back = diffgeo.sample(model, noise=inv.result, steps=steps, use_clipped_model_output=True,
                               progress=False, **kw).result
-        plain = diffgeo.invert(model, x0, steps=STEPS, method="ddim", progress=False, **kw)
-        back_plain = diffgeo.sample(model, noise=plain.result, steps=STEPS, use_clipped_model_output=True,
-                                    progress=False, **kw).result
-    return inv, _rmse(back, x0), _rmse(back_plain, x0)
+    return inv, _rmse(back, x0)
+
+
+def _assert_within_target(rmse: torch.Tensor) -> None:
+    n = len(rmse)
+    r = rmse.double()
+    upper = float(r.mean() + stats.t.ppf(0.95, n - 1) * r.std() / math.sqrt(n))
+    assert upper <= ROUND_TRIP_RMSE, f"95% upper bound of the mean RMSE {upper:.4f} > {ROUND_TRIP_RMSE}: {rmse}"
+    assert rmse.max() <= ROUND_TRIP_RMSE, f"an image's round trip is over {ROUND_TRIP_RMSE}: {rmse}"
 
 
 @pytest.fixture(scope="module")
 def own_samples(shapes_model):
     with torch.no_grad():
-        return diffgeo.sample(shapes_model, N, steps=STEPS, seed=31, progress=False).result
+        return diffgeo.sample(shapes_model, N_SHAPES, steps=STEPS, seed=31, progress=False).result
 
 
 def test_round_trip_of_own_samples(shapes_model, own_samples):
-    inv, rmse, rmse_plain = _round_trip(shapes_model, own_samples)
-    assert rmse.max() <= ROUND_TRIP_RMSE, rmse
-    assert rmse_plain.mean() > 5 * rmse.mean(), (rmse_plain, rmse)  # plain inversion is far off
-    assert len(inv.meta["iterations"]) == STEPS and len(inv.meta["residual"][0]) == N
+    inv, rmse = _round_trip(shapes_model, own_samples)
+    _assert_within_target(rmse)
+    assert len(inv.meta["iterations"]) == STEPS and len(inv.meta["residual"][0]) == N_SHAPES
     assert inv.meta["method"] == "fixed_point"
 
 
 def test_round_trip_of_real_scenes(shapes_model):
-    x0 = shapes.make_scenes(N, seed=UNSEEN_SEED).images
-    _inv, rmse, rmse_plain = _round_trip(shapes_model, x0)
-    assert rmse.max() <= ROUND_TRIP_RMSE, rmse
-    assert rmse_plain.mean() > 5 * rmse.mean(), (rmse_plain, rmse)
+    x0 = shapes.make_scenes(N_SHAPES, seed=UNSEEN_SEED).images
+    _inv, rmse = _round_trip(shapes_model, x0)
+    _assert_within_target(rmse)
 
 
 def test_round_trip_of_real_digits_with_their_prompt():
@@ -67,11 +84,54 @@ def test_round_trip_of_real_digits_with_their_prompt():
 
     model = diffgeo.load("digits")
     d = load_digits_images()
-    idx = torch.arange(N) * 97  # spread over the data set
+    idx = torch.randperm(len(d.labels), generator=torch.Generator().manual_seed(UNSEEN_SEED))[:N_DIGITS]
     x0 = d.images[idx].clamp(-1, 1)
     prompts = [canonical_digit_caption(int(c)) for c in d.labels[idx]]
-    _inv, rmse, _ = _round_trip(model, x0, prompt=prompts)
-    assert rmse.max() <= ROUND_TRIP_RMSE, rmse
+    _inv, rmse = _round_trip(model, x0, prompt=prompts)
+    _assert_within_target(rmse)
+
+
+def test_plain_inversion_stays_available_and_is_worse(shapes_model):
+    """method="ddim" is one U-Net call per step (counted by a forward hook) and reconstructs far worse:
+    the reason for the default. Few steps make plain inversion's error large (0.2-0.4 RMSE measured)."""
+    x0 = shapes.make_scenes(2, seed=UNSEEN_SEED).images
+    seen = []
+    handle = shapes_model.unet.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
+    try:
+        with torch.no_grad():
+            plain = diffgeo.invert(shapes_model, x0, steps=10, method="ddim", progress=False)
+    finally:
+        handle.remove()
+    assert seen == [2] * 10 and plain.meta["method"] == "ddim"
+    with torch.no_grad():
+        back_plain = diffgeo.sample(shapes_model, noise=plain.result, steps=10, use_clipped_model_output=True,
+                                    progress=False).result
+    _inv, rmse = _round_trip(shapes_model, x0, steps=10)
+    assert _rmse(back_plain, x0).mean() > 5 * rmse.mean(), (_rmse(back_plain, x0), rmse)
+
+
+def test_converged_samples_leave_the_batch(shapes_model):
+    """Per-sample stopping: the U-Net sees only the samples still iterating (a forward hook counts the
+    batch rows it gets), and a sample's result does not depend on which others share its batch."""
+    x0 = shapes.make_scenes(3, seed=UNSEEN_SEED + 1).images
+    rows = []
+    handle = shapes_model.unet.register_forward_pre_hook(lambda mod, args: rows.append(args[0].shape[0]))
+    try:
+        with torch.no_grad():
+            inv = diffgeo.invert(shapes_model, x0, steps=8, use_clipped_model_output=True, progress=False)
+    finally:
+        handle.remove()
+    calls = torch.tensor(inv.meta["iterations"])                              # (steps, B)
+    assert (calls.max(1).values != calls.min(1).values).any(), calls       # the test needs unequal counts
+    assert sum(rows) == int(calls.sum()) + 3 == inv.meta["unet_calls"], (rows, calls)
+    assert len(rows) == 1 + int(calls.max(1).values.sum())                 # one call per iteration, shrinking
+    assert inv.meta["iterations_per_step"] == pytest.approx(calls.double().mean(1).tolist())
+    with torch.no_grad():
+        alone = diffgeo.invert(shapes_model, x0[1:2], steps=8, use_clipped_model_output=True, progress=False)
+    # Batched and single U-Net calls differ by float32 rounding (~1e-6); two solutions of a step
+    # within tol of each other may then drift apart by O(tol) per step: 10 tol over 8 steps.
+    diff = _rmse(alone.xs[:, 0], inv.xs[:, 1])
+    assert (diff <= 10 * inv.meta["tol"]).all(), diff
 
 
 def test_each_step_solves_the_samplers_step(shapes_model, own_samples):
@@ -87,6 +147,9 @@ def test_each_step_solves_the_samplers_step(shapes_model, own_samples):
             fwd, _ = ddim_step(inv.xs[i + 1], eps, a, ap, clip=1.0, use_clipped_model_output=True)
             res = _rmse(fwd, inv.xs[i])
             assert (res <= 1.5 * inv.meta["tol"]).all(), res  # the stop is RMS <= tol (float32 recompute)
+            # the recorded residual is this one (float32 recompute of a ~1e-4 RMS: a few % apart)
+            assert res.tolist() == pytest.approx(inv.meta["residual"][i], rel=0.2, abs=1e-5)
+            assert inv.meta["max_residual_per_step"][i] == pytest.approx(max(inv.meta["residual"][i]))
 
 
 def test_unconverged_steps_are_reported_never_silent(shapes_model, caplog):
@@ -97,6 +160,27 @@ def test_unconverged_steps_are_reported_never_silent(shapes_model, caplog):
     first = inv.meta["unconverged"][0]
     assert {"step", "t", "residual", "samples"} <= set(first) and first["residual"] > 1e-9
     assert "did not converge" in caplog.text and f"t={first['t']}" in caplog.text
+    # the reported residual is the real one: redo the forward step from the returned x_t
+    i, t, t_prev = first["step"], first["t"], int(inv.timesteps[first["step"]])
+    with torch.no_grad():
+        eps = shapes_model.eps(inv.xs[i + 1], t)
+    a = float(shapes_model.alphas_cumprod[t])
+    ap = 1.0 if t_prev == -1 else float(shapes_model.alphas_cumprod[t_prev])
+    fwd, _ = ddim_step(inv.xs[i + 1], eps, a, ap, clip=1.0)
+    assert _rmse(fwd, inv.xs[i])[first["samples"]].tolist() == pytest.approx(first["residuals"], rel=1e-2)
+
+
+def test_a_stalled_sample_stops_early_and_is_reported(shapes_model, caplog):
+    """tol=1e-9 is below float32 resolution of these states (~1e-7 relative, residuals stay ~1e-6
+    and above): every sample stalls, stops well before max_iter and is listed as stalled."""
+    x0 = shapes.make_scenes(2, seed=UNSEEN_SEED).images
+    with caplog.at_level(logging.WARNING, logger="diffgeo.sampling"), torch.no_grad():
+        inv = diffgeo.invert(shapes_model, x0, steps=2, tol=1e-9, max_iter=200, use_clipped_model_output=True,
+                             progress=False)
+    stalled = [s for u in inv.meta["unconverged"] for s in u["stalled"]]
+    assert stalled and all(stalled), inv.meta["unconverged"]
+    assert max(max(row) for row in inv.meta["iterations"]) < 200
+    assert "stalled" in caplog.text and "steps left samples above tol" in caplog.text
 
 
 @pytest.mark.parametrize("kwargs, match", [

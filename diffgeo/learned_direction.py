@@ -299,7 +299,7 @@ class LearnedDirection:
     """A trained f_t for one model. net: the :class:`DeltaNet`; model: the model's name; h_shape;
     train: the training settings (objective included: what a resume must match); step: optimizer
     steps taken; history: (step, 3) per-step [total, directional, L1] losses; optim: the Adam
-    state to resume from (tensors), or None; meta: free-form."""
+    state to resume from (flat name -> tensor; empty: none); meta: free-form."""
 
     net: DeltaNet
     model: str
@@ -565,19 +565,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m diffgeo learn-direction --model shapes --factor colour --target blue --steps 300
     --out directions/shapes_blue``: train f_t with the attribute probe (resumes from --out), then
     write the per-timestep Direction beside it (``OUT.direction.safetensors``)."""
-    import argparse
+    from .checks import ArgumentParser, non_negative_int, positive_int
 
-    p = argparse.ArgumentParser(prog="diffgeo learn-direction", description=main.__doc__)
+    p = ArgumentParser(prog="diffgeo learn-direction", description=main.__doc__)
     p.add_argument("--model", default="shapes")
     p.add_argument("--factor", default="colour")
     p.add_argument("--target", default="blue")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--steps", type=positive_int, default=300)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--l1-weight", type=float, default=3.0)
     p.add_argument("--t-edit", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--direction-steps", type=int, default=50, help="DDIM grid of the saved Direction")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--direction-steps", type=positive_int, default=50, help="DDIM grid of the saved Direction")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     from .loading import load

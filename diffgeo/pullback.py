@@ -425,11 +425,20 @@ def _orthonormalise_against(new: torch.Tensor, q: torch.Tensor | None, gen: torc
     return torch.linalg.qr(out.double().T)[0].T.to(dtype).contiguous()
 
 
+# Random vectors added to a warm start. The complement of the top-k right singular space is invariant
+# under J^T J, so a start orthogonal to the answer would otherwise stay orthogonal to it and converge,
+# with small residuals, to the wrong singular vectors; the guards give the Ritz vectors components along
+# the answer, which the residual blocks then grow. Two cost 4 products per basis
+# (benchmarks/README.md, "Bases along a trajectory").
+_WARM_GUARD = 2
+
+
 def _block_krylov(f: HMap, k: int, *, block: int, tol: float, max_iter: int, seed: int,
                   progress: bool, init: torch.Tensor | None = None) -> LocalBasis:
     """Block Krylov on J^T J. ``init`` (k0, n): a starting subspace (warm start); then the first
-    block is init and every later block is the Ritz residuals ``J^T J v - s^2 v`` of the current
-    top-k (block Davidson without preconditioning), which refine a good start in few products."""
+    block is init plus ``_WARM_GUARD`` random vectors and every later block is the Ritz residuals
+    ``J^T J v - s^2 v`` of the still unconverged top-k (block Davidson without preconditioning),
+    which refine a good start in few products."""
     n, m = f.n, f.m
     dtype, device = f.x.dtype, f.x.device
     gen = torch.Generator().manual_seed(seed)  # CPU generator: the same start on every device
@@ -439,8 +448,10 @@ def _block_krylov(f: HMap, k: int, *, block: int, tol: float, max_iter: int, see
     gram = torch.zeros(0, 0, dtype=torch.float64, device=device)  # Y Y^T = Q J^T J Q^T, float64
     if init is None:
         start = torch.randn(min(block, n), n, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
-    else:
-        start = init.to(device=device, dtype=dtype)
+    else:  # the warm subspace plus a few random guard vectors (see _WARM_GUARD)
+        guard = min(_WARM_GUARD, n - init.shape[0])
+        start = torch.cat([init.to(device=device, dtype=dtype),
+                           torch.randn(guard, n, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)])
     qi = _orthonormalise_against(start, None, gen)
     bar = tqdm(total=max_iter, desc=f"local basis k={k}", disable=not progress, leave=False)
     it = 0
@@ -524,10 +535,17 @@ def local_basis(model: Any, x_t: torch.Tensor, t: int | None, k: int, *, prompt:
 
     Warm start: ``init`` is a starting subspace, a :class:`LocalBasis` (e.g. the basis at the
     previous timestep or a neighbouring point) or a tensor (k0, *x_shape) / (k0, n) of spanning
-    vectors, k0 <= k (missing directions are drawn at random). The first block is then init and
-    later blocks are the residuals of the unconverged Ritz vectors; the stopping test is the same,
-    so the accuracy is too, and a start near the answer needs far fewer products
-    (``meta["warm"]`` is True; benchmarks/bench_trajectory_basis.py measures it).
+    vectors, k0 <= k (missing directions are drawn at random). The first block is then init plus two
+    random guard vectors (without them a start orthogonal to the answer would converge to other
+    singular vectors) and later blocks are the residuals of the unconverged Ritz vectors. The
+    stopping test is the same as for a cold start, but a cold run overshoots it in its last
+    iteration while a warm one stops just below it: for the accuracy of a cold basis at ``tol``
+    pass about ``tol / 3``. A start at the answer costs one block product; the saving shrinks
+    with the start's angle to the answer: on the embedded model, bases 50 timesteps apart on a
+    trajectory differ by 0.1 to 1.5 rad, and a warm basis there costs 0.6 to 0.9 of a cold one
+    (``meta["warm"]`` is True; benchmarks/bench_trajectory_basis.py measures it). A start spanning
+    exactly other singular vectors with larger singular values than the guards see is a fixed
+    point: it is returned with small residuals (no finite test can tell it from the answer).
 
     >>> import diffgeo
     >>> model = diffgeo.load("shapes")

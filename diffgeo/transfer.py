@@ -4,7 +4,7 @@ transport (:func:`diffgeo.transport`, both variants) and measure how consistent 
 (Not to be confused with analysis 4b's ``edit_transfer`` in :mod:`diffgeo.analyses.discrepancy`,
 which carries a direction across *timesteps* of one trajectory.)
 
-:func:`transfer` takes local bases at one timestep (A's and one per target, from
+:func:`transfer_edit` takes local bases at one timestep (A's and one per target, from
 :func:`diffgeo.local_basis`), transports A's v_i (or a vector in A's tangent space) into each
 target's tangent space ``via="h"`` (Park et al.: through H with the tangent bases u) and
 ``via="x"`` (projection in X), edits every target with :func:`diffgeo.edit_x` along its transported
@@ -43,7 +43,7 @@ from .geometry import transport
 from .io import load_tensors_json, save_tensors_json
 from .pullback import LocalBasis
 
-__all__ = ["Transfer", "transfer", "transport_all", "wilson", "VIAS"]
+__all__ = ["Transfer", "transfer_edit", "transport_all", "wilson", "VIAS"]
 
 logger = logging.getLogger(__name__)
 VIAS = ("h", "x")
@@ -188,9 +188,10 @@ def _reader(model: Any, reader: Any) -> Any:
     return reader
 
 
-def transfer(model: Any, source: LocalBasis, targets: Sequence[LocalBasis], direction: int | torch.Tensor = 0, *,
-             strength: float, vias: Sequence[str] = VIAS, steps: int = 50, reader: Any = None,
-             factor: str | None = None, progress: bool = True, **edit_kwargs: Any) -> Transfer:
+def transfer_edit(model: Any, source: LocalBasis, targets: Sequence[LocalBasis],
+                  direction: int | torch.Tensor = 0, *, strength: float, vias: Sequence[str] = VIAS, steps: int = 50,
+                  reader: Any = None, factor: str | None = None, progress: bool = True,
+                  **edit_kwargs: Any) -> Transfer:
     """Carry A's ``direction`` to every target by parallel transport, edit each, and measure consistency.
 
     source: A's :class:`~diffgeo.pullback.LocalBasis` at x_t (its ``x`` and ``meta["t"]`` give the
@@ -207,7 +208,7 @@ def transfer(model: Any, source: LocalBasis, targets: Sequence[LocalBasis], dire
     >>> m = diffgeo.load("shapes")
     >>> x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     >>> bases = [diffgeo.local_basis(m, x[i:i + 1], 500, 1, seed=0, progress=False) for i in range(2)]
-    >>> r = transfer(m, bases[0], bases, 0, strength=5.0, steps=2, reader=False, progress=False)
+    >>> r = transfer_edit(m, bases[0], bases, 0, strength=5.0, steps=2, reader=False, progress=False)
     >>> r.directions.shape, [round(c, 4) for c in r.cos_nearest[:, 0].tolist()]   # onto itself: v_0
     (torch.Size([2, 2, 3, 32, 32]), [1.0, 1.0])
     """
@@ -320,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         p.error(f"--t {a.t} is not on the {a.steps}-step grid: one of {ts[:-1]}")
     x = traj.xs[ts.index(a.t)]
     bases = [local_basis(model, x[i:i + 1], a.t, a.k, seed=a.seed, progress=False, **kw) for i in range(a.n + 1)]
-    r = transfer(model, bases[0], bases[1:], a.direction, strength=a.strength, steps=a.steps, progress=False, **kw)
+    r = transfer_edit(model, bases[0], bases[1:], a.direction, strength=a.strength, steps=a.steps, progress=False,
+                      **kw)
     out = r.summary()
     if r.factor is not None:
         from .readers import get_reader

@@ -370,3 +370,52 @@ def test_block_smaller_than_k(block):
                         max_iter=60, seed=0, progress=False)
     assert basis.k == 5 and torch.allclose(basis.s, s_t[:5], rtol=1e-10)
     assert angles(basis.v, v_true[:, :5].T).max() < 1e-7
+
+
+# -- warm starts (bases along trajectories) -------------------------------------------------------
+def _log_spectrum_map(n=100, m=120, seed=8):
+    """A linear map with singular values 10 .. 0.1 (log-spaced, all simple) and its exact SVD."""
+    s = torch.logspace(1, -1, n, dtype=torch.float64).tolist()
+    return matrix_with_svd(s, m=m, n=n, seed=seed)
+
+
+def test_warm_start_from_the_exact_basis_needs_fewer_products_for_the_same_answer():
+    a_mat, u_true, s_t, v_true = _log_spectrum_map()
+    f, x0, k = (lambda x: a_mat @ x), torch.zeros(100, dtype=torch.float64), 5
+    cold = local_basis(f, x0, None, k, tol=1e-10, seed=0, progress=False)
+    gen = torch.Generator().manual_seed(9)
+    near = v_true[:, :k].T + 1e-3 * torch.randn(k, 100, generator=gen, dtype=torch.float64)
+    # from the answer: one block product and the Rayleigh-Ritz check; from 1e-3 away: still fewer than cold
+    for init, share in ((v_true[:, :k].T, 0.25), (near, 1.0)):
+        warm = local_basis(f, x0, None, k, tol=1e-10, seed=0, progress=False, init=init)
+        assert warm.meta["warm"] and warm.n_products < share * cold.n_products
+        for basis in (cold, warm):
+            assert angles(basis.v, v_true[:, :k].T).max() < 1e-8
+            assert torch.allclose(basis.s, s_t[:k], rtol=1e-10)
+
+
+@pytest.mark.parametrize("start", ["random", "orthogonal_to_answer", "bottom_singular_vectors", "fewer_than_k"])
+def test_warm_start_from_a_bad_subspace_still_finds_the_exact_basis(start):
+    # the complement of the top-k space is invariant under A^T A: a start inside it never leaves it
+    # unless the solver adds directions of its own (the random guard vectors)
+    a_mat, _, s_t, v_true = _log_spectrum_map()
+    f, x0, k = (lambda x: a_mat @ x), torch.zeros(100, dtype=torch.float64), 5
+    gen = torch.Generator().manual_seed(10)
+    rand = torch.randn(k, 100, generator=gen, dtype=torch.float64)
+    top = v_true[:, :k]
+    init = {"random": rand, "orthogonal_to_answer": rand - (rand @ top) @ top.T,
+            "bottom_singular_vectors": v_true[:, -k:].T, "fewer_than_k": (rand - (rand @ top) @ top.T)[:2]}[start]
+    assert (init @ top).abs().max() < 1e-12 or start == "random"
+    basis = local_basis(f, x0, None, k, tol=1e-10, seed=0, max_iter=60, progress=False, init=init)
+    assert angles(basis.v, top.T).max() < 1e-7
+    assert torch.allclose(basis.s, s_t[:k], rtol=1e-10)
+
+
+def test_warm_start_from_the_exact_basis_on_embedded_model(shapes_model, noisy_x, embedded_exact, embedded_k10):
+    x, t = noisy_x
+    warm = local_basis(shapes_model, x, t, 10, seed=0, progress=False, init=embedded_exact.v[:10])
+    assert warm.residuals.max() <= diffgeo.pullback.DEFAULT_TOL
+    assert warm.n_products < embedded_k10.n_products
+    # as accurate as the cold basis (a 1e-4 rad floor for float32 products)
+    cold_angle = angles(embedded_k10.v, embedded_exact.v[:10]).max()
+    assert angles(warm.v, embedded_exact.v[:10]).max() <= max(float(cold_angle), 1e-4)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import diffgeo
-from diffgeo.transfer import Transfer, transfer, transport_all, wilson
+from diffgeo.transfer import Transfer, transfer_edit, transport_all, wilson
 
 T = 500
 STEPS = 10       # the edit's DDIM grid: 5 steps below t = 500
@@ -37,7 +37,7 @@ def basis_a(shapes_model, points):
 
 
 def test_transport_onto_itself_is_the_identity_and_the_edit_is_As(shapes_model, basis_a):
-    r = transfer(shapes_model, basis_a, [basis_a], 0, strength=STRENGTH, steps=STEPS, progress=False)
+    r = transfer_edit(shapes_model, basis_a, [basis_a], 0, strength=STRENGTH, steps=STEPS, progress=False)
     for j in range(2):
         assert torch.allclose(r.directions[j, 0], basis_a.v[0], atol=1e-5)
     assert r.cos_nearest.flatten().tolist() == pytest.approx([1.0, 1.0], abs=1e-5)
@@ -68,7 +68,7 @@ def test_nearby_targets_edit_like_the_source(shapes_model, points, basis_a):
     x = points[:1]
     near = [x + 1e-3 * torch.randn(x.shape, generator=g) for _ in range(N_NEAR)]
     bases = [diffgeo.local_basis(shapes_model, p, T, 3, seed=0, progress=False, init=basis_a) for p in near]
-    r = transfer(shapes_model, basis_a, bases, 0, strength=STRENGTH, steps=STEPS, progress=False)
+    r = transfer_edit(shapes_model, basis_a, bases, 0, strength=STRENGTH, steps=STEPS, progress=False)
     assert r.factor is not None, "A's edit changed no factor: raise STRENGTH"
     for j, via in enumerate(r.vias):
         k = int(round(float(r.same_way[j]) * N_NEAR))
@@ -78,7 +78,7 @@ def test_nearby_targets_edit_like_the_source(shapes_model, points, basis_a):
 
 
 def test_transfer_saves_and_loads(tmp_path, shapes_model, basis_a):
-    r = transfer(shapes_model, basis_a, [basis_a], 1, strength=1.0, steps=2, vias=("x",), reader=False,
+    r = transfer_edit(shapes_model, basis_a, [basis_a], 1, strength=1.0, steps=2, vias=("x",), reader=False,
                  progress=False)
     assert r.factor is None and torch.isnan(r.agreement).all() and torch.isnan(r.same_way).all()
     back = Transfer.load(r.save(tmp_path / "transfer"))
@@ -100,6 +100,6 @@ def test_bad_transfer_input(shapes_model, points, basis_a):
     for kw, err, match in cases:
         kw.setdefault("strength", 1.0)
         with pytest.raises(err, match=match):
-            transfer(shapes_model, basis_a, direction=0, steps=2, progress=False, **kw)
+            transfer_edit(shapes_model, basis_a, direction=0, steps=2, progress=False, **kw)
     with pytest.raises(TypeError, match="source must be a LocalBasis"):
-        transfer(shapes_model, points[0], [basis_a], 0, strength=1.0)
+        transfer_edit(shapes_model, points[0], [basis_a], 0, strength=1.0)

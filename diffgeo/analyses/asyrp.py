@@ -60,17 +60,21 @@ STATISTICS = {
     "7d": "validity with noisy dh minus without (paired, largest strength)",
     "7e": "mean cosine between dh_t at different t >= t_edit",
 }
+#: Fewer resampled units than this give no verdict (inconclusive): a bootstrap over 2-4 units
+#: (e.g. the timesteps of a 5-step grid above t_edit) has too few distinct resamples to be an interval.
+MIN_UNITS = 5
 RULES = {k: f"reproduced if the 95% bootstrap interval lies above {b:g}; not reproduced if it lies below "
-            f"{b:g}; otherwise inconclusive" for k, b in BOUNDS.items()}
+            f"{b:g}; otherwise (or with fewer than {MIN_UNITS} units) inconclusive" for k, b in BOUNDS.items()}
 
 
-def threshold_verdict(low: float, high: float, bound: float) -> str:
-    """Reproduced if [low, high] lies above ``bound``, not reproduced if below, else (or NaN) inconclusive.
+def threshold_verdict(low: float, high: float, bound: float, n: int = MIN_UNITS) -> str:
+    """Reproduced if [low, high] lies above ``bound``, not reproduced if below, else (or NaN, or
+    fewer than :data:`MIN_UNITS` units ``n``) inconclusive.
 
     >>> threshold_verdict(0.85, 0.95, 0.8), threshold_verdict(0.2, 0.6, 0.8), threshold_verdict(0.7, 0.9, 0.8)
     ('reproduced', 'not reproduced', 'inconclusive')
     """
-    if not (low == low and high == high):
+    if n < MIN_UNITS or not (low == low and high == high):
         return INCONCLUSIVE
     if low > bound:
         return REPRODUCED
@@ -190,7 +194,13 @@ def property_claims(table: Any, *, x_table: Any = None, source: str = "", n_boot
     mine = stats(table)
     theirs = stats(x_table) if x_table is not None and "change" in (x_table.per_sample or {}) else {}
     claims = []
+    if not (table.meta or {}).get("validity_read", True):
+        mine.pop("7d")
     for k in ("7a", "7b", "7c", "7d"):
+        if k == "7d" and k not in mine:
+            claims.append(skipped_claim(k, "asyrp", table.model, SENTENCES[k], f"{head}: the model's reader cannot "
+                                        "tell a valid image from a failed one, so validity was not measured"))
+            continue
         if k not in mine:
             claims.append(skipped_claim(k, "asyrp", table.model, SENTENCES[k],
                                         f"{head}: no second direction was composed (the reader reads one factor)"
@@ -227,7 +237,7 @@ def property_claims(table: Any, *, x_table: Any = None, source: str = "", n_boot
         if source:
             notes.append(source)
         claims.append(Claim(k, "asyrp", table.model, SENTENCES[k], f"{STATISTICS[k]} ({what})", v, lo, hi, n,
-                            RULES[k], threshold_verdict(lo, hi, BOUNDS[k]), "; ".join(notes)))
+                            RULES[k], threshold_verdict(lo, hi, BOUNDS[k], n), "; ".join(notes)))
     cos = (table.meta or {}).get("timestep_cosines")
     if not cos:
         claims.append(skipped_claim("7e", "asyrp", table.model, SENTENCES["7e"],
@@ -240,7 +250,7 @@ def property_claims(table: Any, *, x_table: Any = None, source: str = "", n_boot
         note = (f"{head}; {len(keep)} timesteps {ts[keep].tolist()} resampled (not samples); dh_t = mean "
                 f"difference of h per t, not a learned f_t")
         claims.append(Claim("7e", "asyrp", table.model, SENTENCES["7e"], f"{STATISTICS['7e']} ({what})", v, lo, hi,
-                            len(keep), RULES["7e"], threshold_verdict(lo, hi, BOUNDS["7e"]),
+                            len(keep), RULES["7e"], threshold_verdict(lo, hi, BOUNDS["7e"], len(keep)),
                             note + (f"; {source}" if source else "")))
     return claims
 
@@ -267,9 +277,17 @@ def _saved_tables(model: str, folders: Sequence[Path]) -> list[tuple[Any, Any, P
     return []
 
 
+def _tagged(table: Any, claims: list[Claim]) -> list[Claim]:
+    """Claim ids made unique per table: ``7a colour->blue``."""
+    from dataclasses import replace
+
+    return [replace(c, id=f"{c.id} {table.factor}->{table.target}") for c in claims]
+
+
 def asyrp_properties(model: str, *, fast: bool = True, progress: bool = False,
                      tables: str | Path | Sequence[str | Path] | None = None) -> list[Claim]:
-    """Claims 7a-7e for each saved h-space table of ``model`` (one set per factor).
+    """Claims 7a-7e for each saved h-space table of ``model`` (one set per factor; ids
+    ``7a <factor>-><target>``).
 
     tables: folders searched for figures/edit_properties_<model>_*_h.json (default: ``figures``);
     the first folder holding any is used and named in each claim's note. Without saved tables:
@@ -288,7 +306,8 @@ def asyrp_properties(model: str, *, fast: bool = True, progress: bool = False,
     if found:
         claims = []
         for th, tx, path in found:
-            claims += property_claims(th, x_table=tx, source=f"read from the saved table {path} (not recomputed)")
+            claims += _tagged(th, property_claims(th, x_table=tx,
+                                                  source=f"read from the saved table {path} (not recomputed)"))
         return claims
     try:
         from ..edit_properties import FACTOR_DEFAULTS, evaluate, factor_directions
@@ -318,6 +337,6 @@ def asyrp_properties(model: str, *, fast: bool = True, progress: bool = False,
         th = evaluate(m, dh, space="h", factor=f, target=b, n=n, steps=steps, prompt=prompt, second=second,
                       second_factor=f2 if second is not None else None,
                       second_target=pair2[1] if second is not None else None, progress=progress)
-        claims += property_claims(th, source=f"computed now (n={n}, {steps} steps; no saved table in "
-                                              f"{', '.join(map(str, folders))})")
+        claims += _tagged(th, property_claims(th, source=f"computed now (n={n}, {steps} steps; no saved table in "
+                                                        f"{', '.join(map(str, folders))})"))
     return claims

@@ -165,13 +165,18 @@ def load_model(name_or_path: str) -> Any:
     return diffgeo.load(name_or_path)
 
 
+#: warm-started bases along a trajectory use tol / this to match a cold basis' accuracy at tol
+WARM_TOL_DIVISOR = 3.0
+
+
 def bases_along(model: Any, traj_or_xs: Any, ts: Sequence[int], k: int, *, sample: int = 0, warm: bool = True,
                 tol: float = 1e-3, seed: int = 0, progress: bool = False, **map_kwargs: Any) -> list[LocalBasis]:
     """Local bases at several timesteps of one trajectory, each warm-started from the previous one.
 
     ``traj_or_xs``: a :class:`~diffgeo.sampling.Trajectory` (the states at ``ts`` are taken from
     sample ``sample``; each t must be on its grid) or a tensor (len(ts), *x_shape) of the points.
-    ``ts``: timesteps, in the order to visit them. Keywords go to :func:`~diffgeo.local_basis`
+    ``ts``: timesteps, in the order to visit them; the warm-started bases stop at ``tol / 3``
+    (:data:`WARM_TOL_DIVISOR`), the accuracy a cold basis reaches at ``tol``. Keywords go to :func:`~diffgeo.local_basis`
     (prompt, branch, ...). Returns one :class:`~diffgeo.LocalBasis` per t.
 
     >>> import diffgeo
@@ -199,5 +204,8 @@ def bases_along(model: Any, traj_or_xs: Any, ts: Sequence[int], k: int, *, sampl
     out: list[LocalBasis] = []
     for x, t in tqdm(list(zip(xs, ts)), desc=f"bases k={k}", disable=not progress, leave=False):
         init = out[-1] if (warm and out) else None
-        out.append(local_basis(model, x, t, k, tol=tol, seed=seed, progress=False, init=init, **map_kwargs))
+        # a warm run stops each vector just under tol where a cold one overshoots in its last block:
+        # tol / WARM_TOL_DIVISOR gives the cold basis' accuracy (benchmarks/bench_trajectory_basis.py)
+        step_tol = tol / WARM_TOL_DIVISOR if init is not None else tol
+        out.append(local_basis(model, x, t, k, tol=step_tol, seed=seed, progress=False, init=init, **map_kwargs))
     return out

@@ -9,7 +9,9 @@ digits with their canonical prompt. Each set is inverted with ``method="fixed_po
 ``method="ddim"`` and sampled back (``use_clipped_model_output=True`` on both sides), in one
 process, so the time ratio fixed-point / plain is taken under the same load. Prints JSON: per
 set the round-trip RMSE (mean, median, 95th percentile, max, count over 0.02), U-Net calls per
-step (mean over samples, per step and overall), the unconverged steps, and the time ratio.
+step (mean over samples, per step and overall), the unconverged steps, and the ratios
+fixed-point / plain of wall time, CPU time and per-sample U-Net evaluations (the last two do not
+depend on the machine's load).
 """
 
 from __future__ import annotations
@@ -41,13 +43,14 @@ def round_trip(model, x0: torch.Tensor, steps: int, **kw) -> dict:
     """Both inversions of x0, timed, and their round-trip errors."""
     out: dict = {}
     for method in ("ddim", "fixed_point"):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         inv = diffgeo.invert(model, x0, steps=steps, method=method, use_clipped_model_output=True, progress=False,
                              **kw)
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         back = diffgeo.sample(model, noise=inv.result, steps=steps, use_clipped_model_output=True, progress=False,
                               **kw).result
-        entry = {"seconds": dt, "s_per_image": dt / len(x0), "rmse": _stats(_rmse(back, x0))}
+        entry = {"seconds": dt, "cpu_seconds": cpu, "s_per_image": dt / len(x0), "rmse": _stats(_rmse(back, x0)),
+                 "unet_calls": inv.meta.get("unet_calls", steps * len(x0))}
         if method == "fixed_point":
             per_step = inv.meta["iterations_per_step"]
             entry.update(calls_per_step_mean=sum(per_step) / len(per_step), calls_per_step=per_step,
@@ -55,10 +58,12 @@ def round_trip(model, x0: torch.Tensor, steps: int, **kw) -> dict:
                          unconverged_steps=len(inv.meta["unconverged"]),
                          unconverged_sample_steps=sum(len(u["samples"]) for u in inv.meta["unconverged"]),
                          stalled_sample_steps=sum(sum(u["stalled"]) for u in inv.meta["unconverged"]),
-                         worst_unconverged=max((u["residual"] for u in inv.meta["unconverged"]), default=None),
-                         unet_calls=inv.meta["unet_calls"])
+                         worst_unconverged=max((u["residual"] for u in inv.meta["unconverged"]), default=None))
         out[method] = entry
     out["time_ratio_fixed_point_over_ddim"] = out["fixed_point"]["seconds"] / out["ddim"]["seconds"]
+    # CPU time and U-Net evaluations do not depend on what else the machine runs (wall time does)
+    out["cpu_ratio_fixed_point_over_ddim"] = out["fixed_point"]["cpu_seconds"] / out["ddim"]["cpu_seconds"]
+    out["unet_ratio_fixed_point_over_ddim"] = out["fixed_point"]["unet_calls"] / out["ddim"]["unet_calls"]
     return out
 
 

@@ -20,7 +20,9 @@ __all__ += ["HMap", "LocalBasis", "exact_basis", "h_map", "local_basis", "Curved
             "radial_power_spectrum", "spectral_centroid", "transport", "transport_agreement"]
 from .alignment import text_alignment
 from .editing import asyrp, edit_image, edit_interval, edit_x
+from .transfer import Transfer, transfer_edit
 from . import directions, learned_direction
 
-__all__ += ["text_alignment", "asyrp", "edit_image", "edit_interval", "edit_x", "directions", "learned_direction"]
+__all__ += ["text_alignment", "asyrp", "edit_image", "edit_interval", "edit_x", "directions", "learned_direction",
+            "Transfer", "transfer_edit"]
 __version__ = "0.1.0"

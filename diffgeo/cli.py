@@ -29,6 +29,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "report": ("diffgeo.report:main", "measure each claim of the papers and write figures/report.html (what `make demo` runs)"),
     "edit": ("diffgeo.editing:main", "t_edit/t_boost by Asyrp's rule, the inversion round-trip error, or the edit property table"),
     "learn-direction": ("diffgeo.learned_direction:main", "train Asyrp's f_t(h, t) edit direction against the attribute probe (resumable)"),
+    "transfer": ("diffgeo.transfer:main", "carry an x-space edit from one sample to others by parallel transport and read how consistent it is"),
     "models": ("diffgeo.cli:list_models_main", "list the embedded models"),
 }
 

@@ -290,8 +290,9 @@ INVERSION_TOL = 1e-4
 INVERSION_MAX_ITER = 50
 #: Stall stop of fixed-point inversion: a sample whose RMS residual fell by less than
 #: ``INVERSION_STALL_GAIN`` (relative) over its last ``INVERSION_STALL_WINDOW`` U-Net calls stops
-#: early (it is reported as unconverged, ``stalled``): more calls would not reach tol (measured on
-#: ``shapes``: a stubborn sample at t=0 sits at 1.689e-4 from call 40 to call 50).
+#: early (it is reported as unconverged, ``stalled``): more calls would not reach tol. Measured on
+#: 8 of ``shapes``' own samples, 50 steps: 5 stall at t=20 on a residual floor (up to 1.4e-3) that
+#: 50 calls do not lower either; the stop saves 11% of the U-Net calls, round trips are identical.
 INVERSION_STALL_WINDOW = 8
 INVERSION_STALL_GAIN = 0.01
 

@@ -284,24 +284,26 @@ def transfer_edit(model: Any, source: LocalBasis, targets: Sequence[LocalBasis],
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    """``python -m diffgeo.transfer --model shapes --n 16``: carry v_i of one sample to n others.
+    """``python -m diffgeo transfer --model shapes --n 16``: carry v_i of one sample to n others.
 
     Samples n + 1 trajectories, takes their x_t at ``--t`` (on the ``--steps`` grid), computes k-dim
     local bases, transfers A's v_i to the other n with both transports, and prints the summary
     (JSON), with a control: the same edit along a random unit vector of each target's tangent space.
     """
-    import argparse
     import json
+    import sys
 
-    p = argparse.ArgumentParser(prog="python -m diffgeo.transfer", description=main.__doc__)
+    from .checks import ArgumentParser, non_negative_int, positive_int
+
+    p = ArgumentParser(prog="diffgeo transfer", description=main.__doc__)
     p.add_argument("--model", default="shapes")
-    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--n", type=positive_int, default=16)
     p.add_argument("--t", type=int, default=500)
-    p.add_argument("--k", type=int, default=3)
-    p.add_argument("--direction", type=int, default=0)
+    p.add_argument("--k", type=positive_int, default=3)
+    p.add_argument("--direction", type=non_negative_int, default=0)
     p.add_argument("--strength", type=float, default=20.0)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=positive_int, default=10)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--prompt", default=None)
     p.add_argument("--out", default=None, help="save the Transfer here (safetensors + JSON)")
     a = p.parse_args(argv)
@@ -344,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                steps=a.steps, seed=a.seed)
     if a.out:
         out["saved"] = str(r.save(a.out))
-    print(json.dumps(out, indent=1))  # noqa: T201  (the command's output)
+    sys.stdout.write(json.dumps(out, indent=1) + "\n")  # the command's output
     return out
 
 

@@ -42,6 +42,7 @@ import torch
 
 from .directions import Direction
 from .io import atomic_path
+from .sweep import model_fingerprint
 
 __all__ = ["EditProperties", "evaluate", "edit_statistics", "timestep_consistency", "timestep_cosines",
            "factor_directions", "properties_stem", "FACTOR_DEFAULTS", "main"]
@@ -333,7 +334,8 @@ def evaluate(model: Any, direction: Direction, *, space: str = "x", factor: str,
                           timestep_consistency=timestep_consistency(direction),
                           meta={"seed": seed, "direction": direction.meta, "strength0_max_abs_diff": zero_err,
                                 "base_fraction_target": float(hit(base_read, factor, tgt).mean()),
-                                "prompt": prompt, "timestep_cosines": cos, "validity_read": "valid" in base_read},
+                                "prompt": prompt, "timestep_cosines": cos, "validity_read": "valid" in base_read,
+                                "model_fingerprint": model_fingerprint(model)},
                           per_sample=per_sample)
 
 

@@ -116,6 +116,7 @@ def model_fingerprint(model: Any) -> str:
     """
     h = hashlib.sha256()
     h.update(_canonical({"name": getattr(model, "name", ""), "h_module": getattr(model, "h_module", ""),
+                         "prediction_type": str(getattr(model, "prediction_type", "")),
                          "config": {k: str(v) for k, v in dict(model.unet.config).items()}}, "config").encode())
     with torch.no_grad():
         for pname, p in model.unet.state_dict().items():

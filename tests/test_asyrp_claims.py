@@ -135,3 +135,16 @@ def test_report_reads_saved_tables(tmp_path):
     assert all("read from the saved table" in c.note and "edit_properties_toy_colour_h.json" in c.note
                for c in claims if c.verdict != "skipped")
     assert claims[0].verdict == "reproduced"
+
+
+def test_saved_tables_of_other_weights_are_not_used(tmp_path):
+    # a table keeps the fingerprint of the weights it was measured on; the report skips stale ones
+    from diffgeo.analyses.asyrp import _saved_tables
+
+    change, base = _linear(40)
+    t = _table(change, base, model="toy")
+    EditProperties(**{**t.__dict__, "meta": {**t.meta, "model_fingerprint": "old-weights"}}).save(
+        tmp_path / "edit_properties_toy_colour_h")
+    assert _saved_tables("toy", [tmp_path], fingerprint="new-weights") == []
+    assert len(_saved_tables("toy", [tmp_path], fingerprint="old-weights")) == 1
+    assert len(_saved_tables("toy", [tmp_path])) == 1  # no loadable model: by name

@@ -256,7 +256,9 @@ def property_claims(table: Any, *, x_table: Any = None, source: str = "", n_boot
 
 
 # -- the report's entry point ------------------------------------------------------------------------
-def _saved_tables(model: str, folders: Sequence[Path]) -> list[tuple[Any, Any, Path]]:
+def _saved_tables(model: str, folders: Sequence[Path], fingerprint: str | None = None) -> list[tuple[Any, Any, Path]]:
+    """The saved (h table, x table or None, path) of ``model`` in the first folder holding any; with
+    ``fingerprint``, only tables measured on exactly those weights (others are stale and skipped)."""
     from ..edit_properties import EditProperties
 
     for folder in folders:
@@ -270,8 +272,13 @@ def _saved_tables(model: str, folders: Sequence[Path]) -> list[tuple[Any, Any, P
             except (OSError, ValueError, TypeError) as err:
                 log.warning("cannot read %s: %s", h, err)
                 continue
-            if th.model == model:
-                out.append((th, tx, h))
+            if th.model != model:
+                continue
+            if fingerprint is not None and th.meta.get("model_fingerprint") != fingerprint:
+                log.warning("%s was measured on other weights of %s: not used (rerun python -m diffgeo edit "
+                            "properties)", h, model)
+                continue
+            out.append((th, tx, h))
         if out:
             return out
     return []
@@ -290,7 +297,8 @@ def asyrp_properties(model: str, *, fast: bool = True, progress: bool = False,
     ``7a <factor>-><target>``).
 
     tables: folders searched for figures/edit_properties_<model>_*_h.json (default: ``figures``);
-    the first folder holding any is used and named in each claim's note. Without saved tables:
+    the first folder holding any measured on the model's current weights (the fingerprint in the
+    table's meta) is used and named in each claim's note; stale tables are skipped with a warning. Without saved tables:
     ``fast`` computes one small table (the model's first factor of
     :data:`diffgeo.edit_properties.FACTOR_DEFAULTS` its reader reads, n=8, 5 steps: about a minute
     here, wide intervals), the full preset n=64, 20 steps for every such factor; a model without
@@ -302,7 +310,14 @@ def asyrp_properties(model: str, *, fast: bool = True, progress: bool = False,
     """
     folders = [Path("figures")] if tables is None else (
         [Path(tables)] if isinstance(tables, (str, Path)) else [Path(f) for f in tables])
-    found = _saved_tables(model, folders)
+    try:
+        from ..sweep import model_fingerprint
+        from ._common import load_model
+
+        fingerprint = model_fingerprint(load_model(model))
+    except (ValueError, OSError, KeyError):
+        fingerprint = None  # a name without a loadable model: its saved tables, by name
+    found = _saved_tables(model, folders, fingerprint)
     if found:
         claims = []
         for th, tx, path in found:

@@ -56,14 +56,17 @@ PAPER_T_EDIT, PAPER_T_BOOST = 538, 167
 LPIPS_EDIT, LPIPS_BOOST = 0.33, 1.2
 #: Thresholds of the offline default distance (1 - SSIM, window 7, sigma 1.5), calibrated on
 #: ``shapes``: the mean 1 - SSIM over 16 real scenes (``make_scenes(16, seed=1)``, stride 20) is
-#: 0.66 between x0 and P_t at t = 538 and 0.885 between x0 and x_t at t = 167, the paper's
-#: CelebA-HQ values, so the rule gives 540 / 160 there. Held out, on 16 real UCI digits with
-#: their prompts, the same thresholds give 620 / 340 (the paper's four data sets span 384-538 /
-#: 167-293). Why SSIM: it needs no download (LPIPS's backbones cannot be fetched here), is
+#: 0.36 between x0 and P_t at t = 538 and 0.885 between x0 and x_t at t = 167, the paper's
+#: CelebA-HQ values, so the rule gives 540 / 180 there. The first threshold depends on the model's
+#: x0 predictions: it was 0.66 for the 5,050-step epsilon ``shapes`` model, whose P_t at t > 800
+#: was worse than the data mean, and recalibrated for the v-prediction model that replaced it. Held
+#: out, on 16 real UCI digits with their prompts (an epsilon model), the same thresholds give
+#: 320 / 360: the two curves cross, so :func:`asyrp` then starts boosting at t_edit (and says so).
+#: Why SSIM: it needs no download (LPIPS's backbones cannot be fetched here), is
 #: defined for any channel count and size (the digits have one channel at 16 px, where the
 #: project's shapes probe does not apply), and like LPIPS it compares local structure rather than
 #: pixel values, which is what the rule measures (when x0 stops being recognisable in P_t / x_t).
-SSIM_EDIT, SSIM_BOOST = 0.66, 0.885
+SSIM_EDIT, SSIM_BOOST = 0.36, 0.885
 
 
 # -- checks ----------------------------------------------------------------------------------------
@@ -292,7 +295,12 @@ def asyrp(model: Any, noise_or_x_T: torch.Tensor, direction: Any, *, strength: f
     if t_edit is None or t_boost is None:
         interval = default_interval(model, distance)
         t_edit = interval.t_edit if t_edit is None else t_edit
-        t_boost = interval.t_boost if t_boost is None else t_boost
+        if t_boost is None:
+            t_boost = interval.t_boost
+            if t_boost > t_edit:  # the rule's two thresholds cross on this model: boost below the edit only
+                logger.warning("Asyrp's rule gives t_boost=%d above t_edit=%d on %s: boosting starts at t_edit",
+                               t_boost, t_edit, model.name)
+                t_boost = t_edit
     t_edit = _check_grid_t(model, t_edit, "t_edit")
     t_boost = _check_boost(model, t_boost, t_edit)
     grid, c, clip, clipped_eps = _setup(model, x_T, steps, prompt, negative_prompt, guidance_scale,

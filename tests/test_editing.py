@@ -70,6 +70,7 @@ def test_asyrp_edits_only_the_x0_term_with_original_skips(shapes_model, x_T):
     m = shapes_model
     dh = torch.randn(128, 8, 8, generator=torch.Generator().manual_seed(3))
     t, t_next = [int(s) for s in diffgeo.ddim_timesteps(m, STEPS)[:2]]
+    assert m.h_shape == (128, 8, 8)  # h_shape is found lazily by a forward pass: before recording starts
     downs = {}
 
     def record(name):
@@ -87,15 +88,19 @@ def test_asyrp_edits_only_the_x0_term_with_original_skips(shapes_model, x_T):
     for outs in downs.values():  # plain and edited pass of the first step see the same encoder outputs
         assert torch.equal(outs[0], outs[1])
     tb = torch.full((2,), t)
+    a, ap = float(m.alphas_cumprod[t]), float(m.alphas_cumprod[t_next])
+
+    def as_eps(out):  # the U-Net's output as eps, by the schedule (v = sqrt(a) eps - sqrt(1 - a) x0)
+        return out if m.prediction_type == "epsilon" else a**0.5 * out + (1 - a) ** 0.5 * x_T
+
     h_hook = m.unet.mid_block.register_forward_hook(lambda _m, _i, out: out + 1.5 * dh)
     try:
         with torch.no_grad():
-            eps_edit = m.unet(x_T, tb).sample
+            eps_edit = as_eps(m.unet(x_T, tb).sample)
     finally:
         h_hook.remove()
     with torch.no_grad():
-        eps = m.unet(x_T, tb).sample
-    a, ap = float(m.alphas_cumprod[t]), float(m.alphas_cumprod[t_next])
+        eps = as_eps(m.unet(x_T, tb).sample)
     x0 = ((x_T - (1 - a) ** 0.5 * eps_edit) / a**0.5).clamp(-1, 1)
     expected = ap**0.5 * x0 + (1 - ap) ** 0.5 * eps
     assert torch.allclose(one.xs[1], expected, atol=1e-5)

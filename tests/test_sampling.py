@@ -179,14 +179,17 @@ def test_inversion_then_sampling_reconstructs_own_samples(shapes_model):
     assert rmse < RECONSTRUCTION_RMSE_BOUND, rmse
 
 
-def reference_ddim(unet, alphas_cumprod, x, timesteps, clip=1.0):
+def reference_ddim(unet, alphas_cumprod, x, timesteps, clip=1.0, prediction_type="epsilon"):
     """Deterministic DDIM written here from the formulas in docs/science.md: P_t(eps) =
     (x_t - sqrt(1 - a_t) eps) / sqrt(a_t), clipped to [-clip, clip] (the model's clip_sample), then
-    x_prev = sqrt(a_prev) P_t + sqrt(1 - a_prev) eps with the unclipped eps; a_prev = 1 after t = 0."""
+    x_prev = sqrt(a_prev) P_t + sqrt(1 - a_prev) eps with the unclipped eps; a_prev = 1 after t = 0.
+    A v-prediction U-Net's output is converted first: eps = sqrt(a_t) v + sqrt(1 - a_t) x_t."""
     for t, t_prev in zip(timesteps[:-1], timesteps[1:]):
         a = alphas_cumprod[t].double()
         a_prev = alphas_cumprod[t_prev].double() if t_prev >= 0 else torch.tensor(1.0, dtype=torch.float64)
         eps = unet(x, torch.full((len(x),), t)).sample.double()
+        if prediction_type == "v_prediction":
+            eps = a.sqrt() * eps + (1 - a).sqrt() * x.double()
         x0 = ((x.double() - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-clip, clip)
         x = (a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps).to(x.dtype)
     return x
@@ -204,7 +207,7 @@ def test_denoise_from_an_intermediate_t_matches_a_hand_written_ddim(shapes_model
     x_t = abar[t].sqrt() * make_scenes(2, seed=8).images + (1 - abar[t]).sqrt() * torch.randn(2, 3, 32, 32, generator=g)
     with torch.no_grad():
         tr = diffgeo.denoise(m, x_t, t, steps=10, progress=False)
-        ref = reference_ddim(m.unet, abar, x_t, grid)
+        ref = reference_ddim(m.unet, abar, x_t, grid, prediction_type=m.prediction_type)
     assert tr.timesteps.tolist() == grid
     assert close(tr.result, ref), float((tr.result - ref).abs().max())
 

@@ -117,7 +117,9 @@ def model_fingerprint(model: Any) -> str:
     h = hashlib.sha256()
     h.update(_canonical({"name": getattr(model, "name", ""), "h_module": getattr(model, "h_module", ""),
                          "prediction_type": str(getattr(model, "prediction_type", "")),
-                         "config": {k: str(v) for k, v in dict(model.unet.config).items()}}, "config").encode())
+                         # "_name_or_path" is where the folder was loaded from: not part of the model
+                         "config": {k: str(v) for k, v in dict(model.unet.config).items() if k != "_name_or_path"}},
+                        "config").encode())
     with torch.no_grad():
         for pname, p in model.unet.state_dict().items():
             x = p.detach().double()

@@ -174,3 +174,20 @@ def test_dask_local_cluster_equals_in_process(tmp_path):
         assert torch.equal(a["s"], b["s"]) and torch.equal(a["v"], b["v"]) and a["seed_echo"] == b["seed_echo"]
     # the entries the Dask run wrote serve an in-process run
     assert sweep(linear_spectrum, grid, cache=tmp_path, progress=False).n_cached == 12
+
+
+def test_model_fingerprint_follows_the_weights_not_the_folder(tmp_path, shapes_model):
+    # the same weights loaded from another place (a fresh clone, a copied folder) get the same
+    # fingerprint, so saved results stay valid there; changed weights get another
+    import shutil
+
+    import diffgeo
+    from diffgeo.loading import EMBEDDED_DIR
+    from diffgeo.sweep import model_fingerprint
+
+    copy = shutil.copytree(EMBEDDED_DIR / "shapes", tmp_path / "elsewhere" / "shapes")  # same name, other place
+    other = diffgeo.load(copy, device="cpu")
+    assert model_fingerprint(other) == model_fingerprint(shapes_model)
+    with torch.no_grad():
+        next(other.unet.parameters()).add_(1e-3)
+    assert model_fingerprint(other) != model_fingerprint(shapes_model)

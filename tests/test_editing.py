@@ -268,3 +268,25 @@ def test_edit_image_refuses_images_outside_the_range_or_off_grid(shapes_model):
     with pytest.raises(ValueError, match="not on the 6-step grid"):
         editing.edit_image(shapes_model, img, 333, torch.zeros(3, 32, 32), strength=1.0, steps=STEPS,
                            progress=False)
+
+
+def test_rule_thresholds_that_cross_start_boosting_at_t_edit(shapes_model, x_T, caplog):
+    # a model on which the rule puts t_boost above t_edit (the digits curves cross) still edits with
+    # the rule's defaults: boosting starts at t_edit, and the log says so
+    key = (shapes_model.name, None)
+    saved = editing._INTERVALS.get(key)
+    editing._INTERVALS[key] = editing.EditInterval(300, 400, torch.arange(0, 1000, 100), torch.zeros(10),
+                                                   torch.zeros(10), (0.36, 0.885), "ssim")
+    try:
+        with torch.no_grad(), caplog.at_level("WARNING", logger="diffgeo.editing"):
+            tr = editing.asyrp(shapes_model, x_T, torch.zeros(128, 8, 8), strength=0.0, steps=STEPS, seed=0,
+                               progress=False)
+    finally:
+        if saved is None:
+            del editing._INTERVALS[key]
+        else:
+            editing._INTERVALS[key] = saved
+    assert tr.meta["t_edit"] == 300 and tr.meta["t_boost"] == 300
+    assert "boosting starts at t_edit" in caplog.text
+    with pytest.raises(ValueError, match="t_edit=300 < t_boost=400"):  # given explicitly, it is an error
+        editing.asyrp(shapes_model, x_T, torch.zeros(128, 8, 8), t_edit=300, t_boost=400, steps=STEPS, progress=False)

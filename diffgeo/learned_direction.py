@@ -113,20 +113,11 @@ class DeltaNet(nn.Module):
 # -- objectives -------------------------------------------------------------------------------------
 def _reader_logits(reader: Any) -> tuple[Callable[[torch.Tensor], dict[str, torch.Tensor]], tuple[str, ...]]:
     """Differentiable class scores of a reader, ``images -> {factor: (B, K)}``, and the factors they
-    cover: the reader's ``logits`` method (factors: its ``logit_factors``, else all its classes), or
-    the shapes probe's classification heads (shape and colour; size is a binned regression)."""
+    cover: the reader's ``logits`` method (factors: its ``logit_factors``, else all its classes)."""
     if callable(getattr(reader, "logits", None)):
         return reader.logits, tuple(getattr(reader, "logit_factors", reader.classes))
-    from .probe import ShapesProbe
-
-    probe = getattr(reader, "probe", None)
-    if isinstance(probe, ShapesProbe):
-        def logits(x: torch.Tensor) -> dict[str, torch.Tensor]:
-            return dict(zip(("shape", "colour"), probe(x.to(next(probe.parameters()).device))[:2]))
-
-        return logits, ("shape", "colour")
     raise ValueError(f"the {getattr(reader, 'name', type(reader).__name__)} reader gives no differentiable class "
-                     "scores (no logits method, no probe network), so it cannot train a direction; use "
+                     "scores (no logits method), so it cannot train a direction; use "
                      "clip_objective with a CLIP model instead")
 
 

@@ -39,6 +39,14 @@ class ShapesReader:
     image_shape: tuple[int, ...] = (3, RESOLUTION, RESOLUTION)
     accuracy: float | None = None
 
+    #: the factors :meth:`logits` scores (size is a regression, binned only in :meth:`read`)
+    logit_factors: tuple[str, ...] = ("shape", "colour")
+
+    def logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Differentiable class scores {"shape": (N, 3), "colour": (N, 6)} of images (N, 3, 32, 32)."""
+        shape, colour, _ = self.probe(images.to(next(self.probe.parameters()).device))
+        return {"shape": shape, "colour": colour}
+
     def read(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """{"shape", "colour", "size": (N,) int64, "valid": (N,) bool} of images (N, 3, 32, 32) in [-1, 1]."""
         from ..probe import validity

@@ -37,10 +37,11 @@ socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
 
 
 def pytest_configure(config):
-    # OMP_NUM_THREADS, when set, wins: on a shared, loaded machine two threads per process can run
-    # several times slower than one (spinning threads wait on each other).
+    # One torch thread unless OMP_NUM_THREADS says otherwise: the suite's measured times are at one
+    # thread, and on a shared, loaded machine two threads per process can run several times slower
+    # than one (spinning threads wait on each other).
     requested = os.environ.get("OMP_NUM_THREADS", "")
-    threads = int(requested) if requested.isdigit() and int(requested) > 0 else min(2, os.cpu_count() or 1)
+    threads = int(requested) if requested.isdigit() and int(requested) > 0 else 1
     torch.set_num_threads(max(1, threads))
 
 

@@ -29,13 +29,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-torch.set_num_threads(1)
-
-import diffgeo  # noqa: E402
-from diffgeo.directions import pca, tangent  # noqa: E402
-from diffgeo.edit_properties import factor_directions  # noqa: E402
-from diffgeo.editing import asyrp, edit_x  # noqa: E402
-from diffgeo.readers import get_reader  # noqa: E402
+import diffgeo
+from diffgeo.directions import pca, tangent
+from diffgeo.edit_properties import factor_directions
+from diffgeo.editing import asyrp, edit_x
+from diffgeo.readers import get_reader
 
 STEPS, T_EDIT, N_EVAL, N_CAL, CHOICES = 10, 500, 12, 3, 2
 EVAL_SEED, CAL_SEED = 7_001, 7_002

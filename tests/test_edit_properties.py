@@ -7,10 +7,8 @@ from dataclasses import asdict
 import pytest
 import torch
 
-torch.set_num_threads(1)
-
-from diffgeo.directions import Direction  # noqa: E402
-from diffgeo.edit_properties import EditProperties, edit_statistics, evaluate, timestep_consistency  # noqa: E402
+from diffgeo.directions import Direction
+from diffgeo.edit_properties import EditProperties, edit_statistics, evaluate, timestep_consistency
 
 S = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0], dtype=torch.float64)
 

@@ -163,32 +163,51 @@ def shapes_text():
     from diffgeo.train import get_recipe
 
     model = diffgeo.load("shapes-text", device="cpu")
-    assert model.provenance["steps"] == get_recipe("shapes-text").steps, "not the final shapes-text model"
+    # the shipped model is the recipe's run plus a v-prediction fine-tune (its provenance)
+    assert model.provenance["steps"] > get_recipe("shapes-text").steps, "not the final shapes-text model"
+    assert model.scheduler.config.prediction_type == "v_prediction"
     return model
 
 
-def test_trained_shapes_text_model_draws_the_named_shape_and_colour(shapes_text):
-    """Issue 4: with guidance, the attribute probe agrees with the shape and the colour the
-    prompt names in at least 80% of the samples, per factor."""
-    # n=54 (each of the 18 shape-colour prompts 3 times): measured 0.965 (shape) and 0.996 (colour)
-    # on 256 samples at guidance 1.5; the 95% Wilson CI at 52/54 is [0.875, 0.990], above 0.80.
-    n = 54
+def binomial_floor(p: float, n: int, z: float = 2.33) -> float:
+    """One-sided 99% (z = 2.33) floor of a measured rate: a model whose true rate is p measures at
+    least this with probability ~0.99 (normal approximation of the binomial)."""
+    return p - z * (p * (1 - p) / n) ** 0.5
+
+
+#: The issue's targets for shapes-text at its default guidance.
+SHAPES_TEXT_TARGET = {"valid": 0.90, "named": 0.95, "paraphrase": 0.90}
+
+
+def test_trained_shapes_text_model_draws_valid_scenes_of_the_named_shape_and_colour(shapes_text):
+    """At the default guidance, >= 90% of the samples are valid scenes and the attribute probe reads
+    the named shape and colour in >= 95% of them (issue 11's targets)."""
+    # n = 108: each of the 18 shape-colour prompts 6 times. Floors (binomial_floor): 0.901 for the
+    # named factors (p = 0.95) and 0.834 for validity (p = 0.90); a model meeting the targets passes
+    # each with probability ~0.99, one at 0.85 named or 0.80 valid fails with probability ~0.95.
+    # MEASURED
+    n = 108
     r = text_alignment(shapes_text, n=n, steps=DEFAULT_STEPS, seed=ACCEPTANCE_SEED, progress=False)
     assert r.guidance_scale == entry("shapes-text").guidance
     assert r.named == {"shape": n, "colour": n, "all": n}
-    assert r.agreement["shape"] >= 0.80 and r.agreement["colour"] >= 0.80, r.agreement
+    floor = binomial_floor(SHAPES_TEXT_TARGET["named"], n)
+    assert r.agreement["shape"] >= floor and r.agreement["colour"] >= floor, (r.agreement, floor)
+    assert r.valid_rate >= binomial_floor(SHAPES_TEXT_TARGET["valid"], n), r.valid_rate
 
 
 def test_shapes_text_understands_paraphrases_and_partial_captions(shapes_text):
     """Training phrasings ("a small crimson disk on the left", "a square"): each named factor is
-    drawn as named; a prompt-blind model would score about 1/3 (shape) and 1/6 (colour)."""
-    # n=64 (about 53 name each factor): measured 0.934 (shape, of 213 named) and 1.000 (colour, of
-    # 216) on 256 samples; the 95% Wilson CI at 50/53 is [0.846, 0.981], above the 0.80 bound.
+    drawn as named in >= 90% (the target); a prompt-blind model would score about 1/3 (shape) and
+    1/6 (colour)."""
+    # n = 64: about 53 name each factor, so the floor is binomial_floor(0.90, ~53) ~ 0.80.
+    # MEASURED_CAPTIONS
     n = 64
     r = text_alignment(shapes_text, n=n, steps=DEFAULT_STEPS, seed=ACCEPTANCE_SEED, phrasing="captions",
                        progress=False)
     assert 0 < r.named["shape"] < n and 0 < r.named["colour"] < n
-    assert r.agreement["shape"] >= 0.80 and r.agreement["colour"] >= 0.80, r.agreement
+    for factor in ("shape", "colour"):
+        floor = binomial_floor(SHAPES_TEXT_TARGET["paraphrase"], r.named[factor])
+        assert r.agreement[factor] >= floor, (factor, r.agreement, r.named, floor)
 
 
 # -- shapes-text: the logic, on stand-ins ----------------------------------------------------------------

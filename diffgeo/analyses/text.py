@@ -1,7 +1,8 @@
 """Analysis 5: text. (a) similar prompts give similar tangent spaces; (b) the model depends less on
 the text at later timesteps (conditional and unconditional bases converge as t falls); (c) the
-guidance artefact seen on shapes-text: above guidance 2 the background is pushed towards the
-complement of the named colour.
+guidance artefact seen on the 3,000-step epsilon-prediction shapes-text: above guidance 2 the
+background is pushed towards the complement of the named colour. Its v-prediction fine-tune (the
+shipped model) no longer shows it: the report's verdict on (c) is "not reproduced" there.
 
 Unconditional models have no text: :func:`text_applicable` says why each part is skipped.
 """

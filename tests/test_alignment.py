@@ -185,7 +185,8 @@ def test_trained_shapes_text_model_draws_valid_scenes_of_the_named_shape_and_col
     # n = 108: each of the 18 shape-colour prompts 6 times. Floors (binomial_floor): 0.901 for the
     # named factors (p = 0.95) and 0.834 for validity (p = 0.90); a model meeting the targets passes
     # each with probability ~0.99, one at 0.85 named or 0.80 valid fails with probability ~0.95.
-    # MEASURED
+    # Measured (python -m diffgeo alignment shapes-text --n 128, seed 0): shape 0.992, colour 1.000,
+    # valid 0.977 (the 3,000-step epsilon model before its v-prediction fine-tune: 0.965, 0.996, 0.69).
     n = 108
     r = text_alignment(shapes_text, n=n, steps=DEFAULT_STEPS, seed=ACCEPTANCE_SEED, progress=False)
     assert r.guidance_scale == entry("shapes-text").guidance
@@ -200,7 +201,7 @@ def test_shapes_text_understands_paraphrases_and_partial_captions(shapes_text):
     drawn as named in >= 90% (the target); a prompt-blind model would score about 1/3 (shape) and
     1/6 (colour)."""
     # n = 64: about 53 name each factor, so the floor is binomial_floor(0.90, ~53) ~ 0.80.
-    # MEASURED_CAPTIONS
+    # Measured (the same run, n = 128): shape 0.972, colour 1.000, valid 0.906.
     n = 64
     r = text_alignment(shapes_text, n=n, steps=DEFAULT_STEPS, seed=ACCEPTANCE_SEED, phrasing="captions",
                        progress=False)

@@ -337,9 +337,7 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
         unet.load_state_dict(weights)
         ema.load_state_dict(weights)
         start, history = prov["steps"], list(prov["loss_history"])
-        warm_start = {"from": prov.get("training_command", str(init)), "steps": prov["steps"],
-                      "wall_seconds": prov.get("wall_seconds"), "weights": "its EMA weights (model and EMA)",
-                      "optimiser": "fresh AdamW, warm-up again"}
+        warm_start = warm_start_record(prov, str(init))
         log.info("warm start of %s from %s at step %d", name, init, start)
     first = warm_start["steps"] if warm_start else 0
     unet.train()
@@ -393,6 +391,23 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
     return ckpt
 
 
+def warm_start_record(prov: dict, init: str) -> dict:
+    """What a run warm-started from an exported folder records about it: its command, steps and wall
+    time, and the folder's own warm start, so the provenance holds the whole chain of runs.
+
+    >>> warm_start_record({"training_command": "python -m diffgeo.train shapes", "steps": 10,
+    ...                    "wall_seconds": 5.0}, "runs/a")["wall_seconds_total"]
+    5.0
+    """
+    record = {"from": prov.get("training_command", init), "steps": prov["steps"],
+              "wall_seconds": prov.get("wall_seconds"),
+              "wall_seconds_total": prov.get("wall_seconds_total", prov.get("wall_seconds")),
+              "weights": "its EMA weights (model and EMA)", "optimiser": "fresh AdamW, warm-up again"}
+    if prov.get("warm_start"):
+        record["warm_start"] = prov["warm_start"]
+    return record
+
+
 def _command(name: str, meta: dict) -> str:
     cmd = f"python -m diffgeo.train {name} --steps {meta['step']} --seed {meta['seed']}"
     if meta.get("warm_start"):
@@ -412,9 +427,10 @@ def _schedule_meta(meta: dict) -> dict:
     if meta.get("warm_start"):
         ws = meta["warm_start"]
         out["warm_start"] = ws
-        out["wall_seconds_note"] = "this run only; the warm start's own run took warm_start.wall_seconds"
-        if ws.get("wall_seconds") is not None:
-            out["wall_seconds_total"] = round(meta["wall_seconds"] + ws["wall_seconds"], 1)
+        out["wall_seconds_note"] = "this run only; wall_seconds_total adds the chain of warm starts (warm_start, nested)"
+        earlier = ws.get("wall_seconds_total", ws.get("wall_seconds"))
+        if earlier is not None:
+            out["wall_seconds_total"] = round(meta["wall_seconds"] + earlier, 1)
     if meta.get("prediction", "epsilon") != "epsilon":
         out["prediction_type"] = meta["prediction"]
     if meta.get("loss_weight", "eps") != "eps" or meta.get("lr_decay"):

@@ -49,3 +49,21 @@ def test_a_v_model_exports_as_v_and_loads_with_the_eps_it_implies(tmp_path):
     with pytest.raises(ValueError, match="plain v loss"):
         train("shapes", run_dir=tmp_path / "r2", steps=1, threads=1, progress=False, prediction="v_prediction",
               loss_weight="v")
+
+
+def test_a_chain_of_warm_starts_is_recorded_whole(tmp_path):
+    # A -> B -> C, each a one-step run warm-started from the previous export: C's provenance must name
+    # B's command and, nested in it, A's; its total wall time is the sum of the three recorded runs.
+    folders, commands = [], ["run A", "run B", "run C"]
+    for i, command in enumerate(commands):
+        run = tmp_path / f"run{i}"
+        train("shapes", run_dir=run, steps=i + 1, threads=1, progress=False,
+              init=folders[-1] if folders else None)
+        folders.append(export("shapes", run_dir=run, dest=tmp_path / f"export{i}", command=command))
+    prov = [json.loads((f / "provenance.json").read_text()) for f in folders]
+    assert [p["steps"] for p in prov] == [1, 2, 3]
+    ws = prov[2]["warm_start"]
+    assert (ws["from"], ws["steps"], ws["warm_start"]["from"], ws["warm_start"]["steps"]) == ("run B", 2, "run A", 1)
+    assert "warm_start" not in ws["warm_start"]
+    walls = [p["wall_seconds"] for p in prov]
+    assert prov[2]["wall_seconds_total"] == pytest.approx(sum(walls), abs=0.2)

@@ -3,7 +3,7 @@ an exact inverse on a closed-form check, per-sample stopping, and every unconver
 
 Sample sizes. The issue's target is every one of 64 images per set within RMSE 0.02 after a 50-step
 round trip. One 50-step round trip costs ~3.5 s per `shapes` image and ~2 s per digit on one core
-of this machine (fixed-point inversion ~4 U-Net calls per step at tol 1e-5), so 3 x 64 images is ~10 min:
+of this machine (fixed-point inversion ~5 U-Net calls per step at tol 1e-6), so 3 x 64 images is ~10 min:
 benchmarks/bench_inversion.py runs that (README gives its numbers). The suite's budget for these
 tests is 90 s, so each set here is a small sample judged by a confidence argument instead:
 
@@ -162,8 +162,8 @@ def test_each_step_solves_the_samplers_step(shapes_model, own_samples):
             fwd, _ = ddim_step(inv.xs[i + 1], eps, a, ap, clip=1.0, use_clipped_model_output=True)
             res = _rmse(fwd, inv.xs[i])
             assert (res <= 1.5 * inv.meta["tol"]).all(), res  # the stop is RMS <= tol (float32 recompute)
-            # the recorded residual is this one (float32 recompute of a ~1e-4 RMS: a few % apart)
-            assert res.tolist() == pytest.approx(inv.meta["residual"][i], rel=0.2, abs=1e-5)
+            # the recorded residual is this one (a float32 recompute: a few % apart)
+            assert res.tolist() == pytest.approx(inv.meta["residual"][i], rel=0.2, abs=0.2 * inv.meta["tol"])
             assert inv.meta["max_residual_per_step"][i] == pytest.approx(max(inv.meta["residual"][i]))
 
 

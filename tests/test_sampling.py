@@ -40,14 +40,18 @@ def test_matches_diffusers_ddim_step_for_step(shapes_model, eta, steps, clipped_
             eps = m.unet(x, t.expand(2)).sample
             z = torch.randn(x.shape, generator=g_ref) if eta > 0 else None
             out = sched.step(eps, t, x, eta=eta, variance_noise=z, use_clipped_model_output=clipped_eps)
-            # States agree to 1e-5; x0 = (x_t - sqrt(1-a) eps) / sqrt(a) magnifies float32 rounding of the
-            # state (different operation order than diffusers) by 1/sqrt(a) and the network: 1e-4 there.
-            # With eps recomputed from the clipped x0, eps = (x_t - sqrt(a) x0) / sqrt(1-a) feeds that x0
-            # rounding back into the state, amplified by sqrt(a / (1-a)) (about 2.6 at t=100): the states
-            # then drift by about 1e-6 per step (measured: max 1.2e-5 after 10 steps, mean 5e-7), so 5e-5.
+            # Float32 rounding (a different operation order than diffusers) is ~1e-6 per step, and what
+            # a step starts from is carried on by the rest of the path. x0 = (x_t - sqrt(1-a) eps) /
+            # sqrt(a) magnifies it by 1/sqrt(a) and the network: 1e-4 there. The states: on the
+            # 7,050-step shapes they stayed within 2e-6; the 9,050-step one is more sensitive at low t
+            # and carries 7e-7 at t=900 to 1.6e-5 at t=100 (10 steps, raw eps; the same comparison in
+            # float64 agrees to 2.5e-14, so this is rounding, not a different formula). With eps
+            # recomputed from the clipped x0, eps = (x_t - sqrt(a) x0) / sqrt(1-a) feeds the x0
+            # rounding back into the state, amplified by sqrt(a / (1-a)) (about 2.6 at t=100). 5e-5 for
+            # both: 3x the largest drift measured.
             assert close(ours.x0_preds[i], out.pred_original_sample, tol=1e-4), f"x0 at step {i}"
             x = out.prev_sample
-            assert close(ours.xs[i + 1], x, tol=5e-5 if clipped_eps else 1e-5), f"x at step {i}"
+            assert close(ours.xs[i + 1], x, tol=5e-5), f"x at step {i}"
 
 
 def close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> bool:

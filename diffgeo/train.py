@@ -427,7 +427,8 @@ def _schedule_meta(meta: dict) -> dict:
     if meta.get("warm_start"):
         ws = meta["warm_start"]
         out["warm_start"] = ws
-        out["wall_seconds_note"] = "this run only; wall_seconds_total adds the chain of warm starts (warm_start, nested)"
+        out["wall_seconds_note"] = ("this run only; wall_seconds_total adds the chain of warm starts "
+                                    "(warm_start, nested)")
         earlier = ws.get("wall_seconds_total", ws.get("wall_seconds"))
         if earlier is not None:
             out["wall_seconds_total"] = round(meta["wall_seconds"] + earlier, 1)

@@ -2,7 +2,7 @@
 an exact inverse on a closed-form check, per-sample stopping, and every unconverged step reported.
 
 Sample sizes. The issue's target is every one of 64 images per set within RMSE 0.02 after a 50-step
-round trip. One 50-step round trip costs ~3.5 s per `shapes` image and ~2 s per digit on one core
+round trip. One 50-step round trip costs ~4 s per `shapes` image and ~2.5 s per digit on one core
 of this machine (fixed-point inversion ~5 U-Net calls per step at tol 1e-6), so 3 x 64 images is ~10 min:
 benchmarks/bench_inversion.py runs that (README gives its numbers). The suite's budget for these
 tests is 90 s, so each set here is a small sample judged by a confidence argument instead:

@@ -42,7 +42,8 @@ def test_learned_direction_turns_held_out_samples_blue_through_asyrp(shapes_mode
     # n=16 paired samples: the per-sample change is 0/1 (non-blue -> blue). Measured for this recipe
     # on n=64 other held-out samples (seed 99, the 9,050-step shapes): change 0.91 (95% Wilson CI
     # 0.81-0.96), edited fraction 1.0. Even at a true change of 0.6 the 95% CI half-width at n=16 is
-    # ~0.24, so the bound 0.25 sits ~3 standard errors below it. The edited-fraction bound 0.6: Wilson 95% lower limit at 15/16 is 0.72.
+    # ~0.24, so the bound 0.25 sits ~3 standard errors below it. The edited-fraction bound 0.6: Wilson
+    # 95% lower limit at 15/16 is 0.72.
     n = 16
     x_T = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(424_242))
     with torch.no_grad():

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -219,7 +219,9 @@ def _load_opt(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> N
     opt.load_state_dict(sd)
 
 
-LOSS_WEIGHTS = ("eps", "v")
+LOSS_WEIGHTS = ("eps", "v", "min-snr")
+#: The default cap of each weighting: 1/abar capped for "v"; gamma of min-SNR (Hang et al. 2023 use 5).
+DEFAULT_CAP = {"eps": 1000.0, "v": 1000.0, "min-snr": 5.0}
 PREDICTIONS = ("epsilon", "v_prediction")
 
 
@@ -242,21 +244,34 @@ def training_target(x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor, p
     raise ValueError(f"prediction {prediction!r}: use one of {PREDICTIONS}")
 
 
-def loss_weights(alphas_cumprod: torch.Tensor, kind: str = "eps", cap: float = 1000.0) -> torch.Tensor:
-    """Per-sample weight (B,) of the epsilon MSE at noise levels ``alphas_cumprod`` (B,).
+def loss_weights(alphas_cumprod: torch.Tensor, kind: str = "eps", cap: float = 1000.0,
+                 prediction: str = "epsilon") -> torch.Tensor:
+    """Per-sample weight (B,) of the MSE of the model's target (``prediction``) at noise levels
+    ``alphas_cumprod`` (B,). With SNR = abar / (1 - abar), the epsilon MSE is SNR times the x0 MSE
+    and the v MSE (1 + SNR) times it.
 
-    ``"eps"``: 1 (the plain epsilon loss). ``"v"``: ``min(1 / abar, cap)``, the v-prediction loss
-    written for an epsilon model (``|v_err|^2 = |eps_err|^2 / abar``; Salimans & Ho 2022), capped.
-    The plain epsilon loss weighs the x0 error by the SNR, about 4e-5 at t=999, so an epsilon model
-    is never asked to be precise where the global factors (background, shape, size) are decided.
+    ``"eps"``: 1 (the plain loss of the target). ``"v"`` (epsilon models): ``min(1 / abar, cap)``, the
+    v-prediction loss written for an epsilon model (``|v_err|^2 = |eps_err|^2 / abar``; Salimans &
+    Ho 2022), capped. The plain epsilon loss weighs the x0 error by the SNR, about 4e-5 at t=999, so
+    an epsilon model is never asked to be precise where the global factors are decided.
+    ``"min-snr"``: the x0 MSE weighted by ``min(SNR, cap)`` (min-SNR-gamma, Hang et al. 2023), i.e.
+    ``min(SNR, cap) / SNR`` on the epsilon MSE and ``min(SNR, cap) / (1 + SNR)`` on the v MSE: the
+    low-noise steps, where the plain losses put most of their weight on detail, count at most ``cap``.
 
     >>> loss_weights(torch.tensor([1.0, 0.5, 1e-5]), "v").tolist()
     [1.0, 2.0, 1000.0]
+    >>> loss_weights(torch.tensor([0.5, 0.9]), "min-snr", 5.0, "v_prediction").tolist()   # SNR 1, 9
+    [0.5, 0.5]
     """
     if kind == "eps":
         return torch.ones_like(alphas_cumprod)
     if kind == "v":
+        if prediction != "epsilon":
+            raise ValueError("loss weighting 'v' reweights an epsilon model; a v_prediction model has the v loss already")
         return (1 / alphas_cumprod).clamp(max=cap)
+    if kind == "min-snr":
+        snr = alphas_cumprod / (1 - alphas_cumprod)
+        return snr.clamp(max=cap) / (snr if prediction == "epsilon" else snr + 1)
     raise ValueError(f"loss weighting {kind!r}: use one of {LOSS_WEIGHTS}")
 
 
@@ -274,16 +289,22 @@ def _learning_rate(recipe: Recipe, step: int, first: int, total: int, decay: boo
 
 def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, ckpt_every: int = 250,
           threads: int | None = None, progress: bool = True, init: Path | None = None,
-          loss_weight: str = "eps", weight_cap: float = 1000.0, lr_decay: bool = False,
-          prediction: str | None = None) -> Path:
+          loss_weight: str = "eps", weight_cap: float | None = None, lr_decay: bool = False,
+          prediction: str | None = None, ema_decay: float | None = None, batch_size: int | None = None,
+          ema_warmup: bool = True) -> Path:
     """Train (or resume) the recipe ``name``; returns the checkpoint path.
 
     ``init``: a package folder (``unet/``, ``provenance.json``) to warm-start from when ``run_dir``
     holds no checkpoint yet: model and EMA start from its weights, a fresh optimiser warms up again,
     and steps continue from its ``steps`` (so scenes and noise go on along the same seeded path).
-    ``loss_weight``/``weight_cap``: see :func:`loss_weights` (epsilon models only). ``lr_decay``:
-    cosine decay to 0. ``prediction``: the U-Net's output (:func:`training_target`; None = the
-    recipe's); a v model warm-started from an epsilon one keeps its weights and relearns its output.
+    ``loss_weight``/``weight_cap``: see :func:`loss_weights` (None: the weighting's
+    ``DEFAULT_CAP``). ``lr_decay``: cosine decay to 0. ``prediction``: the U-Net's output
+    (:func:`training_target`; None = the recipe's); a v model warm-started from an epsilon one keeps
+    its weights and relearns its output. ``ema_decay``, ``batch_size``: override the recipe's (a
+    resumed run must keep the values it started with). ``ema_warmup``: the EMA decay ramps up as
+    (1 + k) / (10 + k) over the run's k-th step, which suits random weights; in a warm start that ramp
+    keeps the decay below 0.9955 for 2,000 steps, so ``ema_warmup=False`` averages at the full decay
+    from the first step (the EMA starts from the init's already averaged weights).
 
     >>> import tempfile, pathlib
     >>> run = pathlib.Path(tempfile.mkdtemp())
@@ -298,8 +319,18 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
     prediction = prediction or recipe.scheduler["prediction_type"]
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction {prediction!r}: use one of {PREDICTIONS}")
-    if prediction != "epsilon" and loss_weight != "eps":
-        raise ValueError("loss_weight reweights the epsilon loss; a v_prediction model uses the plain v loss")
+    if prediction != "epsilon" and loss_weight == "v":
+        raise ValueError("loss_weight 'v' reweights the epsilon loss; a v_prediction model has the v loss already "
+                         "(use 'eps' for the plain loss or 'min-snr')")
+    weight_cap = DEFAULT_CAP[loss_weight] if weight_cap is None else float(weight_cap)
+    if weight_cap <= 0:
+        raise ValueError(f"weight_cap {weight_cap}: must be > 0")
+    if ema_decay is not None and not 0 <= ema_decay < 1:
+        raise ValueError(f"ema_decay {ema_decay}: must be in [0, 1)")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size {batch_size}: must be >= 1")
+    recipe = replace(recipe, ema_decay=recipe.ema_decay if ema_decay is None else ema_decay,
+                     batch_size=batch_size or recipe.batch_size)
     total = steps or recipe.steps
     if threads:
         torch.set_num_threads(threads)
@@ -328,6 +359,10 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
         if meta.get("prediction", "epsilon") != prediction:
             raise ValueError(f"{ckpt} trains a {meta.get('prediction', 'epsilon')} model; rerun with that "
                              f"prediction or another --run-dir")
+        for key, now in (("ema_decay", recipe.ema_decay), ("batch_size", recipe.batch_size)):
+            if meta.get(key, getattr(get_recipe(name), key)) != now:
+                raise ValueError(f"{ckpt} was trained with {key} {meta.get(key)}; resume with that value "
+                                 f"or start another --run-dir")
         log.info("resuming %s from step %d", name, start)
     elif init is not None:
         from safetensors.torch import load_file
@@ -355,14 +390,14 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
         for group in opt.param_groups:
             group["lr"] = _learning_rate(recipe, step, first, total, lr_decay)
         err = (unet(x_t, t, **cond).sample - training_target(x0, noise, abar[t], prediction)).pow(2).mean(dim=(1, 2, 3))
-        loss = (loss_weights(abar[t], loss_weight, weight_cap) * err).mean()
+        loss = (loss_weights(abar[t], loss_weight, weight_cap, prediction) * err).mean()
         # the epsilon MSE of the implied eps (for a v model eps_err = sqrt(abar) v_err): comparable across runs
         per_sample = err.detach() if prediction == "epsilon" else abar[t] * err.detach()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
-        decay = min(recipe.ema_decay, (1 + step - first) / (10 + step - first))
+        decay = min(recipe.ema_decay, (1 + step - first) / (10 + step - first)) if ema_warmup else recipe.ema_decay
         with torch.no_grad():
             for pe, p in zip(ema.parameters(), unet.parameters()):
                 pe.lerp_(p, 1 - decay)
@@ -386,7 +421,8 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
                                               "wall_seconds": wall, "seed": seed, "total": total,
                                               "warm_start": warm_start, "loss_weight": loss_weight,
                                               "weight_cap": weight_cap, "lr_decay": lr_decay,
-                                              "prediction": prediction})
+                                              "prediction": prediction, "ema_decay": recipe.ema_decay,
+                                              "batch_size": recipe.batch_size, "ema_warmup": ema_warmup})
     bar.close()
     return ckpt
 
@@ -418,6 +454,12 @@ def _command(name: str, meta: dict) -> str:
         cmd += " --lr-decay"
     if meta.get("prediction", "epsilon") != "epsilon":
         cmd += f" --prediction {meta['prediction']}"
+    recipe = get_recipe(name)
+    for key in ("ema_decay", "batch_size"):
+        if meta.get(key, getattr(recipe, key)) != getattr(recipe, key):
+            cmd += f" --{key.replace('_', '-')} {meta[key]:g}"
+    if not meta.get("ema_warmup", True):
+        cmd += " --no-ema-warmup"
     return cmd
 
 
@@ -434,6 +476,8 @@ def _schedule_meta(meta: dict) -> dict:
             out["wall_seconds_total"] = round(meta["wall_seconds"] + earlier, 1)
     if meta.get("prediction", "epsilon") != "epsilon":
         out["prediction_type"] = meta["prediction"]
+    if not meta.get("ema_warmup", True):
+        out["ema_schedule"] = "the full decay from the first step (no ramp; the EMA starts from the init's weights)"
     if meta.get("loss_weight", "eps") != "eps" or meta.get("lr_decay"):
         out["loss_weight"] = meta.get("loss_weight", "eps")
         out["weight_cap"] = meta.get("weight_cap")
@@ -485,9 +529,9 @@ def export(name: str, *, run_dir: Path, dest: Path | None = None, command: str =
             # checkpoint at step N is what `--steps N` reproduces (with --lr-decay, only the full run).
             "training_command": command or _command(name, meta),
             "steps": meta["step"],
-            "batch_size": recipe.batch_size,
+            "batch_size": meta.get("batch_size", recipe.batch_size),
             "lr": recipe.lr,
-            "ema_decay": recipe.ema_decay,
+            "ema_decay": meta.get("ema_decay", recipe.ema_decay),
             "seed": meta["seed"],
             "wall_seconds": round(meta["wall_seconds"], 1),
             **_schedule_meta(meta),
@@ -521,8 +565,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", type=Path, default=None,
                         help="warm start from this package folder when RUN_DIR holds no checkpoint")
     parser.add_argument("--loss-weight", choices=LOSS_WEIGHTS, default="eps",
-                        help="eps: plain epsilon MSE; v: epsilon MSE weighted by min(1/alpha-bar, cap)")
-    parser.add_argument("--weight-cap", type=float, default=1000.0)
+                        help="eps: the plain MSE of the target; v (epsilon models): epsilon MSE weighted by "
+                             "min(1/alpha-bar, cap); min-snr: x0 MSE weighted by min(SNR, cap)")
+    parser.add_argument("--weight-cap", type=float, default=None,
+                        help="the weighting's cap (default: 1000 for v, 5 for min-snr)")
+    parser.add_argument("--ema-decay", type=float, default=None, help="EMA decay (default: the recipe's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: the recipe's)")
+    parser.add_argument("--no-ema-warmup", action="store_true",
+                        help="average at the full EMA decay from the first step (for a warm start)")
     parser.add_argument("--lr-decay", action="store_true", help="cosine learning-rate decay to 0 over the run")
     parser.add_argument("--prediction", choices=PREDICTIONS, default=None,
                         help="the U-Net's output (default: the recipe's); see training_target")
@@ -535,7 +585,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.export_only:
         train(args.name, run_dir=run_dir, steps=args.steps, seed=args.seed, ckpt_every=args.ckpt_every,
               threads=args.threads, init=args.init, loss_weight=args.loss_weight, weight_cap=args.weight_cap,
-              lr_decay=args.lr_decay, prediction=args.prediction)
+              lr_decay=args.lr_decay, prediction=args.prediction, ema_decay=args.ema_decay,
+              batch_size=args.batch_size, ema_warmup=not args.no_ema_warmup)
     if args.no_export:
         return
     dest = export(args.name, run_dir=run_dir, dest=args.export_to)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from diffgeo.train import export, train, training_target
+from diffgeo.train import export, loss_weights, train, training_target
 
 
 def test_v_target_satisfies_the_identities_that_sampling_inverts():
@@ -46,7 +46,7 @@ def test_a_v_model_exports_as_v_and_loads_with_the_eps_it_implies(tmp_path):
     # a run directory keeps its prediction: resuming it as an epsilon model is refused, not mixed
     with pytest.raises(ValueError, match="v_prediction model"):
         train("shapes", run_dir=run, steps=2, threads=1, progress=False)
-    with pytest.raises(ValueError, match="plain v loss"):
+    with pytest.raises(ValueError, match="has the v loss already"):
         train("shapes", run_dir=tmp_path / "r2", steps=1, threads=1, progress=False, prediction="v_prediction",
               loss_weight="v")
 
@@ -67,3 +67,60 @@ def test_a_chain_of_warm_starts_is_recorded_whole(tmp_path):
     assert "warm_start" not in ws["warm_start"]
     walls = [p["wall_seconds"] for p in prov]
     assert prov[2]["wall_seconds_total"] == pytest.approx(sum(walls), abs=0.2)
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_min_snr_weights_the_x0_error_by_the_capped_snr(prediction):
+    # Whatever the model outputs, its x0 estimate follows from x_t (eps: x0 = (x_t - sqrt(1-a) eps) / sqrt(a);
+    # v: x0 = sqrt(a) x_t - sqrt(1-a) v), and min-SNR-gamma (Hang et al. 2023) asks that the weighted
+    # loss of the output equal min(SNR, gamma) times the MSE of that x0 estimate, SNR = a / (1 - a).
+    g = torch.Generator().manual_seed(3)
+    a = torch.tensor([1e-4, 0.02, 0.3, 0.5, 0.83, 0.97, 0.9999], dtype=torch.float64)
+    aa = a.view(-1, 1, 1, 1)
+    x0 = torch.rand(7, 3, 4, 4, generator=g, dtype=torch.float64) * 2 - 1
+    e = torch.randn(7, 3, 4, 4, generator=g, dtype=torch.float64)
+    x_t = aa.sqrt() * x0 + (1 - aa).sqrt() * e
+    out = training_target(x0, e, a, prediction) + 0.3 * torch.randn(7, 3, 4, 4, generator=g, dtype=torch.float64)
+    x0_hat = (x_t - (1 - aa).sqrt() * out) / aa.sqrt() if prediction == "epsilon" else aa.sqrt() * x_t - (1 - aa).sqrt() * out
+    for gamma in (1.0, 5.0):
+        weighted = loss_weights(a, "min-snr", gamma, prediction) * (out - training_target(x0, e, a, prediction)).pow(2).mean(dim=(1, 2, 3))
+        expected = (a / (1 - a)).clamp(max=gamma) * (x0_hat - x0).pow(2).mean(dim=(1, 2, 3))
+        torch.testing.assert_close(weighted, expected, rtol=1e-9, atol=0)
+    if prediction == "v_prediction":
+        with pytest.raises(ValueError, match="reweights an epsilon model"):
+            loss_weights(a, "v", 1000.0, prediction)
+
+
+def test_ema_without_warmup_averages_at_the_full_decay_from_the_init(tmp_path):
+    # One step from an init with decay d: without the ramp the EMA is d * init + (1 - d) * model; with the
+    # ramp (1 + k) / (10 + k) at k = 0 it is 0.1 * init + 0.9 * model (min(d, 0.1)).
+    from safetensors.torch import load_file
+
+    from diffgeo.io import load_tensors_json
+
+    train("shapes", run_dir=tmp_path / "a", steps=1, threads=1, progress=False)
+    init = export("shapes", run_dir=tmp_path / "a", dest=tmp_path / "init", command="run A")
+    w0 = load_file(str(init / "unet" / "diffusion_pytorch_model.safetensors"))
+    for warmup, mix in ((False, 0.9), (True, 0.1)):
+        run = tmp_path / f"b{warmup}"
+        ckpt = train("shapes", run_dir=run, steps=2, threads=1, progress=False, init=init, ema_decay=0.9,
+                     ema_warmup=warmup, batch_size=4)
+        tensors, meta = load_tensors_json(ckpt)
+        # the first step after warm-up moves each weight by about lr / 200 = 1.5e-6, near float32 rounding of
+        # the weights, so read the mix as the least-squares fit of ema - model = mix * (init - model) over all
+        # 2.7M weights, which averages the rounding out
+        d_init = torch.cat([(w0[k] - tensors[f"model.{k}"]).double().flatten() for k in w0])
+        d_ema = torch.cat([(tensors[f"ema.{k}"] - tensors[f"model.{k}"]).double().flatten() for k in w0])
+        assert d_init.abs().max() > 0  # the step moved the model
+        fitted = float((d_ema * d_init).sum() / (d_init * d_init).sum())
+        assert fitted == pytest.approx(mix, abs=0.02), (warmup, fitted)
+    prov = json.loads((export("shapes", run_dir=tmp_path / "bFalse", dest=tmp_path / "out") / "provenance.json").read_text())
+    assert (prov["ema_decay"], prov["batch_size"]) == (0.9, 4)
+    assert "--ema-decay 0.9 --batch-size 4 --no-ema-warmup" in prov["training_command"]
+    # resuming with another decay or batch size is refused and leaves the checkpoint as it was
+    before = (tmp_path / "bFalse" / "checkpoint.safetensors").read_bytes()
+    for change in ({"ema_decay": 0.99, "batch_size": 4}, {"ema_decay": 0.9, "batch_size": 8}):
+        with pytest.raises(ValueError, match="resume with that value"):
+            train("shapes", run_dir=tmp_path / "bFalse", steps=3, threads=1, progress=False, init=init,
+                  ema_warmup=False, **change)
+    assert (tmp_path / "bFalse" / "checkpoint.safetensors").read_bytes() == before

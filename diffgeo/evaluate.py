@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,7 +29,7 @@ from .models import Model
 from .probe import validity
 from .sampling import sample
 
-__all__ = ["QualityReport", "evaluate_samples", "ks_statistic", "frechet_distance", "feature_frechet_distance",
+__all__ = ["QualityReport", "evaluate_samples", "ks_statistic", "tv_floor", "ks_floor", "frechet_distance", "feature_frechet_distance",
            "precision_recall", "digit_features", "DigitQuality", "digit_quality_of", "evaluate_digits"]
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,58 @@ def ks_statistic(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((cdf_a - cdf_b).abs().max())
 
 
+def tv_floor(n: int, k: int, *, draws: int = 20000, seed: int = 0) -> tuple[float, float]:
+    """Median and 95th percentile of the total-variation distance to uniform of the class
+    frequencies of n draws from the uniform distribution over k classes: what a model that draws
+    exactly the training distribution reads at this n (Monte Carlo, ``draws`` repeats, seeded).
+    A measured TV below the 95th percentile does not tell the model from the data.
+
+    >>> med, p95 = tv_floor(493, 6)   # colour, about 493 valid of 512 samples
+    >>> 0.03 < med < 0.05 and 0.05 < p95 < 0.08
+    True
+    """
+    if n < 1 or k < 2:
+        raise ValueError(f"tv_floor needs n >= 1 draws and k >= 2 classes, got n={n}, k={k}")
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.zeros(draws, k, dtype=torch.float64)
+    counts.scatter_add_(1, torch.randint(k, (draws, n), generator=g), torch.ones(draws, n, dtype=torch.float64))
+    tv = 0.5 * (counts / n - 1 / k).abs().sum(dim=1)
+    return float(tv.median()), float(tv.quantile(0.95))
+
+
+def ks_floor(n: int, m: int, *, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Median and 95th percentile of the two-sample KS statistic between n and m draws of one
+    continuous distribution: what :func:`ks_statistic` reads for a model that draws exactly the
+    training distribution, against a reference sample of m (Monte Carlo, ``draws`` repeats, seeded).
+
+    The statistic is distribution-free: it depends only on where the n draws fall in the merged
+    order of n + m, a uniformly random n-subset. With 0-based merged ranks r_1 < ... < r_n, the i-th
+    smallest draw has B_i = r_i - (i - 1) reference draws below it, and the largest CDF gap is
+    max_i max(|i/n - B_i/m|, |(i-1)/n - B_i/m|), so no sample of m is drawn or sorted.
+
+    >>> med, p95 = ks_floor(493, 20000)
+    >>> 0.03 < med < 0.045 and 0.05 < p95 < 0.07
+    True
+    """
+    if n < 1 or m < 1:
+        raise ValueError(f"ks_floor needs n, m >= 1, got n={n}, m={m}")
+    g = torch.Generator().manual_seed(seed)
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    ks = torch.empty(draws, dtype=torch.float64)
+    for d in range(draws):
+        below = torch.randperm(n + m, generator=g)[:n].sort().values.double() - (i - 1)
+        ks[d] = torch.maximum((i / n - below / m).abs(), ((i - 1) / n - below / m).abs()).max()
+    return float(ks.median()), float(ks.quantile(0.95))
+
+
 @dataclass(frozen=True)
 class QualityReport:
     """valid_rate over n samples; class frequencies (generated, among valid samples) per class
     factor; total-variation distance of each class distribution to uniform (the training
-    distribution); KS statistic of each continuous factor against the training distribution."""
+    distribution); KS statistic of each continuous factor against the training distribution;
+    ``floor``: per measure, the (median, 95th percentile) it reads for a model that draws exactly
+    the training distribution with as many valid samples (:func:`tv_floor`, :func:`ks_floor`).
+    A measure under its floor's 95th percentile is within sampling noise of the data."""
 
     n: int
     steps: int
@@ -61,6 +108,7 @@ class QualityReport:
     class_tv: dict
     continuous_ks: dict
     continuous_values: dict
+    floor: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         out = asdict(self)
@@ -78,7 +126,8 @@ def evaluate_samples(model: Model, *, n: int = 512, steps: int = 50, seed: int =
             images.append(sample(model, m, steps=steps, seed=seed + i, progress=progress).result.cpu())
     val = validity(torch.cat(images))
     f = val.factors[val.valid] if bool(val.valid.any()) else val.factors
-    ref = sample_factors(20000, seed=777)
+    ref_n = 20000
+    ref = sample_factors(ref_n, seed=777)
     freqs, tv = {}, {}
     for name, labels in (("shape", SHAPES), ("colour", COLOURS)):
         counts = torch.bincount(getattr(f, name), minlength=len(labels)).double()
@@ -87,7 +136,11 @@ def evaluate_samples(model: Model, *, n: int = 512, steps: int = 50, seed: int =
         tv[name] = round(float(0.5 * (p - 1 / len(labels)).abs().sum()), 4)
     ks = {name: round(ks_statistic(getattr(f, name).double(), getattr(ref, name).double()), 4) for name in CONTINUOUS}
     values = {name: getattr(f, name).tolist() for name in CONTINUOUS}
-    return QualityReport(n, steps, seed, val.rate, freqs, tv, ks, values)
+    n_read = len(f)
+    floor = {name: [round(v, 4) for v in tv_floor(n_read, len(labels))] for name, labels in (("shape", SHAPES), ("colour", COLOURS))}
+    floor_ks = [round(v, 4) for v in ks_floor(n_read, ref_n)]  # distribution-free: one floor for all four
+    floor.update({name: floor_ks for name in CONTINUOUS})
+    return QualityReport(n, steps, seed, val.rate, freqs, tv, ks, values, floor)
 
 
 # -- digits: a sample-quality figure of merit against the real digits ----------------------------------
@@ -266,6 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="shapes")
     parser.add_argument("--n", type=positive_int, default=512)
     parser.add_argument("--steps", type=positive_int, default=50)
+    parser.add_argument("--seed", type=int, default=1234, help="the first batch's seed (the next batches add 1, 2, ...)")
     parser.add_argument("--out", type=Path, default=Path("figures"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -275,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
             tmp.write_text(json.dumps(quality.summary(), indent=1))
         log.info("%s", json.dumps(quality.summary()))
         return
-    report = evaluate_samples(load(args.model), n=args.n, steps=args.steps)
+    report = evaluate_samples(load(args.model), n=args.n, steps=args.steps, seed=args.seed)
     plot_report(report, args.out / f"{args.model}_quality.png")
     with atomic_path(args.out / f"{args.model}_quality.json") as tmp:
         tmp.write_text(json.dumps(report.summary(), indent=1))

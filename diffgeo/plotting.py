@@ -155,7 +155,8 @@ def h_statistics_figure(stats, title: str = ""):
 def draw_quality(axes: Sequence, report) -> None:
     """A :class:`~diffgeo.evaluate.QualityReport` on six axes: the generated class frequencies
     (shape, colour) and the histograms of the four continuous factors, each against the training
-    distribution (dashed).
+    distribution (dashed). Where the report has a ``floor``, each title adds the 95th percentile
+    the measure reads for exact draws of the training distribution at the same n.
 
     >>> from matplotlib.figure import Figure
     >>> from diffgeo.evaluate import QualityReport
@@ -174,13 +175,18 @@ def draw_quality(axes: Sequence, report) -> None:
         ax.bar(range(len(labels)), list(report.class_frequencies[name].values()), color="C0", label="generated")
         ax.axhline(1 / len(labels), color="k", ls="--", lw=1, label="training")
         ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=7)
-        ax.set_title(f"{name} (TV {report.class_tv[name]:.3f})", fontsize=9)
+        ax.set_title(f"{name} (TV {report.class_tv[name]:.3f})" + _floor_note(report, name), fontsize=9)
     axes[0].legend(fontsize=7)
     for ax, name in zip(axes[2:], CONTINUOUS):
         lo, hi = RANGES[name]
         ax.hist(report.continuous_values[name], bins=20, range=(lo, hi), density=True, color="C0")
         ax.axhline(1 / (hi - lo), color="k", ls="--", lw=1)
-        ax.set_title(f"{name} (KS {report.continuous_ks[name]:.3f})", fontsize=9)
+        ax.set_title(f"{name} (KS {report.continuous_ks[name]:.3f})" + _floor_note(report, name), fontsize=9)
+
+
+def _floor_note(report, name: str) -> str:
+    floor = report.floor.get(name)
+    return f"\nexact data: <= {floor[1]:.3f} (95%)" if floor else ""
 
 
 def save_image_grid(images: torch.Tensor, path: str | Path, *, nrow: int = 8, scale: int = 4, title: str | None = None,

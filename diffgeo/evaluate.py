@@ -29,8 +29,9 @@ from .models import Model
 from .probe import validity
 from .sampling import sample
 
-__all__ = ["QualityReport", "evaluate_samples", "ks_statistic", "tv_floor", "ks_floor", "frechet_distance", "feature_frechet_distance",
-           "precision_recall", "digit_features", "DigitQuality", "digit_quality_of", "evaluate_digits"]
+__all__ = ["QualityReport", "evaluate_samples", "ks_statistic", "tv_floor", "ks_floor", "frechet_distance",
+           "feature_frechet_distance", "precision_recall", "digit_features", "DigitQuality", "digit_quality_of",
+           "evaluate_digits"]
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,8 @@ def evaluate_samples(model: Model, *, n: int = 512, steps: int = 50, seed: int =
     ks = {name: round(ks_statistic(getattr(f, name).double(), getattr(ref, name).double()), 4) for name in CONTINUOUS}
     values = {name: getattr(f, name).tolist() for name in CONTINUOUS}
     n_read = len(f)
-    floor = {name: [round(v, 4) for v in tv_floor(n_read, len(labels))] for name, labels in (("shape", SHAPES), ("colour", COLOURS))}
+    floor = {name: [round(v, 4) for v in tv_floor(n_read, len(labels))]
+             for name, labels in (("shape", SHAPES), ("colour", COLOURS))}
     floor_ks = [round(v, 4) for v in ks_floor(n_read, ref_n)]  # distribution-free: one floor for all four
     floor.update({name: floor_ks for name in CONTINUOUS})
     return QualityReport(n, steps, seed, val.rate, freqs, tv, ks, values, floor)
@@ -319,7 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="shapes")
     parser.add_argument("--n", type=positive_int, default=512)
     parser.add_argument("--steps", type=positive_int, default=50)
-    parser.add_argument("--seed", type=int, default=1234, help="the first batch's seed (the next batches add 1, 2, ...)")
+    parser.add_argument("--seed", type=int, default=1234,
+                        help="the first batch's seed (the next batches add 1, 2, ...)")
     parser.add_argument("--out", type=Path, default=Path("figures"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

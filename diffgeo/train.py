@@ -267,7 +267,8 @@ def loss_weights(alphas_cumprod: torch.Tensor, kind: str = "eps", cap: float = 1
         return torch.ones_like(alphas_cumprod)
     if kind == "v":
         if prediction != "epsilon":
-            raise ValueError("loss weighting 'v' reweights an epsilon model; a v_prediction model has the v loss already")
+            raise ValueError("loss weighting 'v' reweights an epsilon model; "
+                             "a v_prediction model has the v loss already")
         return (1 / alphas_cumprod).clamp(max=cap)
     if kind == "min-snr":
         snr = alphas_cumprod / (1 - alphas_cumprod)

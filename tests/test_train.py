@@ -80,10 +80,14 @@ def test_min_snr_weights_the_x0_error_by_the_capped_snr(prediction):
     x0 = torch.rand(7, 3, 4, 4, generator=g, dtype=torch.float64) * 2 - 1
     e = torch.randn(7, 3, 4, 4, generator=g, dtype=torch.float64)
     x_t = aa.sqrt() * x0 + (1 - aa).sqrt() * e
-    out = training_target(x0, e, a, prediction) + 0.3 * torch.randn(7, 3, 4, 4, generator=g, dtype=torch.float64)
-    x0_hat = (x_t - (1 - aa).sqrt() * out) / aa.sqrt() if prediction == "epsilon" else aa.sqrt() * x_t - (1 - aa).sqrt() * out
+    target = training_target(x0, e, a, prediction)
+    out = target + 0.3 * torch.randn(7, 3, 4, 4, generator=g, dtype=torch.float64)
+    if prediction == "epsilon":
+        x0_hat = (x_t - (1 - aa).sqrt() * out) / aa.sqrt()
+    else:
+        x0_hat = aa.sqrt() * x_t - (1 - aa).sqrt() * out
     for gamma in (1.0, 5.0):
-        weighted = loss_weights(a, "min-snr", gamma, prediction) * (out - training_target(x0, e, a, prediction)).pow(2).mean(dim=(1, 2, 3))
+        weighted = loss_weights(a, "min-snr", gamma, prediction) * (out - target).pow(2).mean(dim=(1, 2, 3))
         expected = (a / (1 - a)).clamp(max=gamma) * (x0_hat - x0).pow(2).mean(dim=(1, 2, 3))
         torch.testing.assert_close(weighted, expected, rtol=1e-9, atol=0)
     if prediction == "v_prediction":
@@ -114,7 +118,8 @@ def test_ema_without_warmup_averages_at_the_full_decay_from_the_init(tmp_path):
         assert d_init.abs().max() > 0  # the step moved the model
         fitted = float((d_ema * d_init).sum() / (d_init * d_init).sum())
         assert fitted == pytest.approx(mix, abs=0.02), (warmup, fitted)
-    prov = json.loads((export("shapes", run_dir=tmp_path / "bFalse", dest=tmp_path / "out") / "provenance.json").read_text())
+    out = export("shapes", run_dir=tmp_path / "bFalse", dest=tmp_path / "out")
+    prov = json.loads((out / "provenance.json").read_text())
     assert (prov["ema_decay"], prov["batch_size"]) == (0.9, 4)
     assert "--ema-decay 0.9 --batch-size 4 --no-ema-warmup" in prov["training_command"]
     # resuming with another decay or batch size is refused and leaves the checkpoint as it was

@@ -139,7 +139,7 @@ def test_tv_floor_matches_the_exact_multinomial_distribution(n, k):
     # (k = 3: all (n+1)(n+2)/2 count vectors; k = 2: the binomial). The Monte Carlo median and 95th
     # percentile of 20,000 draws sit within 1/n of the exact ones: one count moving changes the TV by at
     # most 1/n, and the Monte Carlo CDF's error (sd 0.0035 at the median, 0.0015 at the 95th percentile)
-    # is far below the mass of one TV value here (0.01-0.07), so it shifts a quantile by a step at most.
+    # is far below the mass of one TV value near them (0.009-0.17), so it shifts a quantile by a step at most.
     from scipy.stats import multinomial
 
     if k == 2:

@@ -110,7 +110,7 @@ def test_ema_without_warmup_averages_at_the_full_decay_from_the_init(tmp_path):
         ckpt = train("shapes", run_dir=run, steps=2, threads=1, progress=False, init=init, ema_decay=0.9,
                      ema_warmup=warmup, batch_size=4)
         tensors, meta = load_tensors_json(ckpt)
-        # the first step after warm-up moves each weight by about lr / 200 = 1.5e-6, near float32 rounding of
+        # the first step of the LR warm-up moves each weight by about lr / 200 = 1.5e-6, near float32 rounding of
         # the weights, so read the mix as the least-squares fit of ema - model = mix * (init - model) over all
         # 2.7M weights, which averages the rounding out
         d_init = torch.cat([(w0[k] - tensors[f"model.{k}"]).double().flatten() for k in w0])

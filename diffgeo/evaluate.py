@@ -61,8 +61,13 @@ def tv_floor(n: int, k: int, *, draws: int = 20000, seed: int = 0) -> tuple[floa
     if n < 1 or k < 2:
         raise ValueError(f"tv_floor needs n >= 1 draws and k >= 2 classes, got n={n}, k={k}")
     g = torch.Generator().manual_seed(seed)
-    counts = torch.zeros(draws, k, dtype=torch.float64)
-    counts.scatter_add_(1, torch.randint(k, (draws, n), generator=g), torch.ones(draws, n, dtype=torch.float64))
+    # multinomial counts as a chain of binomials: class j takes Bin(what is left, 1 / (k - j)) of the draws
+    left = torch.full((draws,), float(n), dtype=torch.float64)
+    counts = []
+    for j in range(k - 1):
+        counts.append(torch.binomial(left, torch.full_like(left, 1 / (k - j)), generator=g))
+        left = left - counts[-1]
+    counts = torch.stack(counts + [left], dim=1)
     tv = 0.5 * (counts / n - 1 / k).abs().sum(dim=1)
     return float(tv.median()), float(tv.quantile(0.95))
 

@@ -267,8 +267,8 @@ def loss_weights(alphas_cumprod: torch.Tensor, kind: str = "eps", cap: float = 1
         return torch.ones_like(alphas_cumprod)
     if kind == "v":
         if prediction != "epsilon":
-            raise ValueError("loss weighting 'v' reweights an epsilon model; "
-                             "a v_prediction model has the v loss already")
+            raise ValueError("loss weighting 'v' reweights an epsilon model; a v_prediction model has the v loss "
+                             "already (use 'eps' for the plain loss or 'min-snr')")
         return (1 / alphas_cumprod).clamp(max=cap)
     if kind == "min-snr":
         snr = alphas_cumprod / (1 - alphas_cumprod)
@@ -320,18 +320,21 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
     prediction = prediction or recipe.scheduler["prediction_type"]
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction {prediction!r}: use one of {PREDICTIONS}")
-    if prediction != "epsilon" and loss_weight == "v":
-        raise ValueError("loss_weight 'v' reweights the epsilon loss; a v_prediction model has the v loss already "
-                         "(use 'eps' for the plain loss or 'min-snr')")
     weight_cap = DEFAULT_CAP[loss_weight] if weight_cap is None else float(weight_cap)
     if weight_cap <= 0:
         raise ValueError(f"weight_cap {weight_cap}: must be > 0")
+    loss_weights(torch.tensor([0.5]), loss_weight, weight_cap, prediction)  # refuses a weighting the model cannot take
     if ema_decay is not None and not 0 <= ema_decay < 1:
         raise ValueError(f"ema_decay {ema_decay}: must be in [0, 1)")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size {batch_size}: must be >= 1")
+    base = recipe
     recipe = replace(recipe, ema_decay=recipe.ema_decay if ema_decay is None else ema_decay,
                      batch_size=batch_size or recipe.batch_size)
+    # the options a checkpoint records, and what a checkpoint written before an option existed ran with
+    options = {"loss_weight": (loss_weight, "eps"), "weight_cap": (weight_cap, DEFAULT_CAP["eps"]),
+               "lr_decay": (lr_decay, False), "ema_decay": (recipe.ema_decay, base.ema_decay),
+               "batch_size": (recipe.batch_size, base.batch_size), "ema_warmup": (ema_warmup, True)}
     total = steps or recipe.steps
     if threads:
         torch.set_num_threads(threads)
@@ -360,10 +363,11 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
         if meta.get("prediction", "epsilon") != prediction:
             raise ValueError(f"{ckpt} trains a {meta.get('prediction', 'epsilon')} model; rerun with that "
                              f"prediction or another --run-dir")
-        for key, now in (("ema_decay", recipe.ema_decay), ("batch_size", recipe.batch_size)):
-            if meta.get(key, getattr(get_recipe(name), key)) != now:
-                raise ValueError(f"{ckpt} was trained with {key} {meta.get(key)}; resume with that value "
-                                 f"or start another --run-dir")
+        changed = [f"{key} {meta.get(key, old)!r} (asked: {now!r})" for key, (now, old) in options.items()
+                   if meta.get(key, old) != now]
+        if changed:
+            raise ValueError(f"{ckpt} was trained with {', '.join(changed)}; for each, resume with that value "
+                             f"or start another --run-dir")
         log.info("resuming %s from step %d", name, start)
     elif init is not None:
         from safetensors.torch import load_file
@@ -420,10 +424,8 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
             tensors.update(_opt_tensors(opt))
             save_tensors_json(ckpt, tensors, {"name": name, "step": done, "history": history,
                                               "wall_seconds": wall, "seed": seed, "total": total,
-                                              "warm_start": warm_start, "loss_weight": loss_weight,
-                                              "weight_cap": weight_cap, "lr_decay": lr_decay,
-                                              "prediction": prediction, "ema_decay": recipe.ema_decay,
-                                              "batch_size": recipe.batch_size, "ema_warmup": ema_warmup})
+                                              "warm_start": warm_start, "prediction": prediction,
+                                              **{key: now for key, (now, _) in options.items()}})
     bar.close()
     return ckpt
 

@@ -124,8 +124,8 @@ def test_ema_without_warmup_averages_at_the_full_decay_from_the_init(tmp_path):
     assert "--ema-decay 0.9 --batch-size 4 --no-ema-warmup" in prov["training_command"]
     # resuming with another decay or batch size is refused and leaves the checkpoint as it was
     before = (tmp_path / "bFalse" / "checkpoint.safetensors").read_bytes()
-    for change in ({"ema_decay": 0.99, "batch_size": 4}, {"ema_decay": 0.9, "batch_size": 8}):
+    for change in ({"ema_decay": 0.99}, {"batch_size": 8}, {"ema_warmup": True}, {"lr_decay": True}):
         with pytest.raises(ValueError, match="resume with that value"):
             train("shapes", run_dir=tmp_path / "bFalse", steps=3, threads=1, progress=False, init=init,
-                  ema_warmup=False, **change)
+                  **{"ema_decay": 0.9, "batch_size": 4, "ema_warmup": False, **change})
     assert (tmp_path / "bFalse" / "checkpoint.safetensors").read_bytes() == before

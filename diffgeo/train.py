@@ -9,7 +9,9 @@ Training is resumable: a checkpoint (weights, EMA, optimiser state and loss log 
 safetensors file, written atomically) is saved every ``--ckpt-every`` steps under ``--run-dir``;
 running the same command again continues from it. Every random draw (scenes, noise, timesteps)
 is seeded from ``(seed, step)``, so a resumed run follows the same path as an uninterrupted one.
-``--export-only`` writes the package folder from the latest checkpoint.
+``--export-only`` writes the package folder from the latest checkpoint. ``--average A B ...``
+writes the weight average of exported folders (:func:`average`), the last step of the shipped
+``shapes``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -276,6 +280,21 @@ def loss_weights(alphas_cumprod: torch.Tensor, kind: str = "eps", cap: float = 1
     raise ValueError(f"loss weighting {kind!r}: use one of {LOSS_WEIGHTS}")
 
 
+def _target_error(unet, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, abar: torch.Tensor,
+                  prediction: str, cond: dict) -> torch.Tensor:
+    """Per-sample MSE (B,) of the U-Net's output at x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise against
+    its :func:`training_target`; x0, noise: (B, C, H, W), t: (B,) timesteps, abar: the schedule's (T,)."""
+    a = abar[t].view(-1, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    return (unet(x_t, t, **cond).sample - training_target(x0, noise, abar[t], prediction)).pow(2).mean(dim=(1, 2, 3))
+
+
+def _as_eps_error(err: torch.Tensor, abar_t: torch.Tensor, prediction: str) -> torch.Tensor:
+    """The epsilon MSE that a target MSE ``err`` (B,) implies (eps = sqrt(abar) v + sqrt(1 - abar) x_t, so a
+    v error costs sqrt(abar) times as much in eps): comparable across predictions and weightings."""
+    return err if prediction == "epsilon" else abar_t * err
+
+
 def _learning_rate(recipe: Recipe, step: int, first: int, total: int, decay: bool) -> float:
     """Linear warm-up over ``recipe.warmup`` steps from ``first`` (the run's first step: 0, or the
     step of the warm start), then constant, or cosine-decayed to 0 at ``total`` with ``decay``."""
@@ -376,7 +395,7 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
         weights = load_file(str(Path(init) / "unet" / "diffusion_pytorch_model.safetensors"))
         unet.load_state_dict(weights)
         ema.load_state_dict(weights)
-        start, history = prov["steps"], list(prov["loss_history"])
+        start, history = prov["steps"], list(prov.get("loss_history", []))
         warm_start = warm_start_record(prov, str(init))
         log.info("warm start of %s from %s at step %d", name, init, start)
     first = warm_start["steps"] if warm_start else 0
@@ -390,14 +409,11 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
         cond = {} if embed is None else {"encoder_hidden_states": embed(captions)}
         t = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=g)
         noise = torch.randn(x0.shape, generator=g)
-        a = abar[t].view(-1, 1, 1, 1)
-        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         for group in opt.param_groups:
             group["lr"] = _learning_rate(recipe, step, first, total, lr_decay)
-        err = (unet(x_t, t, **cond).sample - training_target(x0, noise, abar[t], prediction)).pow(2).mean(dim=(1, 2, 3))
+        err = _target_error(unet, x0, noise, t, abar, prediction, cond)
         loss = (loss_weights(abar[t], loss_weight, weight_cap, prediction) * err).mean()
-        # the epsilon MSE of the implied eps (for a v model eps_err = sqrt(abar) v_err): comparable across runs
-        per_sample = err.detach() if prediction == "epsilon" else abar[t] * err.detach()
+        per_sample = _as_eps_error(err.detach(), abar[t], prediction)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -442,8 +458,9 @@ def warm_start_record(prov: dict, init: str) -> dict:
               "wall_seconds": prov.get("wall_seconds"),
               "wall_seconds_total": prov.get("wall_seconds_total", prov.get("wall_seconds")),
               "weights": "its EMA weights (model and EMA)", "optimiser": "fresh AdamW, warm-up again"}
-    if prov.get("warm_start"):
-        record["warm_start"] = prov["warm_start"]
+    for key in ("warm_start", "averaged"):
+        if prov.get(key):
+            record[key] = prov[key]
     return record
 
 
@@ -509,10 +526,7 @@ def export(name: str, *, run_dir: Path, dest: Path | None = None, command: str =
     from .loading import EMBEDDED_DIR
 
     dest = dest or EMBEDDED_DIR / name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest.parent))
-    tmp.chmod(0o755)
-    try:
+    with _new_folder(dest) as tmp:
         unet.save_pretrained(tmp / "unet", safe_serialization=True)
         DDPMScheduler(**{**recipe.scheduler, "prediction_type": meta.get("prediction", "epsilon")}
                       ).save_pretrained(tmp / "scheduler")
@@ -545,13 +559,167 @@ def export(name: str, *, run_dir: Path, dest: Path | None = None, command: str =
             **text_meta,
         }
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=1))
-        old = dest.with_name(f".{name}.old")
+    return dest
+
+
+@contextmanager
+def _new_folder(dest: Path) -> Iterator[Path]:
+    """``with _new_folder(dest) as tmp:`` fill the hidden folder ``tmp`` beside ``dest``; on success it
+    replaces ``dest`` in one rename, on any error it is removed and ``dest`` is left as it was."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    tmp.chmod(0o755)
+    try:
+        yield tmp
+        old = dest.with_name(f".{dest.name}.old")
         if dest.exists():
             os.replace(dest, old)
         os.replace(tmp, dest)
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+#: Data seed of the held-out batches: no training run uses it (``--seed`` is a small integer).
+HELD_OUT_SEED = 1_000_000
+# provenance keys that describe the recipe, not a run: an average keeps them once, at its top level
+_RECIPE_KEYS = ("name", "dataset", "factors", "loss_history", "parameters", "torch", "text_encoder", "caption_dropout")
+
+
+def held_out_loss(name: str, unet, prediction: str, *, batches: int = 4, batch_size: int = 64) -> float:
+    """Epsilon MSE of ``unet`` on ``batches`` x ``batch_size`` fresh scenes of recipe ``name`` (data seed
+    :data:`HELD_OUT_SEED`, captions kept), at timesteps spread evenly over the schedule; the same scenes,
+    noise and timesteps on every call, so two models' values compare directly.
+
+    >>> import diffgeo
+    >>> m = diffgeo.load("shapes", device="cpu")
+    >>> 0 < held_out_loss("shapes", m.unet, m.scheduler.config.prediction_type, batches=1, batch_size=8) < 0.05
+    True
+    """
+    from diffusers import DDPMScheduler
+
+    recipe = get_recipe(name)
+    abar = DDPMScheduler(**recipe.scheduler).alphas_cumprod.float()
+    embed = None
+    if recipe.conditional:
+        from .text import load_packaged_encoder
+
+        embed = _EmbeddingCache(load_packaged_encoder(recipe.text_max_length))
+    t = ((torch.arange(batch_size) + 0.5) * len(abar) / batch_size).long()
+    total = 0.0
+    with torch.no_grad():
+        for b in range(batches):
+            x0, captions = _batch(name, b, batch_size, HELD_OUT_SEED)
+            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(HELD_OUT_SEED + b))
+            cond = {} if embed is None else {"encoder_hidden_states": embed(captions)}
+            err = _target_error(unet, x0, noise, t, abar, prediction, cond)
+            total += _as_eps_error(err, abar[t], prediction).mean().item()
+    return total / batches
+
+
+def _runs(record: dict) -> dict[tuple, float]:
+    """Wall seconds of every run behind a provenance (or warm-start) record, keyed by (command, steps,
+    wall seconds): a run that two averaged branches share appears once."""
+    own = record.get("training_command", record.get("from"))
+    runs = {(own, record.get("steps"), record.get("wall_seconds")): record.get("wall_seconds") or 0.0}
+    for sub in [record.get("warm_start"), *record.get("averaged", [])]:
+        if sub:
+            runs.update(_runs(sub))
+    return runs
+
+
+def average(name: str, folders: list[Path], *, dest: Path | None = None, command: str = "") -> Path:
+    """Write the parameter-wise mean of the U-Nets in ``folders`` (exports of recipe ``name`` with the same
+    architecture and prediction, typically fine-tunes from one init: a "model soup", Wortsman et al. 2022)
+    as a package folder (default ``diffgeo/embedded/NAME``; atomic replace, nothing written on error).
+
+    Its provenance lists each input's record under ``averaged`` (their warm-start chains included);
+    ``wall_seconds_total`` counts every run behind them once, so a shared init is not counted twice.
+    The held-out epsilon MSE (:func:`held_out_loss`) of the average and of each input is recorded;
+    averages of models from different basins can be far worse than either, which it would show (and
+    a warning is logged when the average is worse than every input).
+
+    >>> import tempfile, pathlib, diffgeo
+    >>> tmp = pathlib.Path(tempfile.mkdtemp())
+    >>> a, b = (export("shapes", run_dir=train("shapes", run_dir=tmp / r, steps=1, seed=s, threads=1,
+    ...                                         progress=False).parent, dest=tmp / f"out{r}")
+    ...         for s, r in ((0, "a"), (1, "b")))
+    >>> soup = average("shapes", [a, b], dest=tmp / "soup")
+    >>> [d["seed"] for d in diffgeo.load(soup, device="cpu").provenance["averaged"]]
+    [0, 1]
+    """
+    from safetensors.torch import load_file
+
+    from .loading import EMBEDDED_DIR
+
+    t0 = time.time()
+    folders = [Path(f) for f in folders]
+    if len(folders) < 2:
+        raise ValueError(f"an average needs at least two folders, got {len(folders)}")
+    recipe = get_recipe(name)
+
+    def config(folder: Path, part: str) -> dict:
+        path = folder / part
+        if not path.is_file():
+            raise ValueError(f"{folder} has no {part}: give folders written by diffgeo.train (an export or "
+                             f"an average)")
+        return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+
+    provs = [config(f, "provenance.json") for f in folders]
+    for folder, prov in zip(folders, provs):
+        if prov.get("name") != name:
+            raise ValueError(f"{folder} holds a {prov.get('name')!r} model, not {name!r}")
+        for part in ("unet/config.json", "scheduler/scheduler_config.json"):
+            if config(folder, part) != config(folders[0], part):
+                raise ValueError(f"{folder}/{part} differs from {folders[0]}/{part}: only models with the same "
+                                 f"architecture, schedule and prediction can be averaged")
+    prediction = config(folders[0], "scheduler/scheduler_config.json").get("prediction_type", "epsilon")
+    unets, states = [], []
+    for folder in folders:
+        state = load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+        unet = _make_unet(recipe)
+        unet.load_state_dict(state)  # refuses missing, extra or misshaped tensors, naming them
+        unets.append(unet.eval())
+        states.append(state)
+    soup = _make_unet(recipe).eval()
+    soup.load_state_dict({k: torch.stack([s[k].double() for s in states]).mean(0).to(v.dtype)
+                          for k, v in states[0].items()})
+    losses = [held_out_loss(name, u, prediction) for u in [soup, *unets]]
+    if losses[0] > max(losses[1:]):
+        log.warning("the average's held-out epsilon MSE %.5f is above every input's (%s): the inputs may not "
+                    "share a basin", losses[0], ", ".join(f"{v:.5f}" for v in losses[1:]))
+    inputs = [{"folder": str(f), **{k: v for k, v in prov.items() if k not in _RECIPE_KEYS},
+               "held_out_eps_mse": round(loss, 5)} for f, prov, loss in zip(folders, provs, losses[1:])]
+    dest = dest or EMBEDDED_DIR / name
+    with _new_folder(dest) as tmp:
+        soup.save_pretrained(tmp / "unet", safe_serialization=True)
+        shutil.copytree(folders[0] / "scheduler", tmp / "scheduler")
+        text_meta = {}
+        if recipe.conditional:
+            from .text import REF_FILE
+
+            shutil.copy2(folders[0] / REF_FILE, tmp / REF_FILE)
+            text_meta = {k: provs[0][k] for k in ("text_encoder", "caption_dropout") if k in provs[0]}
+        provenance = {
+            "name": name,
+            "dataset": recipe.dataset,
+            "factors": recipe.factors,
+            "training_command": command or f"python -m diffgeo.train {name} --average "
+                                           + " ".join(str(f) for f in folders),
+            "steps": max(p["steps"] for p in provs),
+            "averaged": inputs,
+            "prediction_type": prediction,
+            "wall_seconds": round(time.time() - t0, 1),
+            "wall_seconds_note": "this average only; wall_seconds_total counts every run behind its inputs once",
+            "final_loss": round(losses[0], 5),
+            "final_loss_note": (f"held-out epsilon MSE ({held_out_loss.__name__}: data seed {HELD_OUT_SEED}), "
+                                "not a training loss; each input's is under averaged"),
+            "parameters": sum(p.numel() for p in soup.parameters()),
+            "torch": torch.__version__,
+            **text_meta,
+        }
+        provenance["wall_seconds_total"] = round(sum(_runs(provenance).values()), 1)
+        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=1))
     return dest
 
 
@@ -580,10 +748,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prediction", choices=PREDICTIONS, default=None,
                         help="the U-Net's output (default: the recipe's); see training_target")
     parser.add_argument("--export-to", type=Path, default=None, help="export folder (default: the package's)")
+    parser.add_argument("--average", type=Path, nargs="+", default=None, metavar="FOLDER",
+                        help="write the weight average of these exported folders (to --export-to) and stop")
     parser.add_argument("--no-export", action="store_true",
                         help="train only (e.g. a short timing run with --steps 10 --run-dir /tmp/x)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.average:
+        dest = average(args.name, args.average, dest=args.export_to)
+        log.info("wrote the average of %d models of %s to %s", len(args.average), args.name, dest)
+        return
     run_dir = args.run_dir or Path("runs") / args.name
     if not args.export_only:
         train(args.name, run_dir=run_dir, steps=args.steps, seed=args.seed, ckpt_every=args.ckpt_every,

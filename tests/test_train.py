@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 
-from diffgeo.train import export, loss_weights, train, training_target
+from diffgeo.train import average, export, held_out_loss, loss_weights, train, training_target
 
 
 def test_v_target_satisfies_the_identities_that_sampling_inverts():
@@ -129,3 +130,74 @@ def test_ema_without_warmup_averages_at_the_full_decay_from_the_init(tmp_path):
             train("shapes", run_dir=tmp_path / "bFalse", steps=3, threads=1, progress=False, init=init,
                   **{"ema_decay": 0.9, "batch_size": 4, "ema_warmup": False, **change})
     assert (tmp_path / "bFalse" / "checkpoint.safetensors").read_bytes() == before
+
+
+def test_an_average_is_the_mean_of_its_inputs_and_counts_their_shared_init_once(tmp_path):
+    # A, then B and C warm-started from A with other seeds: the average of B and C holds the mean of their
+    # weights, names both commands, and its total wall time counts A once (A + B + C + the average itself).
+    import diffgeo
+    from safetensors.torch import load_file
+
+    def weights(folder):
+        return load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+
+    train("shapes", run_dir=tmp_path / "a", steps=1, threads=1, progress=False)
+    a = export("shapes", run_dir=tmp_path / "a", dest=tmp_path / "A", command="run A")
+    b, c = (export("shapes", run_dir=train("shapes", run_dir=tmp_path / r, steps=2, seed=s, threads=1,
+                                           progress=False, init=a).parent, dest=tmp_path / r.upper(), command=f"run {r}")
+            for s, r in ((1, "b"), (2, "c")))
+    soup = average("shapes", [b, c], dest=tmp_path / "soup")
+    wb, wc, ws = weights(b), weights(c), weights(soup)
+    assert any(not torch.equal(wb[k], wc[k]) for k in wb)  # the two inputs differ
+    for k in wb:
+        torch.testing.assert_close(ws[k], (wb[k] + wc[k]) / 2, rtol=1e-6, atol=1e-9)
+    prov = diffgeo.load(soup, device="cpu").provenance
+    assert [d["training_command"] for d in prov["averaged"]] == ["run b", "run c"]
+    walls = [json.loads((f / "provenance.json").read_text())["wall_seconds"] for f in (a, b, c)]
+    assert prov["wall_seconds_total"] == pytest.approx(sum(walls) + prov["wall_seconds"], abs=0.3)
+    # a run warm-started from the average keeps the whole tree, and still counts A once
+    run = train("shapes", run_dir=tmp_path / "d", steps=3, threads=1, progress=False, init=soup).parent
+    later = json.loads((export("shapes", run_dir=run, dest=tmp_path / "D") / "provenance.json").read_text())
+    assert [d["training_command"] for d in later["warm_start"]["averaged"]] == ["run b", "run c"]
+    assert later["wall_seconds_total"] == pytest.approx(prov["wall_seconds_total"] + later["wall_seconds"], abs=0.3)
+
+    # bad inputs are refused with the reason, and leave the existing average untouched
+    before = {f: f.read_bytes() for f in soup.rglob("*") if f.is_file()}
+    other = tmp_path / "V"
+    shutil.copytree(c, other)
+    config = other / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "prediction_type": "v_prediction"}))
+    for inputs, match in (([b], "at least two"), ([b, other], "same architecture, schedule and prediction"),
+                          ([b, tmp_path / "a"], "no provenance.json")):
+        with pytest.raises(ValueError, match=match):
+            average("shapes", inputs, dest=soup)
+    assert {f: f.read_bytes() for f in soup.rglob("*") if f.is_file()} == before
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]  # no temporary folder left
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_held_out_loss_of_a_zero_output_is_its_expected_epsilon_error(prediction):
+    # A U-Net that outputs 0: as an epsilon model its eps error is |noise|^2, expectation 1; as a v model its
+    # implied eps is sqrt(1-a) x_t, off by sqrt(a) v, so the eps error is a (a |e|^2 + (1-a) |x0|^2) in
+    # expectation (e independent of x0), averaged over the evenly spread timesteps. Over 4 x 64 x 3,072
+    # values the sampling sd of the mean is about 0.002 (chi-square, 786k values), so 0.01 is 5 sd.
+    from types import SimpleNamespace
+
+    from diffusers import DDPMScheduler
+
+    from diffgeo.train import HELD_OUT_SEED, _batch, get_recipe
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t, **_):
+            return SimpleNamespace(sample=torch.zeros_like(x))
+
+    got = held_out_loss("shapes", Zero(), prediction)
+    if prediction == "epsilon":
+        expected = 1.0
+    else:
+        abar = DDPMScheduler(**get_recipe("shapes").scheduler).alphas_cumprod.double()
+        a = abar[((torch.arange(64) + 0.5) * 1000 / 64).long()]
+        x2 = torch.stack([_batch("shapes", b, 64, HELD_OUT_SEED)[0].double().pow(2).mean(dim=(1, 2, 3))
+                          for b in range(4)])  # (4, 64): each scene's mean x0^2
+        expected = float((a * (a + (1 - a) * x2)).mean())
+    assert got == pytest.approx(expected, abs=0.01)

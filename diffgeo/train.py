@@ -628,7 +628,8 @@ def _runs(record: dict) -> dict[tuple, float]:
     return runs
 
 
-def average(name: str, folders: list[Path], *, dest: Path | None = None, command: str = "") -> Path:
+def average(name: str, folders: list[Path], *, dest: Path | None = None, command: str = "",
+            progress: bool = True) -> Path:
     """Write the parameter-wise mean of the U-Nets in ``folders`` (exports of recipe ``name`` with the same
     architecture and prediction, typically fine-tunes from one init: a "model soup", Wortsman et al. 2022)
     as a package folder (default ``diffgeo/embedded/NAME``; atomic replace, nothing written on error).
@@ -644,7 +645,7 @@ def average(name: str, folders: list[Path], *, dest: Path | None = None, command
     >>> a, b = (export("shapes", run_dir=train("shapes", run_dir=tmp / r, steps=1, seed=s, threads=1,
     ...                                         progress=False).parent, dest=tmp / f"out{r}")
     ...         for s, r in ((0, "a"), (1, "b")))
-    >>> soup = average("shapes", [a, b], dest=tmp / "soup")
+    >>> soup = average("shapes", [a, b], dest=tmp / "soup", progress=False)
     >>> [d["seed"] for d in diffgeo.load(soup, device="cpu").provenance["averaged"]]
     [0, 1]
     """
@@ -684,7 +685,8 @@ def average(name: str, folders: list[Path], *, dest: Path | None = None, command
     soup = _make_unet(recipe).eval()
     soup.load_state_dict({k: torch.stack([s[k].double() for s in states]).mean(0).to(v.dtype)
                           for k, v in states[0].items()})
-    losses = [held_out_loss(name, u, prediction) for u in [soup, *unets]]
+    losses = [held_out_loss(name, u, prediction)
+              for u in tqdm([soup, *unets], desc="held-out loss", disable=not progress)]
     if losses[0] > max(losses[1:]):
         log.warning("the average's held-out epsilon MSE %.5f is above every input's (%s): the inputs may not "
                     "share a basin", losses[0], ", ".join(f"{v:.5f}" for v in losses[1:]))
@@ -755,6 +757,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.average:
+        if args.init or args.export_only or args.no_export or args.run_dir:
+            parser.error("--average writes an average of exported folders; it takes no --init, --run-dir, "
+                         "--export-only or --no-export (train and export the inputs first)")
         dest = average(args.name, args.average, dest=args.export_to)
         log.info("wrote the average of %d models of %s to %s", len(args.average), args.name, dest)
         return

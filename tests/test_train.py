@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from diffgeo.train import average, export, held_out_loss, loss_weights, train, training_target
+from diffgeo.train import average, export, held_out_loss, loss_weights, main, train, training_target
 
 
 def test_v_target_satisfies_the_identities_that_sampling_inverts():
@@ -146,7 +146,7 @@ def test_an_average_is_the_mean_of_its_inputs_and_counts_their_shared_init_once(
     b, c = (export("shapes", run_dir=train("shapes", run_dir=tmp_path / r, steps=2, seed=s, threads=1,
                                            progress=False, init=a).parent, dest=tmp_path / r.upper(), command=f"run {r}")
             for s, r in ((1, "b"), (2, "c")))
-    soup = average("shapes", [b, c], dest=tmp_path / "soup")
+    soup = average("shapes", [b, c], dest=tmp_path / "soup", progress=False)
     wb, wc, ws = weights(b), weights(c), weights(soup)
     assert any(not torch.equal(wb[k], wc[k]) for k in wb)  # the two inputs differ
     for k in wb:
@@ -170,7 +170,10 @@ def test_an_average_is_the_mean_of_its_inputs_and_counts_their_shared_init_once(
     for inputs, match in (([b], "at least two"), ([b, other], "same architecture, schedule and prediction"),
                           ([b, tmp_path / "a"], "no provenance.json")):
         with pytest.raises(ValueError, match=match):
-            average("shapes", inputs, dest=soup)
+            average("shapes", inputs, dest=soup, progress=False)
+    assert {f: f.read_bytes() for f in soup.rglob("*") if f.is_file()} == before
+    with pytest.raises(SystemExit):  # the command line refuses training options beside --average
+        main(["shapes", "--average", str(b), str(c), "--export-to", str(soup), "--init", str(a)])
     assert {f: f.read_bytes() for f in soup.rglob("*") if f.is_file()} == before
     assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]  # no temporary folder left
 

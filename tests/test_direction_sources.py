@@ -18,10 +18,16 @@ the evaluation samples:
 
 What this does not check: that the edit is clean (other factors and validity are the property
 table's specificity and validity columns, diffgeo.edit_properties), nor that a source moves
-towards a particular colour, nor that it beats a random direction: with this setup a random
-unit h direction at the same strength changed the colour read of 3/12 and 1/12 held-out samples
-(two seeds) and a random x direction 0/12, against 5/12-10/12 for the sources (one run, for
-scale; not asserted), so the h bound is close to what a random h step of that size can do.
+towards a particular colour.
+
+PCA of h is unsupervised, and nothing makes one of its first components a colour axis. On the
+shipped weights (the weight average) it is not one: on 64 other held-out samples (seed 55,555) the
+first three components, taken from these 12 calibration samples, changed the colour read of 16%,
+11% and 22% of samples, against 3-8% for three random unit h directions at the same strength (one
+run, for scale). So PCA is held to beating random h directions on the same samples, not to a fixed
+fraction. The other sources are supervised (mean difference) or picked on the calibration set
+(tangents). On the same 64 samples they changed 41% (mean difference h), 41% (u_1; u_0: 14%) and
+75-92% (x sources).
 """
 
 from __future__ import annotations
@@ -30,18 +36,23 @@ import pytest
 import torch
 
 import diffgeo
-from diffgeo.directions import pca, tangent
+from diffgeo.directions import Direction, pca, tangent
 from diffgeo.edit_properties import factor_directions
 from diffgeo.editing import asyrp, edit_x
 from diffgeo.readers import get_reader
 
-STEPS, T_EDIT, N_EVAL, N_CAL, CHOICES = 10, 500, 12, 3, 2
+STEPS, T_EDIT, N_EVAL, N_CAL, CHOICES, N_RANDOM = 10, 500, 96, 12, 2, 3
 EVAL_SEED, CAL_SEED = 7_001, 7_002
-# n = 12 held-out samples per source, bound 3/12 = 0.25 of them with a changed colour read.
-# A source that changes the colour of half the samples (true rate 0.5; 95% Wilson interval of an
-# observed 6/12: [0.25, 0.75]) fails the bound with probability P(Bin(12, 0.5) < 3) = 2%; one
-# that changes a tenth passes it with probability P(Bin(12, 0.1) >= 3) = 11%.
+# n = 96 held-out samples per source, bound 0.25 of them with a changed colour read. A source with a
+# true rate of 0.4 (what the mean difference and u_1 measured on other samples) fails it with
+# probability P(Bin(96, 0.4) < 24) = 0.1%; one that changes a tenth passes it with probability
+# P(Bin(96, 0.1) >= 24) < 0.01%.
+# The calibration set picks among CHOICES candidates. With 3 samples, u_0 and u_1 tied at 1/3 on the
+# shipped weights, and the tie went to u_0. With 12, the pick follows the rates seen on other samples.
 MARGIN = 0.25
+# PCA against the mean rate of N_RANDOM random unit h directions at its strength: a true 0.15 against
+# 0.05 (see above) gives a difference of 0.10 with sd sqrt(0.15 * 0.85 / 96 + 0.05 * 0.95 / 288) = 0.039,
+# so it fails with probability about 0.5% (z = 2.6).
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +108,12 @@ def test_each_source_changes_colour(setup):
     kv, _ = _pick(m, reader, cal, "x", vs, 0.25 * x_noise_norm)
     results[f"tangent u_{ku} h"] = _changed(m, reader, ev, "h", us[ku], 0.75 * h_norm)
     results[f"tangent v_{kv} x"] = _changed(m, reader, ev, "x", vs[kv], 0.25 * x_noise_norm)
-    print("colour changed (fraction of held-out samples):", results)
-    failed = {name: v for name, v in results.items() if v < MARGIN}
+    g = torch.Generator().manual_seed(3)
+    randoms = [Direction(vectors=v / v.norm(), timesteps=torch.tensor([-1]), space="h", model=m.name)
+               for v in torch.randn(N_RANDOM, 1, *m.h_shape, generator=g)]
+    random_rate = sum(_changed(m, reader, ev, "h", d, 0.75 * h_norm) for d in randoms) / N_RANDOM
+    print("colour changed (fraction of held-out samples):", results, "random h:", random_rate)
+    pca_name = f"pca h (component {k})"
+    assert results[pca_name] > random_rate, (results[pca_name], random_rate)
+    failed = {name: v for name, v in results.items() if v < MARGIN and name != pca_name}
     assert not failed, f"colour changed on fewer than {MARGIN:.0%} of {N_EVAL} held-out samples: {results}"

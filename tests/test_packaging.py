@@ -99,7 +99,15 @@ def test_embedded_models_are_small_safetensors_with_provenance():
         assert weights and all(w.stat().st_size < 20 * 2**20 for w in weights), name
         assert not [p for p in folder.rglob("*") if p.suffix in (".bin", ".pt", ".ckpt", ".pkl")], name
         prov = json.loads((folder / "provenance.json").read_text())
-        # the reproducing command (a chain for a warm-started fine-tune) trains this model to its steps
+        # the reproducing command (a chain for a warm-started fine-tune) trains this model to its steps; a
+        # weight average names its averaging command, and each input's command trains it to its steps
         command = prov["training_command"]
-        assert f"python -m diffgeo.train {name} " in command and f"--steps {prov['steps']}" in command, name
+        if "averaged" in prov:
+            assert f"python -m diffgeo.train {name} --average " in command, name
+            assert prov["steps"] == max(i["steps"] for i in prov["averaged"]), name
+            for inp in prov["averaged"]:
+                assert f"python -m diffgeo.train {name} " in inp["training_command"], name
+                assert f"--steps {inp['steps']}" in inp["training_command"], name
+        else:
+            assert f"python -m diffgeo.train {name} " in command and f"--steps {prov['steps']}" in command, name
         assert (folder / "text_encoder.json").is_file() == (name != "shapes"), name

@@ -666,14 +666,17 @@ def average(name: str, folders: list[Path], *, dest: Path | None = None, command
                              f"an average)")
         return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
 
+    from .text import REF_FILE
+
     provs = [config(f, "provenance.json") for f in folders]
+    parts = ("unet/config.json", "scheduler/scheduler_config.json") + ((REF_FILE,) if recipe.conditional else ())
     for folder, prov in zip(folders, provs):
         if prov.get("name") != name:
             raise ValueError(f"{folder} holds a {prov.get('name')!r} model, not {name!r}")
-        for part in ("unet/config.json", "scheduler/scheduler_config.json"):
+        for part in parts:
             if config(folder, part) != config(folders[0], part):
                 raise ValueError(f"{folder}/{part} differs from {folders[0]}/{part}: only models with the same "
-                                 f"architecture, schedule and prediction can be averaged")
+                                 f"architecture, schedule, prediction and text encoder can be averaged")
     prediction = config(folders[0], "scheduler/scheduler_config.json").get("prediction_type", "epsilon")
     unets, states = [], []
     for folder in folders:
@@ -698,8 +701,6 @@ def average(name: str, folders: list[Path], *, dest: Path | None = None, command
         shutil.copytree(folders[0] / "scheduler", tmp / "scheduler")
         text_meta = {}
         if recipe.conditional:
-            from .text import REF_FILE
-
             shutil.copy2(folders[0] / REF_FILE, tmp / REF_FILE)
             text_meta = {k: provs[0][k] for k in ("text_encoder", "caption_dropout") if k in provs[0]}
         provenance = {

@@ -167,7 +167,7 @@ def test_an_average_is_the_mean_of_its_inputs_and_counts_their_shared_init_once(
     shutil.copytree(c, other)
     config = other / "scheduler" / "scheduler_config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "prediction_type": "v_prediction"}))
-    for inputs, match in (([b], "at least two"), ([b, other], "same architecture, schedule and prediction"),
+    for inputs, match in (([b], "at least two"), ([b, other], "same architecture, schedule, prediction"),
                           ([b, tmp_path / "a"], "no provenance.json")):
         with pytest.raises(ValueError, match=match):
             average("shapes", inputs, dest=soup, progress=False)

@@ -194,7 +194,7 @@ def test_held_out_loss_of_a_zero_output_is_its_expected_epsilon_error(prediction
         def forward(self, x, t, **_):
             return SimpleNamespace(sample=torch.zeros_like(x))
 
-    got = held_out_loss("shapes", Zero(), prediction)
+    [got] = held_out_loss("shapes", [Zero()], prediction)
     if prediction == "epsilon":
         expected = 1.0
     else:

@@ -36,7 +36,8 @@ from .data import shapes
 from .data.shapes import CONTINUOUS, RANGES, Factors, make_scenes, render
 from .io import load_tensors_json, save_tensors_json
 
-__all__ = ["ShapesProbe", "Validity", "load_probe", "validity", "VALID_RMSE", "PROBE_PATH", "train_probe"]
+__all__ = ["ShapesProbe", "Validity", "SceneFit", "load_probe", "validity", "fit_scene", "VALID_RMSE", "PROBE_PATH",
+           "train_probe"]
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,64 @@ def validity(images: torch.Tensor, *, probe: ShapesProbe | None = None) -> Valid
     again = render(factors)
     rmse = (images.detach().float().cpu().clamp(-1, 1) - again).pow(2).mean(dim=(1, 2, 3)).sqrt()
     return Validity(valid=rmse <= VALID_RMSE, rmse=rmse, factors=factors, rerendered=again)
+
+
+@dataclass(frozen=True)
+class SceneFit:
+    """factors: the best-fitting scene of each image (N), its continuous factors free of the training
+    ranges; rmse: (N,) error of its rendering; out_of_range: (N,) bool, a continuous factor outside
+    its training range (``RANGES``)."""
+
+    factors: Factors
+    rmse: torch.Tensor
+    out_of_range: torch.Tensor
+
+
+#: Half-width of the first grid of each continuous factor in :func:`fit_scene` (it halves each round).
+FIT_SPAN = {"x": 4.0, "y": 4.0, "size": 3.0, "background": 0.2}
+
+
+def fit_scene(images: torch.Tensor, start: Factors, *, rounds: int = 6, grid: int = 17) -> SceneFit:
+    """Fit one scene to each image (N, 3, 32, 32) by rendering: for every shape, coordinate descent over
+    size, x, y and background on grids around ``start`` (N factor sets, e.g. the probe's reading; the
+    colour is kept), unconstrained by the training ranges; the best shape wins.
+
+    The probe only reads scenes like its training data, so :func:`validity` rejects a clean scene whose
+    centre lies a pixel past the position range. This tells such a scene (small ``rmse``,
+    ``out_of_range``) from a malformed one (large ``rmse``).
+
+    >>> from diffgeo.data.shapes import sample_factors
+    >>> f = sample_factors(2, seed=3).replace(y=torch.tensor([23.0, 15.0]))   # the first one 2 px below the range
+    >>> fit = fit_scene(render(f), f.replace(y=torch.tensor([21.0, 16.0])))
+    >>> fit.out_of_range.tolist(), [round(v) for v in fit.factors.y.tolist()], bool(fit.rmse.max() < 0.02)
+    ([True, False], [23, 15], True)
+    """
+    target = images.detach().float().cpu().clamp(-1, 1)
+    n = len(target)
+    best_rmse, best = torch.full((n,), float("inf")), None
+    for shape_index in range(len(shapes.SHAPES)):
+        cur = {k: getattr(start, k).float().clone() for k in CONTINUOUS}
+        fixed = {"shape": torch.full((n,), shape_index, dtype=torch.long), "colour": start.colour}
+        for r in range(rounds):
+            for name in CONTINUOUS:
+                offsets = torch.linspace(-1, 1, grid) * FIT_SPAN[name] / 2 ** r
+                cand = cur[name][:, None] + offsets[None]  # (N, grid)
+                trial = Factors(**{k: v.repeat_interleave(grid) for k, v in {**fixed, **cur}.items()}
+                                | {name: cand.flatten()})
+                err = (render(trial).view(n, grid, -1) - target.view(n, 1, -1)).pow(2).mean(-1)
+                cur[name] = cand[torch.arange(n), err.argmin(1)]
+        fit = Factors(**fixed, **cur)
+        rmse = (render(fit) - target).pow(2).mean(dim=(1, 2, 3)).sqrt()
+        better = rmse < best_rmse
+        best_rmse = torch.where(better, rmse, best_rmse)
+        best = fit if best is None else Factors(**{k: torch.where(better, getattr(fit, k), getattr(best, k))
+                                                   for k in best.as_dict()})
+    outside = torch.zeros(n, dtype=torch.bool)
+    for name in CONTINUOUS:
+        lo, hi = RANGES[name]
+        v = getattr(best, name)
+        outside |= (v < lo) | (v > hi)
+    return SceneFit(factors=best, rmse=best_rmse, out_of_range=outside)
 
 
 def main(argv: list[str] | None = None) -> None:

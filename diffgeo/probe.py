@@ -203,7 +203,20 @@ def fit_scene(images: torch.Tensor, start: Factors, *, rounds: int = 6, grid: in
     >>> fit.out_of_range.tolist(), [round(v) for v in fit.factors.y.tolist()], bool(fit.rmse.max() < 0.02)
     ([True, False], [23, 15], True)
     """
+    if images.dim() != 4 or tuple(images.shape[1:]) != (3, shapes.RESOLUTION, shapes.RESOLUTION):
+        raise ValueError(f"images: expected (N, 3, {shapes.RESOLUTION}, {shapes.RESOLUTION}), got {tuple(images.shape)}")
+    if len(start.shape) != len(images):
+        raise ValueError(f"start holds {len(start.shape)} factor sets for {len(images)} images: give one per image")
+    chunk = 32  # each chunk renders chunk x grid scenes at once
+    if len(images) > chunk:
+        parts = [fit_scene(images[i:i + chunk], start[i:i + chunk], rounds=rounds, grid=grid)
+                 for i in range(0, len(images), chunk)]
+        return SceneFit(factors=Factors(**{k: torch.cat([getattr(p.factors, k) for p in parts])
+                                           for k in parts[0].factors.as_dict()}),
+                        rmse=torch.cat([p.rmse for p in parts]),
+                        out_of_range=torch.cat([p.out_of_range for p in parts]))
     target = images.detach().float().cpu().clamp(-1, 1)
+    start = Factors(**{k: v.detach().cpu() for k, v in start.as_dict().items()})
     n = len(target)
     best_rmse, best = torch.full((n,), float("inf")), None
     for shape_index in range(len(shapes.SHAPES)):

@@ -205,8 +205,8 @@ def fit_scene(images: torch.Tensor, start: Factors, *, rounds: int = 6, grid: in
     """
     if images.dim() != 4 or tuple(images.shape[1:]) != (3, shapes.RESOLUTION, shapes.RESOLUTION):
         raise ValueError(f"images: expected (N, 3, {shapes.RESOLUTION}, {shapes.RESOLUTION}), got {tuple(images.shape)}")
-    if len(start.shape) != len(images):
-        raise ValueError(f"start holds {len(start.shape)} factor sets for {len(images)} images: give one per image")
+    if len(start) != len(images):
+        raise ValueError(f"start holds {len(start)} factor sets for {len(images)} images: give one per image")
     chunk = 32  # each chunk renders chunk x grid scenes at once
     if len(images) > chunk:
         parts = [fit_scene(images[i:i + chunk], start[i:i + chunk], rounds=rounds, grid=grid)

@@ -127,8 +127,8 @@ def test_fit_scene_recovers_scenes_past_the_training_ranges():
     # Ground truth: rendered scenes, half with a factor 0.8-2.5 px past its range (the probe reads none of
     # those as valid). Starting from the probe's reading, the fit must find every factor and flag exactly
     # the scenes that are outside. Measured on these 40: worst errors size 0.27, x 0.14, y 0.20 px,
-    # background 0.005, RMSE 0.048 (a scene left on a neighbouring sub-pixel plateau). The renderer's 4x4 supersampling moves an edge in 0.25 px steps, hence 0.4 px; an RMSE
-    # under 0.06 is far from VALID_RMSE (0.1), which is what tells a clean scene from a malformed one.
+    # background 0.005, RMSE 0.048 (a scene left on a neighbouring sub-pixel plateau). The renderer's 4x4
+    # supersampling moves an edge in 0.25 px steps, hence 0.4 px; an RMSE under 0.06 is far from VALID_RMSE (0.1), which is what tells a clean scene from a malformed one.
     from diffgeo.probe import fit_scene
 
     f, outside = _pushed_out(40, seed=91)  # two chunks of fit_scene (32 + 8)

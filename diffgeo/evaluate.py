@@ -2,7 +2,8 @@
 
 ``python -m diffgeo evaluate`` draws 512 samples from the embedded ``shapes`` model and writes
 ``figures/shapes_quality.png`` (factor histograms, generated vs training distribution) and
-``figures/shapes_quality.json``; ``--model digits`` writes ``figures/digits_quality.json``: the
+``figures/shapes_quality.json`` (validity, and how many of the invalid samples are clean scenes past
+the training ranges: :func:`quality_of`); ``--model digits`` writes ``figures/digits_quality.json``: the
 Frechet distance (in the digit reader's decision values and in its input pixels) and
 precision/recall of 450 prompted samples against the real digits the reader holds out, beside
 the same numbers for real digits (:func:`evaluate_digits`).
@@ -26,10 +27,10 @@ from .data.shapes import COLOURS, CONTINUOUS, SHAPES, sample_factors
 from .io import atomic_path
 from .loading import load
 from .models import Model
-from .probe import validity
+from .probe import VALID_RMSE, fit_scene, validity
 from .sampling import sample
 
-__all__ = ["QualityReport", "evaluate_samples", "ks_statistic", "tv_floor", "ks_floor", "frechet_distance",
+__all__ = ["QualityReport", "evaluate_samples", "quality_of", "ks_statistic", "tv_floor", "ks_floor", "frechet_distance",
            "feature_frechet_distance", "precision_recall", "digit_features", "DigitQuality", "digit_quality_of",
            "evaluate_digits"]
 
@@ -99,7 +100,9 @@ def ks_floor(n: int, m: int, *, draws: int = 2000, seed: int = 0) -> tuple[float
 
 @dataclass(frozen=True)
 class QualityReport:
-    """valid_rate over n samples; class frequencies (generated, among valid samples) per class
+    """valid_rate over n samples; out_of_range_rate: the share of the n that are invalid only because
+    their scene lies past the training ranges (a clean single scene, :func:`diffgeo.probe.fit_scene`
+    within ``VALID_RMSE``, with a factor outside its range); class frequencies (generated, among valid samples) per class
     factor; total-variation distance of each class distribution to uniform (the training
     distribution); KS statistic of each continuous factor against the training distribution;
     ``floor``: per measure, the (median, 95th percentile) it reads for a model that draws exactly
@@ -110,6 +113,7 @@ class QualityReport:
     steps: int
     seed: int
     valid_rate: float
+    out_of_range_rate: float
     class_frequencies: dict
     class_tv: dict
     continuous_ks: dict
@@ -124,13 +128,34 @@ class QualityReport:
 
 def evaluate_samples(model: Model, *, n: int = 512, steps: int = 50, seed: int = 1234, batch_size: int = 128,
                      progress: bool = True) -> QualityReport:
-    """Sample n images and score them with the probe against the known training distribution."""
+    """Sample n images (DDIM, ``steps``; batch i from ``seed + i``) and score them with
+    :func:`quality_of`."""
     images = []
     with torch.no_grad():
         for i, start in enumerate(range(0, n, batch_size)):
             m = min(batch_size, n - start)
             images.append(sample(model, m, steps=steps, seed=seed + i, progress=progress).result.cpu())
-    val = validity(torch.cat(images))
+    return quality_of(torch.cat(images), steps=steps, seed=seed)
+
+
+def quality_of(images: torch.Tensor, *, steps: int = 0, seed: int = 0) -> QualityReport:
+    """Score shapes images (N, 3, 32, 32) with the probe against the known training distribution:
+    validity, the factor distributions of the valid ones, and the invalid ones that are clean scenes
+    past the training ranges (:func:`diffgeo.probe.fit_scene`, about 1 s per invalid image).
+    ``steps`` and ``seed`` only label the report.
+
+    >>> from diffgeo.data.shapes import RANGES, render
+    >>> f = sample_factors(4, seed=0).replace(y=torch.tensor([RANGES["y"][1] + 2.0, 15.0, 15.0, 15.0]))  # one 2 px past
+    >>> r = quality_of(render(f))
+    >>> r.valid_rate, r.out_of_range_rate
+    (0.75, 0.25)
+    """
+    val = validity(images)
+    invalid = ~val.valid
+    out_of_range = 0
+    if bool(invalid.any()):
+        fit = fit_scene(images[invalid], val.factors[invalid])
+        out_of_range = int(((fit.rmse <= VALID_RMSE) & fit.out_of_range).sum())
     f = val.factors[val.valid] if bool(val.valid.any()) else val.factors
     ref_n = 20000
     ref = sample_factors(ref_n, seed=777)
@@ -147,7 +172,7 @@ def evaluate_samples(model: Model, *, n: int = 512, steps: int = 50, seed: int =
              for name, labels in (("shape", SHAPES), ("colour", COLOURS))}
     floor_ks = [round(v, 4) for v in ks_floor(n_read, ref_n)]  # distribution-free: one floor for all four
     floor.update({name: floor_ks for name in CONTINUOUS})
-    return QualityReport(n, steps, seed, val.rate, freqs, tv, ks, values, floor)
+    return QualityReport(len(images), steps, seed, val.rate, out_of_range / len(images), freqs, tv, ks, values, floor)
 
 
 # -- digits: a sample-quality figure of merit against the real digits ----------------------------------
@@ -313,7 +338,8 @@ def plot_report(report: QualityReport, path: str | Path) -> Path:
 
     fig = Figure(figsize=(16, 2.8), dpi=100)
     draw_quality(fig.subplots(1, 6), report)
-    fig.suptitle(f"{report.n} samples, {report.steps} DDIM steps: {report.valid_rate:.1%} valid; "
+    fig.suptitle(f"{report.n} samples, {report.steps} DDIM steps: {report.valid_rate:.1%} valid "
+                 f"({report.out_of_range_rate:.1%} more are clean scenes past the training ranges); "
                  "factors of the valid ones read by the probe vs the training distribution (dashed)", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -156,3 +156,16 @@ def test_fit_scene_does_not_pass_malformed_scenes_as_clean(corruption):
               else 0.5 * make_scenes(n, seed=81).images + 0.5 * make_scenes(n, seed=82).images)
     fit = fit_scene(images, load_probe().predict(images))
     assert (fit.rmse > VALID_RMSE).float().mean() >= 0.85
+
+
+def test_quality_report_counts_clean_scenes_past_the_ranges_apart_from_malformed_ones():
+    # Ground truth: 12 rendered scenes, the first 6 with a factor 0.8-2.5 units past its range, the other 6
+    # inside; and 6 two-object scenes. Valid: exactly the 6 inside; out of range: exactly the 6 pushed (the
+    # two-object scenes are invalid and not clean).
+    from diffgeo.evaluate import quality_of
+
+    f, outside = _pushed_out(12, seed=93)
+    report = quality_of(torch.cat([render(f), _two_objects(6, seed=94)]))
+    assert report.n == 18
+    assert report.valid_rate == pytest.approx(6 / 18) and report.out_of_range_rate == pytest.approx(6 / 18)
+    assert sorted(report.continuous_values["x"]) == pytest.approx(sorted(f.x[~outside].tolist()), abs=0.4)

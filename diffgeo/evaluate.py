@@ -2,8 +2,9 @@
 
 ``python -m diffgeo evaluate`` draws 512 samples from the embedded ``shapes`` model and writes
 ``figures/shapes_quality.png`` (factor histograms, generated vs training distribution) and
-``figures/shapes_quality.json`` (validity, and how many of the invalid samples are clean scenes past
-the training ranges: :func:`quality_of`); ``--model digits`` writes ``figures/digits_quality.json``: the
+``figures/shapes_quality.json`` (validity, and which invalid samples are clean scenes past the
+training ranges: :func:`quality_of`) and ``figures/shapes_invalid.png`` (the invalid samples, the
+malformed ones framed red); ``--model digits`` writes ``figures/digits_quality.json``: the
 Frechet distance (in the digit reader's decision values and in its input pixels) and
 precision/recall of 450 prompted samples against the real digits the reader holds out, beside
 the same numbers for real digits (:func:`evaluate_digits`).
@@ -30,7 +31,7 @@ from .models import Model
 from .probe import VALID_RMSE, fit_scene, validity
 from .sampling import sample
 
-__all__ = ["QualityReport", "evaluate_samples", "quality_of", "ks_statistic", "tv_floor", "ks_floor", "frechet_distance",
+__all__ = ["QualityReport", "evaluate_samples", "sample_images", "quality_of", "plot_invalid", "ks_statistic", "tv_floor", "ks_floor", "frechet_distance",
            "feature_frechet_distance", "precision_recall", "digit_features", "DigitQuality", "digit_quality_of",
            "evaluate_digits"]
 
@@ -102,7 +103,8 @@ def ks_floor(n: int, m: int, *, draws: int = 2000, seed: int = 0) -> tuple[float
 class QualityReport:
     """valid_rate over n samples; out_of_range_rate: the share of the n that are invalid only because
     their scene lies past the training ranges (a clean single scene, :func:`diffgeo.probe.fit_scene`
-    within ``VALID_RMSE``, with a factor outside its range); class frequencies (generated, among valid samples) per class
+    within ``VALID_RMSE``, with a factor outside its range); ``invalid``: the indices of the invalid
+    samples, ``out_of_range``: those of them that are such scenes; class frequencies (generated, among valid samples) per class
     factor; total-variation distance of each class distribution to uniform (the training
     distribution); KS statistic of each continuous factor against the training distribution;
     ``floor``: per measure, the (median, 95th percentile) it reads for a model that draws exactly
@@ -114,6 +116,8 @@ class QualityReport:
     seed: int
     valid_rate: float
     out_of_range_rate: float
+    invalid: list
+    out_of_range: list
     class_frequencies: dict
     class_tv: dict
     continuous_ks: dict
@@ -128,14 +132,21 @@ class QualityReport:
 
 def evaluate_samples(model: Model, *, n: int = 512, steps: int = 50, seed: int = 1234, batch_size: int = 128,
                      progress: bool = True) -> QualityReport:
-    """Sample n images (DDIM, ``steps``; batch i from ``seed + i``) and score them with
-    :func:`quality_of`."""
+    """Score :func:`sample_images` with :func:`quality_of`."""
+    images = sample_images(model, n=n, steps=steps, seed=seed, batch_size=batch_size, progress=progress)
+    return quality_of(images, steps=steps, seed=seed)
+
+
+def sample_images(model: Model, *, n: int = 512, steps: int = 50, seed: int = 1234, batch_size: int = 128,
+                  progress: bool = True) -> torch.Tensor:
+    """n DDIM samples (n, *x_shape) on the CPU, in batches: batch i from ``seed + i``, so the first
+    batch is ``sample(model, batch_size, seed=seed)``."""
     images = []
     with torch.no_grad():
         for i, start in enumerate(range(0, n, batch_size)):
             m = min(batch_size, n - start)
             images.append(sample(model, m, steps=steps, seed=seed + i, progress=progress).result.cpu())
-    return quality_of(torch.cat(images), steps=steps, seed=seed)
+    return torch.cat(images)
 
 
 def quality_of(images: torch.Tensor, *, steps: int = 0, seed: int = 0) -> QualityReport:
@@ -147,15 +158,15 @@ def quality_of(images: torch.Tensor, *, steps: int = 0, seed: int = 0) -> Qualit
     >>> from diffgeo.data.shapes import RANGES, render
     >>> f = sample_factors(4, seed=0).replace(y=torch.tensor([RANGES["y"][1] + 2.0, 15.0, 15.0, 15.0]))  # one 2 px past
     >>> r = quality_of(render(f))
-    >>> r.valid_rate, r.out_of_range_rate
-    (0.75, 0.25)
+    >>> r.valid_rate, r.out_of_range_rate, r.invalid, r.out_of_range
+    (0.75, 0.25, [0], [0])
     """
     val = validity(images)
-    invalid = ~val.valid
-    out_of_range = 0
-    if bool(invalid.any()):
+    invalid = (~val.valid).nonzero().flatten()
+    out_of_range = invalid[:0]
+    if len(invalid):
         fit = fit_scene(images[invalid], val.factors[invalid])
-        out_of_range = int(((fit.rmse <= VALID_RMSE) & fit.out_of_range).sum())
+        out_of_range = invalid[(fit.rmse <= VALID_RMSE) & fit.out_of_range]
     f = val.factors[val.valid] if bool(val.valid.any()) else val.factors
     ref_n = 20000
     ref = sample_factors(ref_n, seed=777)
@@ -172,7 +183,8 @@ def quality_of(images: torch.Tensor, *, steps: int = 0, seed: int = 0) -> Qualit
              for name, labels in (("shape", SHAPES), ("colour", COLOURS))}
     floor_ks = [round(v, 4) for v in ks_floor(n_read, ref_n)]  # distribution-free: one floor for all four
     floor.update({name: floor_ks for name in CONTINUOUS})
-    return QualityReport(len(images), steps, seed, val.rate, out_of_range / len(images), freqs, tv, ks, values, floor)
+    return QualityReport(len(images), steps, seed, val.rate, len(out_of_range) / len(images), invalid.tolist(),
+                         out_of_range.tolist(), freqs, tv, ks, values, floor)
 
 
 # -- digits: a sample-quality figure of merit against the real digits ----------------------------------
@@ -345,6 +357,21 @@ def plot_report(report: QualityReport, path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
+def plot_invalid(images: torch.Tensor, report: QualityReport, path: str | Path) -> Path | None:
+    """Save the report's invalid samples of ``images`` (the ones it scored) as a grid (atomic), the
+    malformed ones framed red, the others being clean scenes past the training ranges; None (nothing
+    written) when every sample is valid."""
+    from .plotting import save_image_grid
+
+    if not report.invalid:
+        return None
+    clean = set(report.out_of_range)
+    return save_image_grid(images[report.invalid], path, nrow=16, scale=3,
+                           marks=[i not in clean for i in report.invalid],
+                           title=f"the {len(report.invalid)} invalid of {report.n} samples: "
+                                 f"{len(clean)} clean scenes past the training ranges, the others framed red")
+
+
 def main(argv: list[str] | None = None) -> None:
     from .checks import ArgumentParser, positive_int
 
@@ -363,8 +390,10 @@ def main(argv: list[str] | None = None) -> None:
             tmp.write_text(json.dumps(quality.summary(), indent=1))
         log.info("%s", json.dumps(quality.summary()))
         return
-    report = evaluate_samples(load(args.model), n=args.n, steps=args.steps, seed=args.seed)
+    images = sample_images(load(args.model), n=args.n, steps=args.steps, seed=args.seed)
+    report = quality_of(images, steps=args.steps, seed=args.seed)
     plot_report(report, args.out / f"{args.model}_quality.png")
+    plot_invalid(images, report, args.out / f"{args.model}_invalid.png")
     with atomic_path(args.out / f"{args.model}_quality.json") as tmp:
         tmp.write_text(json.dumps(report.summary(), indent=1))
     log.info("%s", json.dumps(report.summary()))

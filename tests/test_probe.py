@@ -158,14 +158,21 @@ def test_fit_scene_does_not_pass_malformed_scenes_as_clean(corruption):
     assert (fit.rmse > VALID_RMSE).float().mean() >= 0.85
 
 
-def test_quality_report_counts_clean_scenes_past_the_ranges_apart_from_malformed_ones():
+def test_quality_report_counts_clean_scenes_past_the_ranges_apart_from_malformed_ones(tmp_path):
     # Ground truth: 12 rendered scenes, the first 6 with a factor 0.8-2.5 units past its range, the other 6
     # inside; and 6 two-object scenes. Valid: exactly the 6 inside; out of range: exactly the 6 pushed (the
     # two-object scenes are invalid and not clean).
-    from diffgeo.evaluate import quality_of
+    from diffgeo.evaluate import plot_invalid, quality_of
 
     f, outside = _pushed_out(12, seed=93)
-    report = quality_of(torch.cat([render(f), _two_objects(6, seed=94)]))
+    images = torch.cat([render(f), _two_objects(6, seed=94)])
+    report = quality_of(images)
     assert report.n == 18
     assert report.valid_rate == pytest.approx(6 / 18) and report.out_of_range_rate == pytest.approx(6 / 18)
+    assert report.invalid == [0, 1, 2, 3, 4, 5, 12, 13, 14, 15, 16, 17] and report.out_of_range == [0, 1, 2, 3, 4, 5]
     assert sorted(report.continuous_values["x"]) == pytest.approx(sorted(f.x[~outside].tolist()), abs=0.4)
+    # the figure of the invalid ones: written for these; nothing (no file) when every sample is valid
+    assert plot_invalid(images, report, tmp_path / "invalid.png").stat().st_size > 0
+    inside = render(f[6:])
+    assert plot_invalid(inside, quality_of(inside), tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()

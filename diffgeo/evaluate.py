@@ -31,9 +31,9 @@ from .models import Model
 from .probe import VALID_RMSE, fit_scene, validity
 from .sampling import sample
 
-__all__ = ["QualityReport", "evaluate_samples", "sample_images", "quality_of", "plot_invalid", "ks_statistic", "tv_floor", "ks_floor", "frechet_distance",
-           "feature_frechet_distance", "precision_recall", "digit_features", "DigitQuality", "digit_quality_of",
-           "evaluate_digits"]
+__all__ = ["QualityReport", "evaluate_samples", "sample_images", "quality_of", "plot_invalid", "ks_statistic",
+           "tv_floor", "ks_floor", "frechet_distance", "feature_frechet_distance", "precision_recall",
+           "digit_features", "DigitQuality", "digit_quality_of", "evaluate_digits"]
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,8 @@ class QualityReport:
     """valid_rate over n samples; out_of_range_rate: the share of the n that are invalid only because
     their scene lies past the training ranges (a clean single scene, :func:`diffgeo.probe.fit_scene`
     within ``VALID_RMSE``, with a factor outside its range); ``invalid``: the indices of the invalid
-    samples, ``out_of_range``: those of them that are such scenes; class frequencies (generated, among valid samples) per class
-    factor; total-variation distance of each class distribution to uniform (the training
+    samples, ``out_of_range``: those of them that are such scenes; class frequencies (generated, among
+    valid samples) per class factor; total-variation distance of each class distribution to uniform (the training
     distribution); KS statistic of each continuous factor against the training distribution;
     ``floor``: per measure, the (median, 95th percentile) it reads for a model that draws exactly
     the training distribution with as many valid samples (:func:`tv_floor`, :func:`ks_floor`).
@@ -116,8 +116,8 @@ class QualityReport:
     seed: int
     valid_rate: float
     out_of_range_rate: float
-    invalid: list
-    out_of_range: list
+    invalid: list[int]
+    out_of_range: list[int]
     class_frequencies: dict
     class_tv: dict
     continuous_ks: dict
@@ -359,11 +359,12 @@ def plot_report(report: QualityReport, path: str | Path) -> Path:
 
 def plot_invalid(images: torch.Tensor, report: QualityReport, path: str | Path) -> Path | None:
     """Save the report's invalid samples of ``images`` (the ones it scored) as a grid (atomic), the
-    malformed ones framed red, the others being clean scenes past the training ranges; None (nothing
-    written) when every sample is valid."""
+    malformed ones framed red, the others being clean scenes past the training ranges. When every
+    sample is valid: None, and a figure left at ``path`` by an earlier run is removed."""
     from .plotting import save_image_grid
 
     if not report.invalid:
+        Path(path).unlink(missing_ok=True)
         return None
     clean = set(report.out_of_range)
     return save_image_grid(images[report.invalid], path, nrow=16, scale=3,

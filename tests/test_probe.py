@@ -171,8 +171,9 @@ def test_quality_report_counts_clean_scenes_past_the_ranges_apart_from_malformed
     assert report.valid_rate == pytest.approx(6 / 18) and report.out_of_range_rate == pytest.approx(6 / 18)
     assert report.invalid == [0, 1, 2, 3, 4, 5, 12, 13, 14, 15, 16, 17] and report.out_of_range == [0, 1, 2, 3, 4, 5]
     assert sorted(report.continuous_values["x"]) == pytest.approx(sorted(f.x[~outside].tolist()), abs=0.4)
-    # the figure of the invalid ones: written for these; nothing (no file) when every sample is valid
-    assert plot_invalid(images, report, tmp_path / "invalid.png").stat().st_size > 0
+    # the figure of the invalid ones: written for these; when every sample is valid, none, and an older one
+    # at that path is removed
+    figure = plot_invalid(images, report, tmp_path / "invalid.png")
+    assert figure.stat().st_size > 0
     inside = render(f[6:])
-    assert plot_invalid(inside, quality_of(inside), tmp_path / "none.png") is None
-    assert not (tmp_path / "none.png").exists()
+    assert plot_invalid(inside, quality_of(inside), figure) is None and not figure.exists()

@@ -90,11 +90,11 @@ def test_valid_scenes(report):
 
 def test_invalid_samples_are_clean_scenes_past_the_ranges(report):
     # What the validity shortfall is: nearly every invalid sample of the shipped model is still one clean
-    # scene, centred past the position range (quality_of fits it by rendering, free of the ranges; the fit
-    # is checked against planted scenes in test_probe.py). Measured with python -m diffgeo evaluate at
-    # seeds 1234, 4321, 1111, 2222 (n = 512 each): 77 of 2,048 invalid, 73 of them clean scenes past the
-    # ranges, so 2,044 of 2,048 clean (95% Wilson [0.995, 0.999]). The bound is the one-sided 99%
-    # binomial floor at n = 128 of a clean rate of 0.99 (0.969), well under that interval.
+    # scene, past the training ranges, mostly the position range (quality_of fits it by rendering, free of
+    # the ranges; the fit is checked against planted scenes in test_probe.py). Measured with
+    # python -m diffgeo evaluate at seeds 1234, 4321, 1111, 2222 (n = 512 each): 77 of 2,048 invalid, 73 of
+    # them clean scenes past the ranges, so 2,044 of 2,048 clean (95% Wilson [0.995, 0.999]). The bound is
+    # the one-sided 99% binomial floor at n = 128 of a clean rate of 0.99 (0.969), well under that interval.
     p = 0.99
     bound = p - 2.33 * math.sqrt(p * (1 - p) / N_SHAPES)
     clean = report.valid_rate + report.out_of_range_rate

@@ -104,9 +104,10 @@ class QualityReport:
     """valid_rate over n samples; out_of_range_rate: the share of the n that are invalid only because
     their scene lies past the training ranges (a clean single scene, :func:`diffgeo.probe.fit_scene`
     within ``VALID_RMSE``, with a factor outside its range); ``invalid``: the indices of the invalid
-    samples, ``out_of_range``: those of them that are such scenes; class frequencies (generated, among
-    valid samples) per class factor; total-variation distance of each class distribution to uniform (the training
-    distribution); KS statistic of each continuous factor against the training distribution;
+    samples, ``out_of_range``: those of them that are such scenes; class frequencies (generated,
+    among valid samples) per class factor; total-variation distance of each class distribution to
+    uniform (the training distribution); KS statistic of each continuous factor against the
+    training distribution;
     ``floor``: per measure, the (median, 95th percentile) it reads for a model that draws exactly
     the training distribution with as many valid samples (:func:`tv_floor`, :func:`ks_floor`).
     A measure under its floor's 95th percentile is within sampling noise of the data."""
@@ -393,9 +394,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     images = sample_images(load(args.model), n=args.n, steps=args.steps, seed=args.seed)
     report = quality_of(images, steps=args.steps, seed=args.seed)
-    plot_report(report, args.out / f"{args.model}_quality.png")
-    plot_invalid(images, report, args.out / f"{args.model}_invalid.png")
-    with atomic_path(args.out / f"{args.model}_quality.json") as tmp:
+    stem = Path(args.model).name  # a folder or hub id names its outputs by its last part: runs/x -> x_quality.json
+    plot_report(report, args.out / f"{stem}_quality.png")
+    plot_invalid(images, report, args.out / f"{stem}_invalid.png")
+    with atomic_path(args.out / f"{stem}_quality.json") as tmp:
         tmp.write_text(json.dumps(report.summary(), indent=1))
     log.info("%s", json.dumps(report.summary()))
 

@@ -101,6 +101,30 @@ def test_invalid_samples_are_clean_scenes_past_the_ranges(report):
     assert clean >= bound, (clean, bound, report.valid_rate, report.out_of_range_rate)
 
 
+def test_evaluate_names_its_outputs_after_the_model_folder(tmp_path):
+    # Wrong at the start: --model runs/x wrote figures/runs/x_quality.*, and an absolute folder path
+    # replaced --out altogether, so the outputs landed beside the model. Two DDIM steps draw blobs the
+    # probe reads as invalid, so the invalid-sample figure is written too.
+    import json
+    import shutil
+    from pathlib import Path
+
+    import diffgeo
+    from diffgeo.evaluate import main
+
+    folder = tmp_path / "runs" / "my-run"
+    shutil.copytree(Path(diffgeo.__file__).parent / "embedded" / "shapes", folder)
+    out = tmp_path / "out"
+    main(["--model", str(folder), "--n", "4", "--steps", "2", "--seed", "5", "--out", str(out)])
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    summary = json.loads((out / "my-run_quality.json").read_text())
+    assert (summary["n"], summary["steps"], summary["seed"]) == (4, 2, 5)
+    expected = ["my-run_quality.json", "my-run_quality.png"] + (["my-run_invalid.png"] if summary["invalid"] else [])
+    assert written == sorted(expected), written
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        p.name for p in (Path(diffgeo.__file__).parent / "embedded" / "shapes").iterdir())
+
+
 @pytest.mark.parametrize("name,k", [("shape", 3), ("colour", 6)])
 def test_class_frequencies_match_training(report, name, k):
     # Among m valid samples (m ~ 125 here) the empirical class frequencies are within TV e of the

@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     images = sample_images(load(args.model), n=args.n, steps=args.steps, seed=args.seed)
     report = quality_of(images, steps=args.steps, seed=args.seed)
-    stem = Path(args.model).name  # a folder or hub id names its outputs by its last part: runs/x -> x_quality.json
+    stem = Path(args.model).resolve().name  # named by the last part of a folder or hub id: runs/x -> x_quality.json
     plot_report(report, args.out / f"{stem}_quality.png")
     plot_invalid(images, report, args.out / f"{stem}_invalid.png")
     with atomic_path(args.out / f"{stem}_quality.json") as tmp:

@@ -116,7 +116,6 @@ class QualityReport:
     steps: int
     seed: int
     valid_rate: float
-    out_of_range_rate: float
     invalid: list[int]
     out_of_range: list[int]
     class_frequencies: dict
@@ -125,9 +124,14 @@ class QualityReport:
     continuous_values: dict
     floor: dict = field(default_factory=dict)
 
+    @property
+    def out_of_range_rate(self) -> float:
+        return len(self.out_of_range) / self.n
+
     def summary(self) -> dict:
         out = asdict(self)
         out.pop("continuous_values")
+        out["out_of_range_rate"] = self.out_of_range_rate
         return out
 
 
@@ -184,8 +188,8 @@ def quality_of(images: torch.Tensor, *, steps: int = 0, seed: int = 0) -> Qualit
              for name, labels in (("shape", SHAPES), ("colour", COLOURS))}
     floor_ks = [round(v, 4) for v in ks_floor(n_read, ref_n)]  # distribution-free: one floor for all four
     floor.update({name: floor_ks for name in CONTINUOUS})
-    return QualityReport(len(images), steps, seed, val.rate, len(out_of_range) / len(images), invalid.tolist(),
-                         out_of_range.tolist(), freqs, tv, ks, values, floor)
+    return QualityReport(len(images), steps, seed, val.rate, invalid.tolist(), out_of_range.tolist(), freqs, tv, ks,
+                         values, floor)
 
 
 # -- digits: a sample-quality figure of merit against the real digits ----------------------------------

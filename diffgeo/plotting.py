@@ -161,7 +161,7 @@ def draw_quality(axes: Sequence, report) -> None:
     >>> from matplotlib.figure import Figure
     >>> from diffgeo.evaluate import QualityReport
     >>> from diffgeo.data.shapes import COLOURS, CONTINUOUS, RANGES, SHAPES
-    >>> r = QualityReport(4, 5, 0, 1.0, 0.0, [], [],
+    >>> r = QualityReport(4, 5, 0, 1.0, [], [],
     ...                   {"shape": {s: 1 / 3 for s in SHAPES}, "colour": {c: 1 / 6 for c in COLOURS}},
     ...                   {"shape": 0.0, "colour": 0.0}, {k: 0.1 for k in CONTINUOUS},
     ...                   {k: [sum(RANGES[k]) / 2] for k in CONTINUOUS})

@@ -107,13 +107,12 @@ def test_evaluate_names_its_outputs_after_the_model_folder(tmp_path):
     # probe reads as invalid, so the invalid-sample figure is written too.
     import json
     import shutil
-    from pathlib import Path
 
-    import diffgeo
     from diffgeo.evaluate import main
+    from diffgeo.loading import EMBEDDED_DIR
 
     folder = tmp_path / "runs" / "my-run"
-    shutil.copytree(Path(diffgeo.__file__).parent / "embedded" / "shapes", folder)
+    shutil.copytree(EMBEDDED_DIR / "shapes", folder)
     out = tmp_path / "out"
     main(["--model", str(folder), "--n", "4", "--steps", "2", "--seed", "5", "--out", str(out)])
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
@@ -121,8 +120,7 @@ def test_evaluate_names_its_outputs_after_the_model_folder(tmp_path):
     assert (summary["n"], summary["steps"], summary["seed"]) == (4, 2, 5)
     expected = ["my-run_quality.json", "my-run_quality.png"] + (["my-run_invalid.png"] if summary["invalid"] else [])
     assert written == sorted(expected), written
-    assert sorted(p.name for p in folder.iterdir()) == sorted(
-        p.name for p in (Path(diffgeo.__file__).parent / "embedded" / "shapes").iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in (EMBEDDED_DIR / "shapes").iterdir())
 
 
 @pytest.mark.parametrize("name,k", [("shape", 3), ("colour", 6)])

@@ -18,8 +18,8 @@ import time
 import torch
 
 import diffgeo
-from diffgeo import editing
-from diffgeo.directions import Direction
+import diffgeo.editing.edits as editing
+from diffgeo.editing.directions import Direction
 
 
 def timed(fn):
@@ -77,11 +77,11 @@ def main() -> None:
 
 
 def learned_f_t(m, a, x_T, res: dict, batch: int = 8, k: int = 5) -> None:
-    """f_t of diffgeo.learned_direction (probe objective, colour -> blue, t_edit 500): seconds per
+    """f_t of diffgeo.editing.learned (probe objective, colour -> blue, t_edit 500): seconds per
     training step (batch ``batch``, mean of ``k`` after one warm-up step), the one-off conversion to a
     Direction (16 images), and Asyrp with that Direction per image; ratios against ``asyrp_s_per_image``.
     Training needs gradients, so this runs outside the no_grad block above."""
-    from diffgeo import learned_direction
+    import diffgeo.editing.learned as learned_direction
 
     try:
         obj = learned_direction.probe_objective(m, "colour", "blue")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 import diffgeo
-from diffgeo.pullback import HMap, exact_basis, forward_ad_ready, h_map, local_basis
+from diffgeo.geometry.pullback import HMap, exact_basis, forward_ad_ready, h_map, local_basis
 
 
 # -- the reference algorithm (from its description) ---------------------------------------------
@@ -259,7 +259,7 @@ def main_sd15(args) -> None:
     """A Stable Diffusion 1.5-sized UNet2DConditionModel with random weights, latent 4x64x64."""
     from diffusers import DDIMScheduler, UNet2DConditionModel
 
-    from diffgeo.models import Model
+    from diffgeo.models.model import Model
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda":

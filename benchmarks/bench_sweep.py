@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from diffgeo.analyses._common import load_model
     from diffgeo.analyses.bases import trajectory_bases
-    from diffgeo.sweep import sweep
+    from diffgeo.core.sweep import sweep
 
     grid = _grid(args.points)
     load_model("digits")  # load once outside the timing, as each worker does on its first task

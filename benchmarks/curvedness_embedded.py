@@ -1,4 +1,4 @@
-"""Curvedness (diffgeo's definitions (a)-(c), see diffgeo.geometry) of segments on the embedded model.
+"""Curvedness (diffgeo's definitions (a)-(c), see diffgeo.geometry.subspaces) of segments on the embedded model.
 
 For each timestep, pairs of noisy samples x_a, x_b (two different scenes of the shapes data,
 forward-noised to t with independent noise) and the straight segment between them:

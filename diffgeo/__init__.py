@@ -1,4 +1,9 @@
-"""diffgeo: looking inside diffusion models.
+"""diffgeo: looking inside diffusion models through the U-Net's bottleneck (h-space).
+
+The package is layered, each layer importing only from those below it (the contract in
+pyproject.toml, checked by ``lint-imports``): ``core`` < ``data`` < ``viz`` < ``models`` <
+``sampling`` < ``geometry`` < ``readers`` < ``evaluation`` < ``editing`` < ``analyses`` <
+``widgets`` / ``training`` < ``cli``. This face lists the public API in one ``__all__``.
 
 >>> import diffgeo
 >>> model = diffgeo.load("shapes")
@@ -7,22 +12,32 @@
 torch.Size([4, 3, 32, 32])
 """
 
-from .loading import list_models, load
-from .models import Model
-from .sampling import Trajectory, ddim_timesteps, denoise, invert, sample
-from .pullback import HMap, LocalBasis, exact_basis, h_map, local_basis
-from .geometry import (Curvedness, curvedness, distance_matrix, grassmann_distance, principal_angles,
-                       projection_distance, radial_power_spectrum, spectral_centroid, transport, transport_agreement)
+import importlib.metadata
 
-__all__ = ["Model", "Trajectory", "ddim_timesteps", "denoise", "invert", "list_models", "load", "sample"]
-__all__ += ["HMap", "LocalBasis", "exact_basis", "h_map", "local_basis", "Curvedness", "curvedness",
-            "distance_matrix", "grassmann_distance", "principal_angles", "projection_distance",
-            "radial_power_spectrum", "spectral_centroid", "transport", "transport_agreement"]
-from .alignment import text_alignment
-from .editing import asyrp, edit_image, edit_interval, edit_x
-from .transfer import Transfer, transfer_edit
-from . import directions, learned_direction
+from diffgeo import _moved
+from diffgeo.editing import directions, learned as learned_direction
+from diffgeo.editing.edits import asyrp, edit_image, edit_interval, edit_x
+from diffgeo.editing.transfer import Transfer, transfer_edit
+from diffgeo.evaluation.alignment import text_alignment
+from diffgeo.geometry.pullback import HMap, LocalBasis, exact_basis, h_map, local_basis
+from diffgeo.geometry.subspaces import (Curvedness, curvedness, distance_matrix, grassmann_distance, principal_angles,
+                                       projection_distance, radial_power_spectrum, spectral_centroid, transport,
+                                       transport_agreement)
+from diffgeo.models.loading import list_models, load
+from diffgeo.models.model import Model
+from diffgeo.sampling.ddim import Trajectory, ddim_timesteps, denoise, invert, sample
 
-__all__ += ["text_alignment", "asyrp", "edit_image", "edit_interval", "edit_x", "directions", "learned_direction",
-            "Transfer", "transfer_edit"]
-__version__ = "0.1.0"
+__all__ = [
+    # models and sampling
+    "Model", "load", "list_models", "Trajectory", "sample", "denoise", "invert", "ddim_timesteps",
+    # geometry
+    "HMap", "LocalBasis", "h_map", "local_basis", "exact_basis", "principal_angles", "grassmann_distance",
+    "projection_distance", "distance_matrix", "radial_power_spectrum", "spectral_centroid", "transport",
+    "transport_agreement", "Curvedness", "curvedness",
+    # evaluation and editing
+    "text_alignment", "edit_x", "edit_image", "asyrp", "edit_interval", "Transfer", "transfer_edit", "directions",
+    "learned_direction",
+]
+__version__ = importlib.metadata.version("diffgeo")
+
+_moved.install()

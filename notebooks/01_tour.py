@@ -35,9 +35,9 @@ import matplotlib.pyplot as plt
 import torch
 
 import diffgeo
-from diffgeo.hspace import h_statistics
-from diffgeo.plotting import draw_images, h_statistics_figure, image_grid
-from diffgeo.probe import validity
+from diffgeo.geometry.hstats import h_statistics
+from diffgeo.viz.draw import draw_images, h_statistics_figure, image_grid
+from diffgeo.readers.probe import validity
 
 torch.set_num_threads(1)  # one thread: fast and robust next to other work (benchmarks/bench_widgets.py)
 model = diffgeo.load("shapes")

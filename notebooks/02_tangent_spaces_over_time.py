@@ -59,7 +59,7 @@ for name in ("basis", "spectra", "distances"):
 # %%
 import matplotlib.pyplot as plt
 
-from diffgeo.plotting import draw_curves
+from diffgeo.viz.draw import draw_curves
 
 state = dash.state
 ts = [t for t in state.timesteps]

@@ -36,8 +36,8 @@ import torch
 from IPython.display import Image, display
 
 import diffgeo
-from diffgeo.plotting import draw_labelled_grid
-from diffgeo.text import default_guidance
+from diffgeo.viz.draw import draw_labelled_grid
+from diffgeo.models.conditioning import default_guidance
 
 model = diffgeo.load("shapes-text")
 W = default_guidance(model)

@@ -15,13 +15,13 @@
 #
 # Two ways to edit an image with a diffusion model, side by side, on several images at once:
 #
-# - **x-space** (Park et al., `diffgeo.editing.edit_x`): at one timestep t_edit move x_t along a
+# - **x-space** (Park et al., `diffgeo.editing.edits.edit_x`): at one timestep t_edit move x_t along a
 #   direction by `strength`, then denoise to the end;
-# - **h-space** with the asymmetric reverse process (Asyrp, Kwon et al., `diffgeo.editing.asyrp`):
+# - **h-space** with the asymmetric reverse process (Asyrp, Kwon et al., `diffgeo.editing.edits.asyrp`):
 #   add the direction to h in the x0 prediction of every step from the start down to t_edit,
 #   denoise plainly below, and optionally add noise again (quality boosting, eta = 1) below t_boost.
 #
-# The **direction** menu (`diffgeo.directions`): a local basis vector (x-space: each image's own
+# The **direction** menu (`diffgeo.editing.directions`): a local basis vector (x-space: each image's own
 # v_i at t_edit; h-space: u_i of the first image's basis), the mean difference of h between two
 # groups of scenes that differ in one factor (red -> blue, circle -> square), or a principal
 # component of h over samples. The last two live in h only, so only the Asyrp side moves.

@@ -36,7 +36,7 @@ import torch
 from IPython.display import Image, display
 
 import diffgeo
-from diffgeo.plotting import draw_images
+from diffgeo.viz.draw import draw_images
 
 model = diffgeo.load(MODEL or "digits")
 print(model.name, "x:", model.x_shape, "h:", model.h_shape, "device:", model.device,

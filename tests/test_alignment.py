@@ -13,12 +13,13 @@ import torch
 import torch.nn.functional as F
 
 import diffgeo
-from diffgeo import alignment
-from diffgeo.alignment import text_alignment
-from diffgeo.generation import DEFAULT_STEPS, prompt_grid
-from diffgeo.prompts import shapes_prompts
+import diffgeo.cli.alignment as alignment_cli
+import diffgeo.evaluation.alignment as alignment
+from diffgeo.evaluation.alignment import text_alignment
+from diffgeo.sampling.generation import DEFAULT_STEPS, prompt_grid
+from diffgeo.data.prompts import shapes_prompts
 from diffgeo.readers.digits import digit_classifier, to_classifier_input
-from diffgeo.zoo import entry
+from diffgeo.models.zoo import entry
 from diffgeo.data.captions import parse_caption
 from diffgeo.data.digits import load_digits_images
 from diffgeo.data.shapes import render, sample_factors
@@ -90,7 +91,7 @@ def test_inverse_recovers_the_original_8x8_digits(sk_digits):
 def test_trained_digits_model_draws_the_prompted_digit():
     """Issue 4: a classifier trained on the real digits agrees with the prompted digit in at least
     80% of the guided samples."""
-    from diffgeo.train import get_recipe
+    from diffgeo.training.train import get_recipe
 
     model = diffgeo.load("digits", device="cpu")
     assert model.provenance["steps"] == get_recipe("digits").steps, "not the final digits model"
@@ -160,7 +161,7 @@ def test_digit_agreement_refuses_other_models(shapes_model):
 # -- shapes-text: the trained model ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shapes_text():
-    from diffgeo.train import get_recipe
+    from diffgeo.training.train import get_recipe
 
     model = diffgeo.load("shapes-text", device="cpu")
     # the shipped model is the recipe's run plus a v-prediction fine-tune (its provenance)
@@ -270,7 +271,7 @@ def test_prompt_grid_rows_share_noise_and_cli_writes_figures(tmp_path):
     torch.testing.assert_close(same[:3], same[3:])  # same prompt, same x_T per column
     differ = prompt_grid(model, ["a 4", "a 0"], columns=3, steps=3, progress=False)
     assert (differ[:3] - differ[3:]).abs().max() > 0.1
-    alignment.main(["digits", "--n", "10", "--scales", "1", "3", "--steps", "3", "--columns", "2", "--out",
+    alignment_cli.main(["digits", "--n", "10", "--scales", "1", "3", "--steps", "3", "--columns", "2", "--out",
                     str(tmp_path), "--no-progress"])
     summary = json.loads((tmp_path / "digits_alignment.json").read_text())
     # the runs asked for, in order, each with the requested n and steps
@@ -289,7 +290,7 @@ def test_prompt_grid_rows_share_noise_and_cli_writes_figures(tmp_path):
 
 
 def test_shapes_text_cli_writes_the_sweep_and_the_paraphrase_run(tmp_path, shapes_text):
-    alignment.main(["shapes-text", "--n", "6", "--scales", "2", "--steps", "2", "--columns", "1", "--out",
+    alignment_cli.main(["shapes-text", "--n", "6", "--scales", "2", "--steps", "2", "--columns", "1", "--out",
                     str(tmp_path), "--no-progress"])
     summary = json.loads((tmp_path / "shapes-text_alignment.json").read_text())
     runs = [(r["guidance_scale"], r["use_clipped_model_output"], r["phrasing"]) for r in summary["results"]]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from diffgeo.analyses.asyrp import (BOUNDS, asyrp_properties, property_claims, threshold_verdict, timestep_cosine)
-from diffgeo.edit_properties import EditProperties
+from diffgeo.editing.properties import EditProperties
 
 S = [-2.0, -1.0, 0.0, 1.0, 2.0]
 

@@ -17,7 +17,7 @@ the evaluation samples:
 - unit-norm x directions (v_i): 0.25 of the noise norm sqrt((1 - abar_t) D) of x_t at t_edit.
 
 What this does not check: that the edit is clean (other factors and validity are the property
-table's specificity and validity columns, diffgeo.edit_properties), nor that a source moves
+table's specificity and validity columns, diffgeo.editing.properties), nor that a source moves
 towards a particular colour.
 
 PCA of h is unsupervised, and nothing makes one of its first components a colour axis. On the
@@ -36,9 +36,9 @@ import pytest
 import torch
 
 import diffgeo
-from diffgeo.directions import Direction, pca, tangent
-from diffgeo.edit_properties import factor_directions
-from diffgeo.editing import asyrp, edit_x
+from diffgeo.editing.directions import Direction, pca, tangent
+from diffgeo.editing.properties import factor_directions
+from diffgeo.editing.edits import asyrp, edit_x
 from diffgeo.readers import get_reader
 
 STEPS, T_EDIT, N_EVAL, N_CAL, CHOICES, N_RANDOM = 10, 500, 96, 12, 2, 3

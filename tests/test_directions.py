@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import diffgeo
-from diffgeo import directions
-from diffgeo.directions import Direction
+import diffgeo.editing.directions as directions
+from diffgeo.editing.directions import Direction
 from diffgeo.data import shapes
 
 

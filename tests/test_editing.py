@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import diffgeo
-from diffgeo import editing
-from diffgeo.directions import Direction
-from diffgeo.sampling import ddim_step
+import diffgeo.editing.edits as editing
+from diffgeo.editing.directions import Direction
+from diffgeo.sampling.ddim import ddim_step
 
 STEPS = 6
 
@@ -278,7 +278,7 @@ def test_rule_thresholds_that_cross_start_boosting_at_t_edit(shapes_model, x_T, 
     editing._INTERVALS[key] = editing.EditInterval(300, 400, torch.arange(0, 1000, 100), torch.zeros(10),
                                                    torch.zeros(10), (0.36, 0.885), "ssim")
     try:
-        with torch.no_grad(), caplog.at_level("WARNING", logger="diffgeo.editing"):
+        with torch.no_grad(), caplog.at_level("WARNING", logger="diffgeo.editing.edits"):
             tr = editing.asyrp(shapes_model, x_T, torch.zeros(128, 8, 8), strength=0.0, steps=STEPS, seed=0,
                                progress=False)
     finally:

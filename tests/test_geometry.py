@@ -8,11 +8,11 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from diffgeo.geometry import (Curvedness, curvedness, distance_matrix, grassmann_distance, principal_angles,
+from diffgeo.geometry.subspaces import (Curvedness, curvedness, distance_matrix, grassmann_distance, principal_angles,
                               projection_distance, radial_power_spectrum, spectral_centroid, transport,
                               transport_agreement)
-from diffgeo.models import Model
-from diffgeo.pullback import exact_basis
+from diffgeo.models.model import Model
+from diffgeo.geometry.pullback import exact_basis
 from conftest import tiny_unet_config
 
 
@@ -89,7 +89,7 @@ def test_power_spectrum_peaks_at_the_wave_frequency_and_keeps_energy():
     freqs, power = radial_power_spectrum(imgs)
     assert freqs[power.argmax(dim=1)].tolist() == [3 / 32, 5 / 32, 1 / 32]
     # Parseval: ring means times ring sizes add up to the total energy
-    from diffgeo.geometry import _radius
+    from diffgeo.geometry.subspaces import _radius
 
     ring = torch.round(_radius(32, 32) * 32).long().reshape(-1)
     counts = torch.bincount(ring)[torch.bincount(ring) > 0].double()

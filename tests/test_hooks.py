@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 
-from diffgeo.hooks import add_to_output, capture, get_module, replace_output, run_until
+from diffgeo.models.hooks import add_to_output, capture, get_module, replace_output, run_until
 from conftest import tiny_unet_config
 
 

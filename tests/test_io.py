@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffgeo.io import atomic_path, load_tensors_json, result_path, save_tensors_json
-from diffgeo.sampling import Trajectory
+from diffgeo.core.io import atomic_path, load_tensors_json, result_path, save_tensors_json
+from diffgeo.sampling.ddim import Trajectory
 
 
 def _trajectory(seed: int) -> Trajectory:

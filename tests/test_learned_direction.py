@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import diffgeo
-from diffgeo import learned_direction as L
-from diffgeo.directions import Direction
-from diffgeo.edit_properties import timestep_consistency
+import diffgeo.editing.learned as L
+from diffgeo.editing.directions import Direction
+from diffgeo.editing.properties import timestep_consistency
 from diffgeo.readers import get_reader
 
 T_EDIT = 500
@@ -199,7 +199,7 @@ def test_training_with_clip_reduces_the_clip_loss(shapes_model, tiny_clip, tmp_p
         x_t = a.sqrt() * images + (1 - a).sqrt() * z
         with torch.no_grad():
             x0 = (x_t - (1 - a).sqrt() * shapes_model.eps(x_t, t)) / a.sqrt()
-            with diffgeo.hooks.add_to_output(shapes_model.unet, lambda h: ld.net(h, t)):
+            with diffgeo.models.hooks.add_to_output(shapes_model.unet, lambda h: ld.net(h, t)):
                 x1 = (x_t - (1 - a).sqrt() * shapes_model.eps(x_t, t)) / a.sqrt()
             return float(_reference_clip_loss(clip, proc, x1.clamp(-1, 1), x0.clamp(-1, 1), "a red shape",
                                               "a blue shape").mean())

@@ -11,7 +11,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 import diffgeo
-from diffgeo.hooks import capture
+from diffgeo.models.hooks import capture
 from conftest import save_unet_folder, tiny_unet_config
 
 CONFIGS = {
@@ -54,7 +54,7 @@ def test_embedded_loads_through_the_folder_path(tmp_path, shapes_model):
     for key in ("dataset", "factors", "training_command", "steps", "final_loss"):
         assert key in prov
     copy = tmp_path / "copy"
-    shutil.copytree(diffgeo.loading.EMBEDDED_DIR / "shapes", copy)
+    shutil.copytree(diffgeo.models.loading.EMBEDDED_DIR / "shapes", copy)
     other = diffgeo.load(copy)
     x = torch.randn(2, *shapes_model.x_shape)
     with torch.no_grad():

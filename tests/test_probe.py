@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diffgeo.data.shapes import make_scenes, render
-from diffgeo.probe import VALID_RMSE, evaluate_probe, load_probe, validity
+from diffgeo.readers.probe import VALID_RMSE, evaluate_probe, load_probe, validity
 
 HELD_OUT_SEED = 4242  # training draws seeds >= 10_000_000
 
@@ -129,7 +129,7 @@ def test_fit_scene_recovers_scenes_past_the_training_ranges():
     # the scenes that are outside. Measured on these 40: worst errors size 0.27, x 0.14, y 0.20 px,
     # background 0.005, RMSE 0.048 (a scene left on a neighbouring sub-pixel plateau). The renderer's 4x4
     # supersampling moves an edge in 0.25 px steps, hence 0.4 px; an RMSE under 0.06 is far from VALID_RMSE (0.1), which is what tells a clean scene from a malformed one.
-    from diffgeo.probe import fit_scene
+    from diffgeo.readers.probe import fit_scene
 
     f, outside = _pushed_out(40, seed=91)  # two chunks of fit_scene (32 + 8)
     images = render(f)
@@ -149,7 +149,7 @@ def test_fit_scene_does_not_pass_malformed_scenes_as_clean(corruption):
     # A scene that is not one shape on a flat background has no good fit, free ranges or not: the
     # fit's RMSE stays above VALID_RMSE. Measured on these 30: two objects 30/30 (smallest RMSE 0.19),
     # blends 30/30 (0.117). The bound 0.85 is under the 95% Wilson lower bound of 30/30 (0.886).
-    from diffgeo.probe import fit_scene
+    from diffgeo.readers.probe import fit_scene
 
     n = 30
     images = (_two_objects(n, seed=80) if corruption == "two_objects"
@@ -162,7 +162,7 @@ def test_quality_report_counts_clean_scenes_past_the_ranges_apart_from_malformed
     # Ground truth: 12 rendered scenes, the first 6 with a factor 0.8-2.5 units past its range, the other 6
     # inside; and 6 two-object scenes. Valid: exactly the 6 inside; out of range: exactly the 6 pushed (the
     # two-object scenes are invalid and not clean).
-    from diffgeo.evaluate import plot_invalid, quality_of
+    from diffgeo.evaluation.quality import plot_invalid, quality_of
 
     f, outside = _pushed_out(12, seed=93)
     images = torch.cat([render(f), _two_objects(6, seed=94)])

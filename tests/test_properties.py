@@ -1,7 +1,7 @@
 """Property tests over the argument space of the public functions (issue 10).
 
 Every call either succeeds with finite output or raises one of the documented exception types
-(:mod:`diffgeo.checks`: TypeError, ValueError and its NonFiniteError, OSError subclasses for
+(:mod:`diffgeo.core.checks`: TypeError, ValueError and its NonFiniteError, OSError subclasses for
 files) with the name of a bad argument in the message; and it leaves the model (hooks,
 attention processors, parameters, modes) and the file system as they were.
 
@@ -26,8 +26,8 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import diffgeo
-from diffgeo import hooks
-from diffgeo.io import load_tensors_json, result_path, save_tensors_json
+import diffgeo.models.hooks as hooks
+from diffgeo.core.io import load_tensors_json, result_path, save_tensors_json
 from conftest import save_unet_folder, tiny_unet_config
 
 DOCUMENTED = (TypeError, ValueError)

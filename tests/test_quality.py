@@ -6,7 +6,7 @@ Each bound is sized from a confidence interval at this n (stated beside it), so 
 meets the issue's target passes with >= 95-99% probability over seeds, and the shortfalls of the
 shipped model are stated, not hidden (see SHIPPED below).
 
-digits: the Frechet distance and precision/recall of :mod:`diffgeo.evaluate`, checked against
+digits: the Frechet distance and precision/recall of :mod:`diffgeo.evaluation.quality`, checked against
 analytic Gaussians and known cases, then the shipped model against real digits.
 """
 
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from diffgeo.data.shapes import sample_factors
-from diffgeo.evaluate import (digit_quality_of, evaluate_samples, feature_frechet_distance, frechet_distance,
+from diffgeo.evaluation.quality import (digit_quality_of, evaluate_samples, feature_frechet_distance, frechet_distance,
                               ks_floor, ks_statistic, precision_recall, tv_floor)
 
 N_SHAPES = 128  # the first of the 128-sample batches of python -m diffgeo evaluate (seed 1234); 512 took minutes
@@ -108,8 +108,8 @@ def test_evaluate_names_its_outputs_after_the_model_folder(tmp_path):
     import json
     import shutil
 
-    from diffgeo.evaluate import main
-    from diffgeo.loading import EMBEDDED_DIR
+    from diffgeo.cli.evaluate import main
+    from diffgeo.models.loading import EMBEDDED_DIR
 
     folder = tmp_path / "runs" / "my-run"
     shutil.copytree(EMBEDDED_DIR / "shapes", folder)
@@ -281,7 +281,7 @@ DIGITS_N = 100
 
 def test_digits_model_is_as_close_to_held_out_digits_as_real_digits_are():
     import diffgeo
-    from diffgeo.evaluate import evaluate_digits
+    from diffgeo.evaluation.quality import evaluate_digits
 
     q = evaluate_digits(diffgeo.load("digits"), n=DIGITS_N, seed=0, progress=False)
     assert q.fd_reader <= 1.22, q.summary()  # the real-vs-real 99% quantile at n = 100

@@ -13,7 +13,8 @@ import torch
 
 from conftest import save_unet_folder, tiny_unet_config
 from diffgeo.analyses import Preset
-from diffgeo.report import ReportWriteError, main, run_report
+from diffgeo.analyses.report import ReportWriteError, run_report
+from diffgeo.cli.report import main
 
 TEST_PRESET = Preset("test", n_samples=3, steps=3, n_t=3, k=2, tol=1e-2, n_prompts=3, n_pairs=2, n_points=3,
                      n_guidance=2)
@@ -86,7 +87,7 @@ def test_failed_write_leaves_no_report(first_run, tmp_path, monkeypatch):
     run_report([str(folder)], preset=TEST_PRESET, out=out, analyses=["coarse_to_fine"], cache=root / "out" / "cache",
                progress=False)
     assert (out / "report.html").exists()
-    import diffgeo.report as rep
+    import diffgeo.analyses.report as rep
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -9,7 +9,7 @@ import torch
 from diffusers import DDIMScheduler, UNet2DModel
 
 import diffgeo
-from diffgeo.sampling import CLEAN, Trajectory, ddim_timesteps
+from diffgeo.sampling.ddim import CLEAN, Trajectory, ddim_timesteps
 from conftest import tiny_unet_config
 
 #: Fixed-point inversion then sampling on the embedded model's own samples (10 steps each way)
@@ -90,7 +90,7 @@ def gaussian_model():
     a = torch.randn(4, 4, generator=g, dtype=torch.float64)
     sigma = a @ a.T / 4 + 0.1 * torch.eye(4, dtype=torch.float64)
     unet.setup(mu, sigma, sched.alphas_cumprod.double())
-    return diffgeo.models.Model(unet, sched, name="gaussian"), mu, sigma
+    return diffgeo.models.model.Model(unet, sched, name="gaussian"), mu, sigma
 
 
 def exact_flow_map(x_T, t_start, model, mu, sigma):
@@ -240,7 +240,7 @@ def test_callback_sees_every_step(shapes_model):
 def test_sampling_is_differentiable_and_matches_finite_differences(tmp_path):
     torch.manual_seed(0)
     unet = UNet2DModel(**tiny_unet_config(sample_size=8)).double()
-    model = diffgeo.models.Model(unet, DDIMScheduler(num_train_timesteps=1000), name="tiny64")
+    model = diffgeo.models.model.Model(unet, DDIMScheduler(num_train_timesteps=1000), name="tiny64")
     g = torch.Generator().manual_seed(4)
     x_T = torch.randn(1, 3, 8, 8, generator=g, dtype=torch.float64, requires_grad=True)
     direction = torch.randn(1, 3, 8, 8, generator=g, dtype=torch.float64)
@@ -290,7 +290,7 @@ def test_bad_inversion_input(shapes_model):
 
 
 def test_loading_a_trajectory_from_another_file(tmp_path):
-    from diffgeo.io import save_tensors_json
+    from diffgeo.core.io import save_tensors_json
 
     path = save_tensors_json(tmp_path / "x.safetensors", {"a": torch.zeros(1)}, {"kind": "LocalBasis"})
     with pytest.raises(ValueError, match="does not hold a Trajectory"):

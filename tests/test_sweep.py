@@ -1,4 +1,4 @@
-"""diffgeo.sweep: cache hits, resume after SIGKILL, corrupt/foreign entries, Dask equals in-process."""
+"""diffgeo.core.sweep: cache hits, resume after SIGKILL, corrupt/foreign entries, Dask equals in-process."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import diffgeo
-from diffgeo.sweep import CACHE_INFO, sweep
+from diffgeo.core.sweep import CACHE_INFO, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,7 +110,7 @@ def test_bad_input_is_refused(tmp_path):
 
 _KILL_SCRIPT = textwrap.dedent("""
     import os, sys, time, torch
-    from diffgeo.sweep import sweep
+    from diffgeo.core.sweep import sweep
     log = open(os.environ["SWEEP_LOG"], "a")
 
     def slow_square(i):
@@ -182,8 +182,8 @@ def test_model_fingerprint_follows_the_weights_not_the_folder(tmp_path, shapes_m
     import shutil
 
     import diffgeo
-    from diffgeo.loading import EMBEDDED_DIR
-    from diffgeo.sweep import model_fingerprint
+    from diffgeo.models.loading import EMBEDDED_DIR
+    from diffgeo.core.sweep import model_fingerprint
 
     copy = shutil.copytree(EMBEDDED_DIR / "shapes", tmp_path / "elsewhere" / "shapes")  # same name, other place
     other = diffgeo.load(copy, device="cpu")

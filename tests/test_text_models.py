@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import diffgeo
-from diffgeo.text import Cond
+from diffgeo.models.conditioning import Cond
 
 TOK_LEN = 16  # the tiny tokenizer's model_max_length (CLIP's is 77)
 STEPS = 10
@@ -369,7 +369,7 @@ def test_local_basis_records_the_conditioning_it_used(sd_model):
     b = diffgeo.local_basis(sd_model, x, 500, 2, cond=guided, seed=0, progress=False)
     assert (b.meta["branch"], b.meta["guidance_scale"], b.meta["prompt"]) == ("cfg", 3.0, ["a red circle"])
     # independent reference: the full Jacobian of h_u + 3 (h_c - h_u), built from the two branches
-    from diffgeo.pullback import forward_ad_ready
+    from diffgeo.geometry.pullback import forward_ad_ready
 
     t_b = sd_model.timesteps_tensor(500, 1)
 

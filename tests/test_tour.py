@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import diffgeo
-from diffgeo.hooks import capture
-from diffgeo.probe import validity
-from diffgeo.zoo import entry
+from diffgeo.models.hooks import capture
+from diffgeo.readers.probe import validity
+from diffgeo.models.zoo import entry
 
 
 def test_tour_writes_figures_with_correct_h_statistics(tour_run, shapes_model):

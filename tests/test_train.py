@@ -8,7 +8,8 @@ import shutil
 import pytest
 import torch
 
-from diffgeo.train import average, export, held_out_loss, loss_weights, main, train, training_target
+from diffgeo.cli.train import main
+from diffgeo.training.train import average, export, held_out_loss, loss_weights, train, training_target
 
 
 def test_v_target_satisfies_the_identities_that_sampling_inverts():
@@ -101,7 +102,7 @@ def test_ema_without_warmup_averages_at_the_full_decay_from_the_init(tmp_path):
     # ramp (1 + k) / (10 + k) at k = 0 it is 0.1 * init + 0.9 * model (min(d, 0.1)).
     from safetensors.torch import load_file
 
-    from diffgeo.io import load_tensors_json
+    from diffgeo.core.io import load_tensors_json
 
     train("shapes", run_dir=tmp_path / "a", steps=1, threads=1, progress=False)
     init = export("shapes", run_dir=tmp_path / "a", dest=tmp_path / "init", command="run A")
@@ -188,7 +189,7 @@ def test_held_out_loss_of_a_zero_output_is_its_expected_epsilon_error(prediction
 
     from diffusers import DDPMScheduler
 
-    from diffgeo.train import HELD_OUT_SEED, _batch, get_recipe
+    from diffgeo.training.train import HELD_OUT_SEED, _batch, get_recipe
 
     class Zero(torch.nn.Module):
         def forward(self, x, t, **_):

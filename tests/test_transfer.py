@@ -1,8 +1,8 @@
-"""Edit transfer across samples (diffgeo.transfer): ground truths on `shapes`.
+"""Edit transfer across samples (diffgeo.editing.transfer): ground truths on `shapes`.
 
 - transport of a basis onto itself is the identity, so the transferred edit is A's own edit;
 - transport between two bases of the same point is the projection onto the target's span
-  (computed here from the bases, independently of diffgeo.geometry);
+  (computed here from the bases, independently of diffgeo.geometry.subspaces);
 - continuity, read by the reader: targets within 1e-3 (RMS) of A must edit like A. n = 8 such
   targets: all 8 the same way gives a Wilson 95% lower bound of 0.68, 7 of 8 gives 0.53, so the
   bound "lower end > 0.5" allows one disagreement, and a wrong transport (a sign flip, another
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import diffgeo
-from diffgeo.transfer import Transfer, transfer_edit, transport_all, wilson
+from diffgeo.editing.transfer import Transfer, transfer_edit, transport_all, wilson
 
 T = 500
 STEPS = 10       # the edit's DDIM grid: 5 steps below t = 500

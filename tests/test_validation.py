@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import diffgeo
-from diffgeo import hooks
-from diffgeo.checks import NonFiniteError
-from diffgeo.text import Cond
+import diffgeo.models.hooks as hooks
+from diffgeo.core.checks import NonFiniteError
+from diffgeo.models.conditioning import Cond
 from conftest import save_unet_folder, tiny_unet_config
 
 X = (1, 3, 32, 32)
@@ -127,7 +127,7 @@ def test_the_drawn_seed_is_recorded_and_repeats_the_run(shapes_model):
 
 
 def test_prompt_grid_takes_one_string_as_one_prompt(digits):  # wrong at the start (one row per character)
-    from diffgeo.generation import prompt_grid
+    from diffgeo.sampling.generation import prompt_grid
 
     images = prompt_grid(digits, "a 1", columns=2, steps=2, progress=False)
     assert images.shape == (2, 1, 16, 16)
@@ -292,10 +292,10 @@ def test_the_command_line_refuses_bad_arguments_in_one_line_before_creating_anyt
 
 
 def test_an_unwritable_out_is_refused_before_loading(tmp_path, capsys, monkeypatch):
-    import diffgeo.tour
+    import diffgeo.analyses.tour
 
     (tmp_path / "afile").write_text("x")
-    monkeypatch.setattr(diffgeo.tour, "load", lambda *a, **k: pytest.fail("loaded a model despite a bad --out"))
+    monkeypatch.setattr(diffgeo.analyses.tour, "load", lambda *a, **k: pytest.fail("loaded a model despite a bad --out"))
     assert "is a file, not a folder" in _cli(["tour", "--out", str(tmp_path / "afile")], capsys)
     assert "cannot be created" in _cli(["tour", "--out", str(tmp_path / "afile" / "sub")], capsys)
 
@@ -308,11 +308,11 @@ def test_steps_beyond_the_schedule_leave_no_folder(tmp_path, capsys):
 
 
 def test_fast_only_changes_the_defaults(monkeypatch):
-    import diffgeo.tour
+    import diffgeo.analyses.tour
     from diffgeo.cli import main
 
     seen = []
-    monkeypatch.setattr(diffgeo.tour, "run_tour", lambda model, **kw: seen.append(kw))
+    monkeypatch.setattr(diffgeo.analyses.tour, "run_tour", lambda model, **kw: seen.append(kw))
     main(["tour", "--fast", "--n", "3", "--steps", "4", "--out", "unused"])
     main(["tour", "--fast", "--out", "unused"])
     main(["tour", "--steps", "7", "--out", "unused"])
@@ -321,7 +321,7 @@ def test_fast_only_changes_the_defaults(monkeypatch):
 
 # -- found by the property tests and the sweep beyond the list ------------------------------------------
 def test_more_arguments_named(shapes_model):
-    from diffgeo.hspace import h_statistics
+    from diffgeo.geometry.hstats import h_statistics
 
     with pytest.raises(ValueError, match="images contains NaN"):  # the [-1, 1] range test let NaN through
         shapes_model.encode_image(torch.full(X, float("nan")))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import diffgeo
-from diffgeo.plotting import draw_images
+from diffgeo.viz.draw import draw_images
 
 pytest.importorskip("ipywidgets")
 
@@ -63,7 +63,7 @@ def test_strength_slider_redraws_what_the_library_gives(traversal, reference, sh
 
 def test_asyrp_side_equals_the_library_call(traversal, reference, shapes_model):
     """The h side: Asyrp from the same x_T along u1 of the first image's basis at t_edit."""
-    from diffgeo import directions, editing
+    import diffgeo.editing.directions as directions; import diffgeo.editing.edits as editing
 
     dash = traversal
     dash.controls["strength"].value = 9.0

@@ -9,16 +9,16 @@ dataset_complexity   3. curve 2 for each embedded model vs its data's complexity
 discrepancy          4. distances between one trajectory's bases across t (heatmap)
 text                 5. prompts vs tangent spaces, cond vs uncond vs t, the guidance artefact
 curvedness           6. curvedness of segments between samples vs a flat baseline
-asyrp                7. the Asyrp property table (diffgeo.editing.evaluate)
+asyrp                7. the Asyrp property table (diffgeo.editing.edits.evaluate)
 ===================  =====================================================================
 
 Every claim carries a number, a 95% bootstrap interval and a verdict from a rule fixed in code
 beside it (:class:`Claim`). :func:`bases_along` computes warm-started bases along a trajectory.
 """
 
-from ._common import (INCONCLUSIVE, NOT_REPRODUCED, PRESETS, REPRODUCED, SKIPPED, Claim, Preset, bases_along,
-                      bootstrap_ci, sign_verdict)
-from .bases import TrajectoryBases, collect_bases
+from diffgeo.analyses._common import (INCONCLUSIVE, NOT_REPRODUCED, PRESETS, REPRODUCED, SKIPPED, Claim, Preset,
+                                      bases_along, bootstrap_ci, sign_verdict)
+from diffgeo.analyses.bases import TrajectoryBases, collect_bases
 
 __all__ = ["ANALYSES", "Claim", "Preset", "PRESETS", "bases_along", "bootstrap_ci", "sign_verdict",
            "collect_bases", "TrajectoryBases", "check_names", "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE",
@@ -31,7 +31,7 @@ ANALYSES = {
     "discrepancy": "4. distance between one trajectory's bases at t and t' (heatmap)",
     "text": "5. prompts vs tangent spaces; cond vs uncond bases vs t; the guidance artefact",
     "curvedness": "6. curvedness of segments between samples vs a flat baseline",
-    "asyrp": "7. the Asyrp property table from diffgeo.editing.evaluate",
+    "asyrp": "7. the Asyrp property table from diffgeo.editing.edits.evaluate",
 }
 
 

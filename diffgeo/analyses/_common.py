@@ -13,8 +13,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
-from ..pullback import LocalBasis, local_basis
+from diffgeo.geometry.pullback import LocalBasis, local_basis
+from diffgeo.models.loading import load
 
 __all__ = ["Claim", "Preset", "PRESETS", "bootstrap_ci", "sign_verdict", "bases_along", "load_model",
            "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "SKIPPED"]
@@ -159,10 +161,9 @@ PRESETS = {
 
 @functools.lru_cache(maxsize=4)
 def load_model(name_or_path: str) -> Any:
-    """``diffgeo.load`` once per process (sweep workers load each model once)."""
-    import diffgeo
+    """``load`` once per process (sweep workers load each model once)."""
 
-    return diffgeo.load(name_or_path)
+    return load(name_or_path)
 
 
 #: warm-started bases along a trajectory use tol / this to match a cold basis' accuracy at tol
@@ -173,15 +174,15 @@ def bases_along(model: Any, traj_or_xs: Any, ts: Sequence[int], k: int, *, sampl
                 tol: float = 1e-3, seed: int = 0, progress: bool = False, **map_kwargs: Any) -> list[LocalBasis]:
     """Local bases at several timesteps of one trajectory, each warm-started from the previous one.
 
-    ``traj_or_xs``: a :class:`~diffgeo.sampling.Trajectory` (the states at ``ts`` are taken from
+    ``traj_or_xs``: a :class:`~diffgeo.sampling.ddim.Trajectory` (the states at ``ts`` are taken from
     sample ``sample``; each t must be on its grid) or a tensor (len(ts), *x_shape) of the points.
     ``ts``: timesteps, in the order to visit them; the warm-started bases stop at ``tol / 3``
-    (:data:`WARM_TOL_DIVISOR`), the accuracy a cold basis reaches at ``tol``. Keywords go to :func:`~diffgeo.local_basis`
-    (prompt, branch, ...). Returns one :class:`~diffgeo.LocalBasis` per t.
+    (:data:`WARM_TOL_DIVISOR`), the accuracy a cold basis reaches at ``tol``. Keywords go to :func:`~local_basis`
+    (prompt, branch, ...). Returns one :class:`~LocalBasis` per t.
 
     >>> import diffgeo
-    >>> model = diffgeo.load("digits")
-    >>> traj = diffgeo.sample(model, 1, steps=4, seed=0, progress=False)
+    >>> model = load("digits")
+    >>> traj = sample(model, 1, steps=4, seed=0, progress=False)
     >>> bases = bases_along(model, traj, [750, 500], 1, tol=1e-2)
     >>> [b.t for b in bases], bases[1].meta["warm"]
     ([750, 500], True)
@@ -199,7 +200,6 @@ def bases_along(model: Any, traj_or_xs: Any, ts: Sequence[int], k: int, *, sampl
         xs = list(traj_or_xs)
     else:
         raise TypeError(f"traj_or_xs must be a Trajectory or a tensor (len(ts), *x_shape), got {type(traj_or_xs).__name__}")
-    from tqdm.auto import tqdm
 
     out: list[LocalBasis] = []
     for x, t in tqdm(list(zip(xs, ts)), desc=f"bases k={k}", disable=not progress, leave=False):

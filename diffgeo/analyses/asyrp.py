@@ -1,6 +1,6 @@
 """Analysis 7: the Asyrp property table (Kwon et al., ICLR 2023) as claims with intervals and verdicts.
 
-The table is measured by :func:`diffgeo.edit_properties.evaluate` (``python -m diffgeo edit
+The table is measured by :func:`diffgeo.editing.properties.evaluate` (``python -m diffgeo edit
 properties --factor F``, saved as figures/edit_properties_<model>_<factor>_{x,h}.json / .csv /
 .png), which keeps the per-sample reads. :func:`property_claims` turns one h-space table into five
 claims, each a number with a 95% bootstrap interval over the n evaluation samples (resampled
@@ -30,12 +30,18 @@ fixed here before any table was read (:data:`RULES`):
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from ._common import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Claim, bootstrap_ci, skipped_claim
+from diffgeo.analyses._common import (INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Claim, bootstrap_ci, load_model,
+                                      skipped_claim)
+from diffgeo.core.sweep import model_fingerprint
+from diffgeo.editing.properties import FACTOR_DEFAULTS, EditProperties, edit_statistics, evaluate, factor_directions
+from diffgeo.models.zoo import entry
+from diffgeo.readers import get_reader
 
 __all__ = ["asyrp_properties", "property_claims", "threshold_verdict", "homogeneity", "linearity_r2",
            "composition_ratio", "robustness_drop", "timestep_cosine", "RULES", "BOUNDS", "SENTENCES"]
@@ -103,7 +109,6 @@ def linearity_r2(strengths: torch.Tensor, change: torch.Tensor, idx: torch.Tenso
     >>> linearity_r2(s, torch.tensor([[-1., -1.], [0., 0.], [1., 1.]]), torch.arange(2))
     1.0
     """
-    from ..edit_properties import edit_statistics
 
     c = change[:, idx].double()
     return edit_statistics(strengths, c, {}, torch.ones(c.shape, dtype=torch.bool))["r2"]
@@ -156,11 +161,11 @@ def _tensor(x: Any) -> torch.Tensor:
 
 def property_claims(table: Any, *, x_table: Any = None, source: str = "", n_boot: int = 1000,
                     seed: int = 0) -> list[Claim]:
-    """Claims 7a-7e of one h-space :class:`~diffgeo.edit_properties.EditProperties` (with per-sample
+    """Claims 7a-7e of one h-space :class:`~diffgeo.editing.properties.EditProperties` (with per-sample
     reads); ``x_table``: the x-space table of the same factor, whose value is given in each note
     for comparison; ``source``: where the table came from (said in each note).
 
-    >>> from diffgeo.edit_properties import EditProperties
+    >>> from diffgeo.editing.properties import EditProperties
     >>> n = 10
     >>> t = EditProperties("toy", "h", "colour", "blue", [-1.0, 0.0, 1.0], [-1., 0., 1.], [0.] * 3, 1.0, 1.0,
     ...     True, {}, [1.] * 3, n, 5, 500, per_sample={"change": [[-1.] * n, [0.] * n, [1.] * n],
@@ -259,7 +264,6 @@ def property_claims(table: Any, *, x_table: Any = None, source: str = "", n_boot
 def _saved_tables(model: str, folders: Sequence[Path], fingerprint: str | None = None) -> list[tuple[Any, Any, Path]]:
     """The saved (h table, x table or None, path) of ``model`` in the first folder holding any; with
     ``fingerprint``, only tables measured on exactly those weights (others are stale and skipped)."""
-    from ..edit_properties import EditProperties
 
     for folder in folders:
         hs = sorted(Path(folder).glob(f"edit_properties_{model}_*_h.json"))
@@ -286,7 +290,6 @@ def _saved_tables(model: str, folders: Sequence[Path], fingerprint: str | None =
 
 def _tagged(table: Any, claims: list[Claim]) -> list[Claim]:
     """Claim ids made unique per table: ``7a colour->blue``."""
-    from dataclasses import replace
 
     return [replace(c, id=f"{c.id} {table.factor}->{table.target}") for c in claims]
 
@@ -300,7 +303,7 @@ def asyrp_properties(model: str, *, fast: bool = True, progress: bool = False,
     the first folder holding any measured on the model's current weights (the fingerprint in the
     table's meta) is used and named in each claim's note; stale tables are skipped with a warning. Without saved tables:
     ``fast`` computes one small table (the model's first factor of
-    :data:`diffgeo.edit_properties.FACTOR_DEFAULTS` its reader reads, n=8, 5 steps: about a minute
+    :data:`diffgeo.editing.properties.FACTOR_DEFAULTS` its reader reads, n=8, 5 steps: about a minute
     here, wide intervals), the full preset n=64, 20 steps for every such factor; a model without
     a reader gets a skipped claim with the reason.
 
@@ -311,8 +314,6 @@ def asyrp_properties(model: str, *, fast: bool = True, progress: bool = False,
     folders = [Path("figures")] if tables is None else (
         [Path(tables)] if isinstance(tables, (str, Path)) else [Path(f) for f in tables])
     try:
-        from ..sweep import model_fingerprint
-        from ._common import load_model
 
         fingerprint = model_fingerprint(load_model(model))
     except (ValueError, OSError, KeyError):
@@ -325,17 +326,13 @@ def asyrp_properties(model: str, *, fast: bool = True, progress: bool = False,
                                                   source=f"read from the saved table {path} (not recomputed)"))
         return claims
     try:
-        from ..edit_properties import FACTOR_DEFAULTS, evaluate, factor_directions
-        from ..readers import get_reader
-        from ..zoo import entry
-        from ._common import load_model
 
         m = load_model(model)
         reader = entry(m).reader
     except (ValueError, OSError, KeyError) as err:
         return [skipped_claim("7", "asyrp", model, SENTENCE, f"no saved property table and no model to measure: {err}")]
     if reader is None:
-        return [skipped_claim("7", "asyrp", model, SENTENCE, f"no reader is registered for {model} in diffgeo.zoo, "
+        return [skipped_claim("7", "asyrp", model, SENTENCE, f"no reader is registered for {model} in diffgeo.models.zoo, "
                               "so an edit's effect cannot be read; no saved table in "
                               f"{', '.join(map(str, folders))}")]
     classes = get_reader(reader).classes

@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
-from ..sweep import model_fingerprint, sweep
-from ._common import Preset, bases_along, load_model
+from diffgeo.analyses._common import Preset, bases_along, load_model
+from diffgeo.core.sweep import model_fingerprint, sweep
+from diffgeo.sampling.ddim import ddim_timesteps
 
 __all__ = ["TrajectoryBases", "trajectory_bases", "collect_bases"]
 
@@ -23,12 +24,11 @@ def trajectory_bases(model: str, sample: int, steps: int, ts: list[int], k: int,
                      prompt: str | None = None, branch: str = "cond") -> dict[str, Any]:
     """Sample ``seed + sample`` (DDIM, ``steps``, conditional branch of ``prompt`` at guidance 1) and its
     bases at ``ts`` under ``branch``: v (T, k, *x_shape), s (T, k), x (T, *x_shape), n_products (T,)."""
-    import diffgeo
 
     m = load_model(model)
     kw = {"prompt": prompt} if m.is_conditional else {}
     with torch.no_grad():
-        traj = diffgeo.sample(m, 1, steps=steps, seed=seed + sample, progress=False, **kw)
+        traj = sample(m, 1, steps=steps, seed=seed + sample, progress=False, **kw)
     map_kw = {"prompt": prompt, "branch": branch} if m.is_conditional else {}
     bases = bases_along(m, traj, ts, k, tol=tol, seed=seed, **map_kw)
     return {"v": torch.stack([b.v for b in bases]), "s": torch.stack([b.s for b in bases]),
@@ -77,10 +77,9 @@ def collect_bases(model: str, preset: Preset, *, cache: str | Path | None = None
     >>> tb.v.shape[:3], tb.ts
     (torch.Size([1, 2, 1]), [750, 0])
     """
-    import diffgeo
 
     m = load_model(model)
-    grid = [int(t) for t in diffgeo.ddim_timesteps(m, preset.steps)]
+    grid = [int(t) for t in ddim_timesteps(m, preset.steps)]
     ts = preset.timesteps(grid)
     common = {"model": model, "steps": preset.steps, "ts": ts, "k": preset.k, "tol": preset.tol, "seed": seed,
               "prompt": prompt, "branch": branch}

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..geometry import spectral_centroid
-from ._common import SIGN_RULE, Claim, bootstrap_ci, sign_verdict
-from .bases import TrajectoryBases
+from diffgeo.analyses._common import SIGN_RULE, Claim, bootstrap_ci, sign_verdict
+from diffgeo.analyses.bases import TrajectoryBases
+from diffgeo.geometry.subspaces import spectral_centroid
 
 __all__ = ["CoarseToFine", "coarse_to_fine"]
 

@@ -1,5 +1,5 @@
 """Analysis 6: curvedness of segments between pairs of samples (Park et al., arXiv 2302.12469), for
-every definition in :func:`diffgeo.curvedness`, against a flat baseline.
+every definition in :func:`curvedness`, against a flat baseline.
 
 The flat baseline of a segment is the map's rank-k linearisation at the segment's midpoint,
 ``x -> S V^T (x - x_mid)`` (its top-k singular values and vectors there): an affine map, for which
@@ -15,8 +15,11 @@ from typing import Any
 
 import torch
 
-from ..sweep import model_fingerprint, sweep
-from ._common import SIGN_RULE, Claim, Preset, bootstrap_ci, load_model, sign_verdict
+from diffgeo.analyses._common import SIGN_RULE, Claim, Preset, bootstrap_ci, load_model, sign_verdict
+from diffgeo.core.sweep import model_fingerprint, sweep
+from diffgeo.geometry.pullback import local_basis
+from diffgeo.geometry.subspaces import curvedness
+from diffgeo.sampling.ddim import ddim_timesteps, sample
 
 __all__ = ["Curvedness", "segment_curvedness", "DEFINITIONS"]
 
@@ -44,18 +47,17 @@ def curvedness_pair(model: str, pair: int, steps: int, t: int, k: int, n_points:
                     ) -> dict[str, Any]:
     """Curvedness of the segment between samples ``seed + 2 pair`` and ``seed + 2 pair + 1`` at t, and of
     its flat baseline: {definition: value, "flat_" + definition: value}."""
-    import diffgeo
 
     m = load_model(model)
     with torch.no_grad():
-        traj = diffgeo.sample(m, 2, steps=steps, seed=seed + 1000 + pair, progress=False)
+        traj = sample(m, 2, steps=steps, seed=seed + 1000 + pair, progress=False)
     grid = [int(s) for s in traj.timesteps]
     xa, xb = traj.xs[grid.index(t), 0], traj.xs[grid.index(t), 1]
-    c = diffgeo.curvedness(m, xa, xb, t, k=k, n_points=n_points, tol=tol, seed=seed, progress=False)
+    c = curvedness(m, xa, xb, t, k=k, n_points=n_points, tol=tol, seed=seed, progress=False)
     mid = (xa.double() + 0.5 * (xb - xa).double()).to(xa.dtype)
-    b = diffgeo.local_basis(m, mid, t, k, tol=tol, seed=seed, progress=False)
+    b = local_basis(m, mid, t, k, tol=tol, seed=seed, progress=False)
     flat = _Flat(b.v, b.s, mid)
-    f = diffgeo.curvedness(flat, xa.double(), xb.double(), None, k=k, n_points=n_points, method="exact",
+    f = curvedness(flat, xa.double(), xb.double(), None, k=k, n_points=n_points, method="exact",
                            progress=False)
     out = {name: float(getattr(c, name)) for name in DEFINITIONS}
     out.update({f"flat_{name}": float(getattr(f, name)) for name in DEFINITIONS})
@@ -76,10 +78,9 @@ class Curvedness:
 def segment_curvedness(model: str, preset: Preset, *, cache: str | Path | None = None, client: Any = None,
                        seed: int = 0, progress: bool = True) -> Curvedness:
     """Claims 6a-6c: curvedness of ``preset.n_pairs`` segments between samples at the middle timestep."""
-    import diffgeo
 
     m = load_model(model)
-    grid = [int(s) for s in diffgeo.ddim_timesteps(m, preset.steps)]
+    grid = [int(s) for s in ddim_timesteps(m, preset.steps)]
     t = grid[len(grid) // 2]
     points = [{"model": model, "pair": i, "steps": preset.steps, "t": t, "k": preset.k, "n_points": preset.n_points,
                "tol": preset.tol, "seed": seed} for i in range(preset.n_pairs)]

@@ -5,7 +5,7 @@ The heatmap is the Grassmann distance between a trajectory's bases at every pair
 over samples. The claim's number is the energy a basis vector found at t keeps in the basis at
 t' (``mean_i ||V(t') v_i(t)||^2``, the mean squared cosine of the principal angles), over pairs at
 least two grid positions apart. The second half of the reader's question (how far an edit along
-a direction found at t works at t') needs ``diffgeo.editing``; :func:`edit_transfer_status` says
+a direction found at t works at t') needs ``diffgeo.editing.edits``; :func:`edit_transfer_status` says
 whether it can run.
 """
 
@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ._common import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Claim, bootstrap_ci
-from .bases import TrajectoryBases
+from diffgeo.analyses._common import (INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Claim, bootstrap_ci, load_model,
+                                      skipped_claim)
+from diffgeo.analyses.bases import TrajectoryBases
+from diffgeo.editing.edits import edit_x
 
 __all__ = ["Discrepancy", "discrepancy", "edit_transfer_status"]
 
@@ -60,12 +62,12 @@ class Discrepancy:
 
 def edit_transfer_status() -> str:
     """Whether the edit-transfer half of analysis 4 can run here, as a sentence."""
-    if importlib.util.find_spec("diffgeo.editing") is None:
-        return ("skipped: diffgeo.editing does not exist in this build, so an edit along a direction found at t "
+    if importlib.util.find_spec("diffgeo.editing.edits") is None:
+        return ("skipped: diffgeo.editing.edits does not exist in this build, so an edit along a direction found at t "
                 "cannot be applied at t'; the heatmap measures the subspaces only")
-    editing = importlib.import_module("diffgeo.editing")
+    editing = importlib.import_module("diffgeo.editing.edits")
     if not callable(getattr(editing, "edit_x", None)):
-        return "skipped: diffgeo.editing has no edit_x; the heatmap measures the subspaces only"
+        return "skipped: diffgeo.editing.edits has no edit_x; the heatmap measures the subspaces only"
     return "ran"
 
 
@@ -75,14 +77,11 @@ EDIT_STRENGTH = 0.1  # step size of the edit, as a fraction of sqrt(dim x) (the 
 def edit_transfer(tb: TrajectoryBases, *, progress: bool = False) -> torch.Tensor | None:
     """How far the edit along v_1 found at t_i works at t_j: (N, T, T) ratio of the change in the final
     image when x_{t_j} is moved by ``EDIT_STRENGTH sqrt(n)`` along v_1(t_i) to the change along v_1(t_j)
-    itself (1 on the diagonal). None when diffgeo.editing is not available or the points were not kept.
+    itself (1 on the diagonal). None when diffgeo.editing.edits is not available or the points were not kept.
     """
     if tb.x is None or tb.steps is None or edit_transfer_status() != "ran":
         return None
-    import diffgeo
-    from diffgeo.editing import edit_x
 
-    from ._common import load_model
 
     m = load_model(tb.model)
     n, t_count = tb.v.shape[:2]
@@ -126,7 +125,6 @@ def discrepancy(tb: TrajectoryBases, *, edits: bool = True) -> Discrepancy:
         value, lo, hi = bootstrap_ci(n, lambda idx: float(cos2[idx][:, far].mean()))
         claim = Claim("4", "discrepancy", tb.model, SENTENCE, STATISTIC, value, lo, hi, n, RULE, _verdict(lo, hi))
     else:
-        from ._common import skipped_claim
 
         claim = skipped_claim("4", "discrepancy", tb.model, SENTENCE, "needs at least 3 timesteps per trajectory")
     transfer = edit_transfer(tb) if edits else None

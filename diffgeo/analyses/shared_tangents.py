@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ._common import SIGN_RULE, Claim, DistanceBand, bootstrap_ci, sign_verdict, skipped_claim
-from .bases import TrajectoryBases
+from diffgeo.analyses._common import SIGN_RULE, Claim, DistanceBand, bootstrap_ci, sign_verdict, skipped_claim
+from diffgeo.analyses.bases import TrajectoryBases
+from diffgeo.data.digits import load_digits_images
+from diffgeo.data.shapes import make_scenes
 
 __all__ = ["SharedTangents", "shared_tangents", "DatasetComplexity", "dataset_complexity", "data_complexity"]
 
@@ -86,11 +88,9 @@ def data_complexity(model: str, n: int = 512) -> float | None:
     if kind is None:
         return None
     if kind == "digits":
-        from ..data.digits import load_digits_images
 
         x = load_digits_images().images[:n]
     else:
-        from ..data.shapes import make_scenes
 
         x = make_scenes(n, seed=0).images
     x = x.reshape(x.shape[0], -1).double()

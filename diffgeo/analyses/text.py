@@ -17,9 +17,13 @@ from typing import Any
 
 import torch
 
-from ..sweep import model_fingerprint, sweep
-from ._common import SIGN_RULE, Claim, DistanceBand, Preset, bootstrap_ci, load_model, sign_verdict, skipped_claim
-from .bases import TrajectoryBases
+from diffgeo.analyses._common import (SIGN_RULE, Claim, DistanceBand, Preset, bootstrap_ci, load_model, sign_verdict,
+                                      skipped_claim)
+from diffgeo.analyses.bases import TrajectoryBases
+from diffgeo.core.sweep import model_fingerprint, sweep
+from diffgeo.data.shapes import COLOUR_RGB, COLOURS, SHAPES
+from diffgeo.geometry.pullback import local_basis
+from diffgeo.sampling.ddim import ddim_timesteps, sample
 
 __all__ = ["PromptGeometry", "prompt_geometry", "CondUncond", "cond_uncond", "GuidanceArtefact",
            "guidance_artefact", "text_applicable", "PROMPTS", "EDIT_PROMPT"]
@@ -82,16 +86,15 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 def prompt_bases(model: str, sample: int, steps: int, t: int, prompts: list[str], k: int, tol: float, seed: int
                  ) -> dict[str, Any]:
     """Bases at one x_t (sample ``seed + sample``, empty prompt, at t) under each prompt: v (P, k, *x_shape)."""
-    import diffgeo
 
     m = load_model(model)
     with torch.no_grad():
-        traj = diffgeo.sample(m, 1, steps=steps, seed=seed + sample, progress=False)
+        traj = sample(m, 1, steps=steps, seed=seed + sample, progress=False)
     grid = [int(s) for s in traj.timesteps]
     x = traj.xs[grid.index(t), 0]
     out, prev = [], None
     for p in prompts:  # each warm-started from the previous prompt's basis at the same point
-        prev = diffgeo.local_basis(m, x, t, k, prompt=p, tol=tol, seed=seed, progress=False, init=prev)
+        prev = local_basis(m, x, t, k, prompt=p, tol=tol, seed=seed, progress=False, init=prev)
         out.append(prev.v)
     return {"v": torch.stack(out)}
 
@@ -116,11 +119,10 @@ def prompt_geometry(model: str, preset: Preset, *, cache: str | Path | None = No
     why = text_applicable(model)
     if why is not None:
         return skipped_claim("5a", "text", model, SENTENCE_A, why)
-    import diffgeo
 
     m = load_model(model)
     prompts = PROMPTS.get(model, GENERIC_PROMPTS)[: preset.n_prompts]
-    grid = [int(s) for s in diffgeo.ddim_timesteps(m, preset.steps)]
+    grid = [int(s) for s in ddim_timesteps(m, preset.steps)]
     t = grid[len(grid) // 2]
     n_points = max(2, preset.n_samples // 2)
     points = [{"model": model, "sample": i, "steps": preset.steps, "t": t, "prompts": prompts, "k": preset.k,
@@ -181,22 +183,19 @@ def cond_uncond(cond: TrajectoryBases, uncond: TrajectoryBases) -> CondUncond:
 
 def guidance_samples(model: str, steps: int, n: int, guidance: float, seed: int) -> dict[str, Any]:
     """n shapes-text samples at one guidance scale (raw guided eps), prompts 'a {colour} {shape}' cycling."""
-    import diffgeo
-    from ..data.shapes import COLOURS, SHAPES
 
     m = load_model(model)
     pairs = list(itertools.product(range(len(COLOURS)), range(len(SHAPES))))
     colour = [pairs[i % len(pairs)][0] for i in range(n)]
     prompts = [f"a {COLOURS[c]} {SHAPES[pairs[i % len(pairs)][1]]}" for i, c in enumerate(colour)]
     with torch.no_grad():
-        x = diffgeo.sample(m, n, steps=steps, seed=seed, prompt=prompts, guidance_scale=guidance,
+        x = sample(m, n, steps=steps, seed=seed, prompt=prompts, guidance_scale=guidance,
                            progress=False).result
     return {"images": x, "colour": colour}
 
 
 def _complement_chroma(images: torch.Tensor, colour: list[int]) -> torch.Tensor:
     """(N,) mean border chroma along the complement of each image's named colour."""
-    from ..data.shapes import COLOUR_RGB
 
     border = torch.ones(images.shape[-2:], dtype=torch.bool)
     border[2:-2, 2:-2] = False

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .shapes import COLOURS, RANGES, SHAPES, Factors
+from diffgeo.data.shapes import COLOURS, RANGES, SHAPES, Factors
 
 __all__ = ["SHAPE_WORDS", "COLOUR_WORDS", "Captions", "make_captions", "caption_one", "canonical_caption",
            "parse_caption"]

@@ -6,9 +6,9 @@ A reader turns images into the factors a prompt can name: ``reader.read(images)`
 ``reader.classes`` names the classes of each factor, ``reader.image_shape`` is the (C, H, W) it
 reads and ``reader.accuracy`` its own held-out accuracy (None where not measured).
 
-Readers: ``"shapes"`` (the attribute probe of :mod:`diffgeo.probe`: shape and colour, and
+Readers: ``"shapes"`` (the attribute probe of :mod:`diffgeo.readers.probe`: shape and colour, and
 validity by re-rendering) and ``"digits"`` (a classifier of the real UCI digits,
-:mod:`diffgeo.readers.digits`). Each model's reader is named in :mod:`diffgeo.zoo`. Another reader
+:mod:`diffgeo.readers.digits`). Each model's reader is named in :mod:`diffgeo.models.zoo`. Another reader
 (e.g. CLIP zero-shot over the class names, for models without a synthetic data set) registers
 with one line in :data:`READERS`.
 
@@ -22,34 +22,23 @@ with one line in :data:`READERS`.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Callable
 
 import torch
 
-__all__ = ["Reader", "READERS", "get_reader"]
+from diffgeo.readers.base import Reader, check_images
+from diffgeo.readers.digits import digit_classifier
+from diffgeo.readers.shapes import shapes_reader
 
-
-@runtime_checkable
-class Reader(Protocol):
-    """Images (N, *image_shape) in [-1, 1] -> {factor: (N,) int64} (+ ``"valid"``: (N,) bool)."""
-
-    name: str
-    classes: Mapping[str, Sequence[str]]
-    image_shape: tuple[int, ...]
-    accuracy: float | None
-
-    def read(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        ...
+__all__ = ["Reader", "READERS", "get_reader", "check_images"]
 
 
 def _shapes() -> Reader:
-    from .shapes import shapes_reader
 
     return shapes_reader()
 
 
 def _digits() -> Reader:
-    from .digits import digit_classifier
 
     return digit_classifier()
 
@@ -67,15 +56,3 @@ def get_reader(name: str) -> Reader:
     if name not in READERS:
         raise ValueError(f"unknown reader {name!r}: known readers are {', '.join(sorted(READERS))}")
     return READERS[name]()
-
-
-def check_images(reader: Reader, images: torch.Tensor) -> torch.Tensor:
-    """Images (N, *reader.image_shape) as float32 on the CPU, or a ValueError naming the shape.
-
-    >>> check_images(get_reader("digits"), torch.zeros(2, 1, 16, 16)).shape
-    torch.Size([2, 1, 16, 16])
-    """
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != reader.image_shape:
-        raise ValueError(f"the {reader.name} reader takes images (N, {', '.join(map(str, reader.image_shape))}) in "
-                         f"[-1, 1], got {getattr(images, 'shape', type(images).__name__)}")
-    return images.detach().float().cpu()

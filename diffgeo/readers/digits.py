@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import digits as digits_data
-from . import check_images
+import diffgeo.data.digits as digits_data
+from diffgeo.readers.base import check_images
 
 __all__ = ["DigitClassifier", "digit_classifier", "to_classifier_input", "CLASSIFIER_SEED",
            "CLASSIFIER_TEST_FRACTION"]

@@ -1,5 +1,5 @@
-"""The shapes reader: the attribute probe (:mod:`diffgeo.probe`) reads shape, colour and size, and
-an image is valid when re-rendering the factors it reads reproduces it (:func:`diffgeo.probe.validity`).
+"""The shapes reader: the attribute probe (:mod:`diffgeo.readers.probe`) reads shape, colour and size, and
+an image is valid when re-rendering the factors it reads reproduces it (:func:`diffgeo.readers.probe.validity`).
 
 Size is continuous in the data (half-extent 5..9 px); the reader bins the probe's regression
 into :data:`SIZES` (``small`` < 6.33 <= ``medium`` < 7.67 <= ``large``, equal thirds of the range;
@@ -19,8 +19,9 @@ from functools import lru_cache
 
 import torch
 
-from ..data.shapes import COLOURS, RESOLUTION, SHAPES
-from . import check_images
+from diffgeo.data.shapes import COLOURS, RESOLUTION, SHAPES
+from diffgeo.readers.base import check_images
+from diffgeo.readers.probe import load_probe, validity
 
 __all__ = ["ShapesReader", "shapes_reader", "SIZES", "SIZE_EDGES"]
 
@@ -49,7 +50,6 @@ class ShapesReader:
 
     def read(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """{"shape", "colour", "size": (N,) int64, "valid": (N,) bool} of images (N, 3, 32, 32) in [-1, 1]."""
-        from ..probe import validity
 
         val = validity(check_images(self, images), probe=self.probe)
         size = torch.bucketize(val.factors.size.float(), torch.tensor(SIZE_EDGES))
@@ -63,6 +63,5 @@ def shapes_reader() -> ShapesReader:
     >>> shapes_reader() is shapes_reader(), shapes_reader().image_shape
     (True, (3, 32, 32))
     """
-    from ..probe import load_probe
 
     return ShapesReader(load_probe())

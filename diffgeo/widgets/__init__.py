@@ -2,7 +2,7 @@
 
 Each dashboard is a *state* object that computes and caches (no widgets inside, usable and
 testable from plain Python) plus a thin ipywidgets front end that reads the controls, asks the
-state for a view and draws it with the ``draw_*`` functions of :mod:`diffgeo.plotting`:
+state for a view and draws it with the ``draw_*`` functions of :mod:`diffgeo.viz.draw`:
 
 - :func:`tangent_dashboard` / :class:`TangentState`: local bases over the timesteps of a
   sampling path: basis vectors as images, their power spectra, distances to other samples' bases
@@ -27,7 +27,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from ._core import DASHBOARD_THREADS, Memo, figure_png, torch_threads
+from diffgeo.widgets._core import DASHBOARD_THREADS, Memo, figure_png, torch_threads
 
 __all__ = ["DASHBOARD_THREADS", "Memo", "figure_png", "torch_threads",
            "TraversalState", "traversal_dashboard", "TangentState", "tangent_dashboard",

@@ -24,6 +24,9 @@ from typing import Any, Callable, Hashable, Iterator
 
 import torch
 
+from diffgeo.models.loading import load
+from diffgeo.sampling.ddim import sample
+
 __all__ = ["Memo", "torch_threads", "figure_png", "DASHBOARD_THREADS", "Stages"]
 
 #: Torch threads for dashboard callbacks, chosen by measurement (benchmarks/bench_widgets.py):
@@ -86,7 +89,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
 def figure_png(draw: Callable[[Any], None], *, size: tuple[float, float] = (6.0, 3.0), dpi: int = 100) -> bytes:
     """PNG bytes of a figure of ``size`` inches drawn by ``draw(fig)`` (Agg canvas, no pyplot).
 
-    >>> from diffgeo.plotting import draw_curves
+    >>> from diffgeo.viz.draw import draw_curves
     >>> png = figure_png(lambda fig: draw_curves(fig.subplots(), [0, 1], {"a": [0, 1]}, xlabel="x", ylabel="y"))
     >>> png[:4]
     b'\\x89PNG'
@@ -114,7 +117,6 @@ def state_for(state_cls: Callable[..., Any], model: Any, state: Any, kwargs: dic
     if state is not None:
         return state
     if model is None:
-        from ..loading import load
 
         model = load(default_model)
     return state_cls(model, **kwargs)
@@ -131,11 +133,10 @@ class SampledPath:
 
     def trajectory(self) -> Any:
         """The memoised trajectory: xs (steps + 1, n, *x_shape)."""
-        import diffgeo
 
         def compute() -> Any:
             with torch.no_grad():
-                return diffgeo.sample(self.model, self.n, steps=self.steps, seed=self.seed, prompt=self.prompt,
+                return sample(self.model, self.n, steps=self.steps, seed=self.seed, prompt=self.prompt,
                                       guidance_scale=self.guidance_scale, progress=False)
 
         return self.memo.get("trajectory", compute)

@@ -1,4 +1,4 @@
-"""What a model's reader (:mod:`diffgeo.readers`, named by the registry :mod:`diffgeo.zoo`) sees
+"""What a model's reader (:mod:`diffgeo.readers`, named by the registry :mod:`diffgeo.models.zoo`) sees
 in generated images, as short captions for the dashboards: the class of each factor it reads
 (shape and colour for the shapes models, the digit for ``digits``), and a red frame on images it
 calls invalid. Models without a reader get no captions.
@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from diffgeo.models.zoo import entry
+from diffgeo.readers import get_reader
 
 __all__ = ["readout"]
 
@@ -24,8 +27,6 @@ def readout(model: Any, images: torch.Tensor) -> tuple[list[str] | None, list[bo
     >>> len(captions), marks
     (2, [False, False])
     """
-    from ..readers import get_reader
-    from ..zoo import entry
 
     name = entry(model).reader
     if name is None:

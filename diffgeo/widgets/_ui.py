@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any, Iterable, Iterator
 
-from ._core import DASHBOARD_THREADS, torch_threads
+from diffgeo.widgets._core import DASHBOARD_THREADS, torch_threads
 
 log = logging.getLogger("diffgeo.widgets")
 

@@ -1,6 +1,6 @@
 """Curvedness between two samples: the straight segment x_a -> x_b at one timestep, what its
 points denoise to, how much the tangent space (local basis of x_t -> h) turns along it, and the
-three curvedness values of :func:`diffgeo.curvedness` against a *flat floor*.
+three curvedness values of :func:`curvedness` against a *flat floor*.
 
 The flat floor is what a flat map would read with the same k and tolerance: the Grassmann
 distance between two local bases of the same point computed from different random starts (the
@@ -8,7 +8,7 @@ solver's own noise). A segment's step-to-step rotation at the floor is indisting
 flat; its rotation per unit length is compared with ``(n_points - 1) * floor / chord``.
 
 >>> import diffgeo
->>> state = CurvednessState(diffgeo.load("shapes"), n=2, steps=4, k=2, n_points=3)
+>>> state = CurvednessState(load("shapes"), n=2, steps=4, k=2, n_points=3)
 >>> state.timesteps
 [750, 500, 250]
 """
@@ -20,7 +20,12 @@ from typing import Any, Callable
 
 import torch
 
-from ._core import Memo, SampledPath, figure_png, state_for
+from diffgeo.geometry.pullback import local_basis
+from diffgeo.geometry.subspaces import curvedness, grassmann_distance
+from diffgeo.sampling.ddim import ddim_timesteps, denoise
+from diffgeo.viz.draw import draw_curves, draw_images
+from diffgeo.widgets._core import Memo, SampledPath, figure_png, state_for
+from diffgeo.widgets._ui import Dashboard, slider, widgets
 
 __all__ = ["CurvednessState", "CurvednessView", "curvedness_dashboard", "draw_curvedness_view"]
 
@@ -29,7 +34,7 @@ Report = Callable[[int, int, str], None]
 
 @dataclass(frozen=True)
 class CurvednessView:
-    """a, b, t; curvedness (a :class:`diffgeo.Curvedness`); segment (P, *x_shape): the clean
+    """a, b, t; curvedness (a :class:`Curvedness`); segment (P, *x_shape): the clean
     images the P points of the segment denoise to; floor: the per-step flat floor (radians);
     floor_rotation: the rotation per unit length a flat map would read."""
 
@@ -48,7 +53,6 @@ class CurvednessState(SampledPath):
 
     def __init__(self, model: Any, *, n: int = 4, seed: int = 0, steps: int = 10, k: int = 4, n_points: int = 5,
                  tol: float = 1e-4):
-        from ..sampling import ddim_timesteps
 
         for name, value in (("n", n), ("steps", steps), ("k", k)):
             if not isinstance(value, int) or value < 1:
@@ -61,24 +65,22 @@ class CurvednessState(SampledPath):
 
     def floor(self, t: int, i: int) -> float:
         """Grassmann distance between two local bases of sample i at t from different starts."""
-        import diffgeo
 
         def compute() -> float:
             x = self.x_t(t, i)
-            b0, b1 = (diffgeo.local_basis(self.model, x, t, self.k, tol=self.tol, seed=s, progress=False) for s in (0, 1))
-            return diffgeo.grassmann_distance(b0, b1)
+            b0, b1 = (local_basis(self.model, x, t, self.k, tol=self.tol, seed=s, progress=False) for s in (0, 1))
+            return grassmann_distance(b0, b1)
 
         return self.memo.get(("floor", t, i), compute)
 
     def view(self, *, a: int, b: int, t: int, progress: Report | None = None) -> CurvednessView:
-        import diffgeo
 
         if a == b:
             raise ValueError(f"pick two different samples (a and b are both {a})")
         xa, xb = self.x_t(t, a), self.x_t(t, b)
         if progress:
             progress(0, 3, "curvedness")
-        c = self.memo.get(("curvedness", a, b, t), lambda: diffgeo.curvedness(
+        c = self.memo.get(("curvedness", a, b, t), lambda: curvedness(
             self.model, xa, xb, t, k=self.k, n_points=self.n_points, tol=self.tol, progress=False))
         if progress:
             progress(1, 3, "flat floor")
@@ -89,7 +91,7 @@ class CurvednessState(SampledPath):
         def segment() -> torch.Tensor:
             s = torch.linspace(0, 1, self.n_points).view(-1, *[1] * (xa.dim() - 1)).to(xa)
             with torch.no_grad():
-                return diffgeo.denoise(self.model, xa + s * (xb - xa), t, steps=self.steps, progress=False).result
+                return denoise(self.model, xa + s * (xb - xa), t, steps=self.steps, progress=False).result
 
         seg = self.memo.get(("segment", a, b, t), segment)
         return CurvednessView(a, b, t, c, seg, floor, (self.n_points - 1) * floor / c.chord_x)
@@ -98,7 +100,6 @@ class CurvednessState(SampledPath):
 def draw_curvedness_view(fig: Any, view: CurvednessView, part: str) -> None:
     """``"segment"``: the denoised points of the segment; ``"profile"``: the rotation between
     consecutive tangent spaces along the segment against the flat floor, and the three values."""
-    from ..plotting import draw_curves, draw_images
 
     c = view.curvedness
     if part == "segment":
@@ -121,7 +122,6 @@ def draw_curvedness_view(fig: Any, view: CurvednessView, part: str) -> None:
 def curvedness_dashboard(model: Any = None, *, state: CurvednessState | None = None, **state_kwargs: Any) -> Any:
     """Two sample pickers and a timestep slider over a :class:`CurvednessState` (``model``
     default: embedded ``shapes``)."""
-    from ._ui import Dashboard, slider, widgets
 
     state = state_for(CurvednessState, model, state, state_kwargs)
 

@@ -7,7 +7,7 @@ from the other samples' bases at the same t and from its own basis at other time
 :func:`tangent_dashboard` is the ipywidgets front end (timestep slider, sample picker).
 
 >>> import diffgeo
->>> state = TangentState(diffgeo.load("shapes"), n=2, steps=4, k=2)
+>>> state = TangentState(load("shapes"), n=2, steps=4, k=2)
 >>> state.timesteps
 [750, 500, 250, 0]
 """
@@ -19,7 +19,12 @@ from typing import Any, Callable
 
 import torch
 
-from ._core import Memo, SampledPath, Stages, figure_png, state_for
+from diffgeo.geometry.pullback import local_basis
+from diffgeo.geometry.subspaces import grassmann_distance, radial_power_spectrum
+from diffgeo.sampling.ddim import ddim_timesteps
+from diffgeo.viz.draw import draw_curves, draw_images, draw_scatter, draw_spectra
+from diffgeo.widgets._core import Memo, SampledPath, Stages, figure_png, state_for
+from diffgeo.widgets._ui import Dashboard, slider, widgets
 
 __all__ = ["TangentState", "TangentView", "tangent_dashboard", "draw_tangent"]
 
@@ -51,7 +56,6 @@ class TangentState(SampledPath):
 
     def __init__(self, model: Any, *, n: int = 4, seed: int = 0, steps: int = 10, k: int = 4,
                  prompt: str | None = None, guidance_scale: float | None = None, basis_seed: int = 0, tol: float = 1e-3):
-        from ..sampling import ddim_timesteps
 
         for name, value in (("n", n), ("steps", steps), ("k", k)):
             if not isinstance(value, int) or value < 1:
@@ -62,10 +66,9 @@ class TangentState(SampledPath):
         self.timesteps: list[int] = [int(t) for t in ddim_timesteps(model, steps)]
 
     def basis(self, t: int, sample: int) -> Any:
-        import diffgeo
 
         x = self.x_t(t, sample)
-        return self.memo.get(("basis", t, sample), lambda: diffgeo.local_basis(
+        return self.memo.get(("basis", t, sample), lambda: local_basis(
             self.model, x, t, self.k, prompt=self.prompt, seed=self.basis_seed, tol=self.tol, progress=False))
 
     def _bases(self, keys: list[tuple[int, int]], progress: Report | None) -> list[Any]:
@@ -82,18 +85,17 @@ class TangentState(SampledPath):
         """The basis of ``sample`` at ``t`` with its spectra; with ``compare`` also the distances
         to every other sample at t and to the same sample at every other timestep (bases that
         are not cached yet are computed, with progress reports)."""
-        import diffgeo
 
         b = self._bases([(t, sample)], progress)[0]
-        freqs, power = diffgeo.radial_power_spectrum(b)
+        freqs, power = radial_power_spectrum(b)
         to_samples: dict[int, float] = {}
         over_t: dict[int, float] = {}
         if compare:
             others = [(t, j) for j in range(self.n) if j != sample]
             times = [(u, sample) for u in self.timesteps if u != t]
             bases = self._bases(others + times, progress)
-            to_samples = {j: diffgeo.grassmann_distance(b, o) for (_, j), o in zip(others, bases)}
-            over_t = {u: diffgeo.grassmann_distance(b, o) for (u, _), o in zip(times, bases[len(others):])}
+            to_samples = {j: grassmann_distance(b, o) for (_, j), o in zip(others, bases)}
+            over_t = {u: grassmann_distance(b, o) for (u, _), o in zip(times, bases[len(others):])}
             over_t[t] = 0.0
         return TangentView(t, sample, b.v, b.s, freqs, power, self.trajectory().result[sample:sample + 1],
                            to_samples, dict(sorted(over_t.items(), reverse=True)))
@@ -102,8 +104,7 @@ class TangentState(SampledPath):
 def draw_tangent(fig: Any, view: TangentView, part: str) -> None:
     """Draw one part of a view: ``"basis"`` (the sample and its basis vectors, each scaled to its
     largest entry), ``"spectra"`` or ``"distances"``, with the ``draw_*`` functions of
-    :mod:`diffgeo.plotting`."""
-    from ..plotting import draw_curves, draw_images, draw_scatter, draw_spectra
+    :mod:`diffgeo.viz.draw`."""
 
     k = view.v.shape[0]
     if part == "basis":
@@ -134,7 +135,6 @@ def tangent_dashboard(model: Any = None, *, state: TangentState | None = None, c
     """Timestep slider, sample picker and a 'compare' switch (initial value ``compare``: the
     distances to other samples and timesteps, which need all their bases) over a
     :class:`TangentState` (``model`` default: embedded ``shapes``)."""
-    from ._ui import Dashboard, slider, widgets
 
     state = state_for(TangentState, model, state, state_kwargs)
 

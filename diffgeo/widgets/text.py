@@ -11,7 +11,7 @@ every prompt gives from the same x_T.
 a timestep slider and a guidance slider.
 
 >>> import diffgeo
->>> state = TextState(diffgeo.load("shapes-text"), steps=3, k=2)
+>>> state = TextState(load("shapes-text"), steps=3, k=2)
 >>> sim = state.similarity(["a red circle", "a red circle", "a blue square"])
 >>> round(float(sim[0, 1]), 4), bool(sim[0, 2] < 1)
 (1.0, True)
@@ -24,7 +24,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ._core import Memo, Stages, figure_png, state_for
+from diffgeo.geometry.pullback import local_basis
+from diffgeo.geometry.subspaces import distance_matrix, grassmann_distance
+from diffgeo.sampling.ddim import ddim_timesteps, sample
+from diffgeo.viz.draw import draw_curves, draw_images, draw_matrix, draw_scatter
+from diffgeo.widgets._core import Memo, Stages, figure_png, state_for
+from diffgeo.widgets._ui import Dashboard, slider, widgets
 
 __all__ = ["TextState", "TextView", "text_dashboard", "draw_text_view", "PRESETS"]
 
@@ -62,11 +67,10 @@ class TextState:
 
     def __init__(self, model: Any, *, seed: int = 3, steps: int = 10, k: int = 4, basis_seed: int = 0,
                  tol: float = 1e-3):
-        from ..sampling import ddim_timesteps
 
         if not getattr(model, "is_conditional", False):
             raise ValueError(f"model {getattr(model, 'name', model)!r} takes no prompts: use a text model such as "
-                             "diffgeo.load('shapes-text')")
+                             "load('shapes-text')")
         for name, value in (("steps", steps), ("k", k)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -79,23 +83,21 @@ class TextState:
         return torch.randn(1, *self.model.x_shape, generator=g).to(self.model.device, self.model.dtype)
 
     def trajectory(self, prompt: str, guidance_scale: float) -> Any:
-        import diffgeo
 
         def compute() -> Any:
             with torch.no_grad():
-                return diffgeo.sample(self.model, noise=self.noise(), prompt=prompt, guidance_scale=guidance_scale,
+                return sample(self.model, noise=self.noise(), prompt=prompt, guidance_scale=guidance_scale,
                                       steps=self.steps, progress=False)
 
         return self.memo.get(("trajectory", prompt, float(guidance_scale)), compute)
 
     def basis(self, path_prompt: str, guidance_scale: float, t: int, prompt: str) -> Any:
         """Local basis, on ``prompt``'s branch, of x_t of the path sampled under ``path_prompt``."""
-        import diffgeo
 
         def compute() -> Any:
             traj = self.trajectory(path_prompt, guidance_scale)
             x = traj.xs[traj.timesteps.tolist().index(t)]
-            return diffgeo.local_basis(self.model, x, t, self.k, prompt=prompt, seed=self.basis_seed, tol=self.tol,
+            return local_basis(self.model, x, t, self.k, prompt=prompt, seed=self.basis_seed, tol=self.tol,
                                        progress=False)
 
         return self.memo.get(("basis", path_prompt, float(guidance_scale), t, prompt), compute)
@@ -108,7 +110,6 @@ class TextState:
 
     def view(self, *, prompts: Sequence[str], t: int, guidance_scale: float,
              progress: Report | None = None) -> TextView:
-        import diffgeo
 
         prompts = [str(p) for p in prompts]
         if len(prompts) < 2:
@@ -125,12 +126,12 @@ class TextState:
                 stages.step(f"basis t={key[0]}")
             bases[key] = self.basis(p0, w, *key)
         stages.step("samples")
-        dist = diffgeo.distance_matrix([bases[t, p] for p in prompts])
-        over_t = {u: diffgeo.grassmann_distance(bases[u, p0], bases[u, ""]) for u in self.timesteps}
+        dist = distance_matrix([bases[t, p] for p in prompts])
+        over_t = {u: grassmann_distance(bases[u, p0], bases[u, ""]) for u in self.timesteps}
 
         def samples() -> torch.Tensor:
             with torch.no_grad():
-                return diffgeo.sample(self.model, noise=self.noise().expand(len(prompts), *self.model.x_shape),
+                return sample(self.model, noise=self.noise().expand(len(prompts), *self.model.x_shape),
                                       prompt=prompts, guidance_scale=w, steps=self.steps, progress=False).result
 
         imgs = self.memo.get(("samples", tuple(prompts), w), samples)
@@ -140,7 +141,6 @@ class TextState:
 def draw_text_view(fig: Any, view: TextView, part: str) -> None:
     """``"samples"``: each prompt's sample; ``"distances"``: the distance matrix, distance vs
     similarity, and conditional vs unconditional over t."""
-    from ..plotting import draw_curves, draw_images, draw_matrix, draw_scatter
 
     short = [p if len(p) <= 22 else p[:20] + ".." for p in view.prompts]
     if part == "samples":
@@ -164,7 +164,6 @@ def text_dashboard(model: Any = None, *, state: TextState | None = None, presets
                    **state_kwargs: Any) -> Any:
     """Prompt boxes (three, with presets), a timestep slider and a guidance slider over a
     :class:`TextState` (``model`` default: embedded ``shapes-text``)."""
-    from ._ui import Dashboard, slider, widgets
 
     state = state_for(TextState, model, state, state_kwargs, "shapes-text")
     presets = dict(presets or PRESETS)

@@ -6,13 +6,13 @@ by what the model's reader sees in it.
 :class:`TraversalState` holds the computation and its caches and knows nothing of widgets:
 the trajectory of each source (sampled, or the inversion of real scenes) is computed once; the
 local basis of each image at each t_edit once; each edited result once per parameter set. A
-strength move therefore costs one x-space edit (:func:`diffgeo.editing.edit_x`, DDIM from
-t_edit) and one Asyrp run (:func:`diffgeo.editing.asyrp`); the coarse preview (the x0 the model
+strength move therefore costs one x-space edit (:func:`diffgeo.editing.edits.edit_x`, DDIM from
+t_edit) and one Asyrp run (:func:`diffgeo.editing.edits.asyrp`); the coarse preview (the x0 the model
 predicts right after the x-space edit, one forward pass) is shown first.
 :func:`traversal_dashboard` is the ipywidgets front end.
 
 >>> import diffgeo
->>> state = TraversalState(diffgeo.load("shapes"), n=1, steps=4, k=2)
+>>> state = TraversalState(load("shapes"), n=1, steps=4, k=2)
 >>> state.timesteps, state.direction_names()[:3]
 ([750, 500, 250, 0], ['local basis v1', 'local basis v2', 'mean difference: red -> blue'])
 """
@@ -24,8 +24,16 @@ from typing import Any, Callable
 
 import torch
 
-from ._core import Memo, Stages, figure_png, state_for
-from ._readout import readout
+import diffgeo.editing.directions as directions
+import diffgeo.editing.edits as editing
+from diffgeo.data.shapes import make_scenes, render, sample_factors
+from diffgeo.geometry.pullback import local_basis
+from diffgeo.models.zoo import entry
+from diffgeo.sampling.ddim import ddim_timesteps, denoise, invert, sample
+from diffgeo.viz.draw import draw_images
+from diffgeo.widgets._core import Memo, Stages, figure_png, state_for
+from diffgeo.widgets._readout import readout
+from diffgeo.widgets._ui import Dashboard, slider, widgets
 
 __all__ = ["TraversalState", "TraversalView", "traversal_dashboard", "SOURCES", "draw_traversal"]
 
@@ -66,7 +74,6 @@ MEAN_DIFFERENCES = {"mean difference: red -> blue": ("colour", 0, 4),
 
 
 def _reads_shapes(model: Any) -> bool:
-    from ..zoo import entry
 
     return entry(model).reader == "shapes"
 
@@ -82,7 +89,7 @@ class _FirstStep(Exception):
 class TraversalState:
     """The computation behind the traversal dashboard (see the module docstring).
 
-    model: a :class:`diffgeo.Model`; n: images edited at once; seed: of the samples (and of the
+    model: a :class:`Model`; n: images edited at once; seed: of the samples (and of the
     real scenes, drawn with ``seed + 10_000``, a seed range the training never used); steps: the
     DDIM grid; k: local basis vectors offered as directions; preview: show the coarse preview
     (the predicted x0 at the edited x_t, one forward pass) before the full result; prompt: text
@@ -94,7 +101,6 @@ class TraversalState:
     def __init__(self, model: Any, *, n: int = 3, seed: int = 0, steps: int = 10, k: int = 4,
                  preview: bool = True, basis_seed: int = 0, prompt: str | None = None, tol: float = 1e-3,
                  memo_size: int = 256):
-        from ..sampling import ddim_timesteps
 
         for name, value in (("n", n), ("steps", steps), ("k", k)):
             if not isinstance(value, int) or value < 1:
@@ -114,22 +120,20 @@ class TraversalState:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
 
         def compute() -> dict[int, torch.Tensor]:
-            import diffgeo
 
             if progress:
                 progress(0, 1, "sampling" if source == SOURCES[0] else "inverting")
             with torch.no_grad():
                 if source == SOURCES[0]:
-                    traj = diffgeo.sample(self.model, self.n, steps=self.steps, seed=self.seed, prompt=self.prompt,
+                    traj = sample(self.model, self.n, steps=self.steps, seed=self.seed, prompt=self.prompt,
                                           progress=False)
                 else:
-                    from ..data.shapes import make_scenes
 
                     if tuple(self.model.x_shape) != (3, 32, 32):
                         raise ValueError(f"real scenes are 3x32x32 shapes images; model {self.model.name!r} takes "
                                          f"{tuple(self.model.x_shape)}: use source='samples'")
                     images = make_scenes(self.n, seed=self.seed + 10_000).images
-                    traj = diffgeo.invert(self.model, images.to(self.model.device, self.model.dtype),
+                    traj = invert(self.model, images.to(self.model.device, self.model.dtype),
                                           steps=self.steps, prompt=self.prompt, progress=False)
             return {int(t): traj.xs[i] for i, t in enumerate(traj.timesteps.tolist()) if t in self.timesteps}
 
@@ -137,16 +141,15 @@ class TraversalState:
 
     def basis(self, source: str, t_edit: int, i: int) -> Any:
         """The local basis (k vectors) of image i at t_edit."""
-        import diffgeo
 
         x = self.anchors(source)[t_edit][i:i + 1]
-        return self.memo.get(("basis", source, t_edit, i), lambda: diffgeo.local_basis(
+        return self.memo.get(("basis", source, t_edit, i), lambda: local_basis(
             self.model, x, t_edit, self.k, prompt=self.prompt, seed=self.basis_seed, tol=self.tol, progress=False))
 
     def direction_names(self) -> list[str]:
         """The direction menu: local basis vectors (x: each image's v_j; h: u_j of the first
         image's basis), and for models with the shapes reader h-space directions from
-        :mod:`diffgeo.directions` (mean difference of two colour / shape groups, PCA of h)."""
+        :mod:`diffgeo.editing.directions` (mean difference of two colour / shape groups, PCA of h)."""
         names = [f"local basis v{j + 1}" for j in range(self.k)]
         if _reads_shapes(self.model):
             names += list(MEAN_DIFFERENCES)
@@ -174,10 +177,9 @@ class TraversalState:
         return torch.stack(rows)
 
     def h_direction(self, direction: str, t_edit: int, source: str = "samples") -> Any:
-        """One :class:`diffgeo.directions.Direction` in h shared by all images: u_j of the first
+        """One :class:`diffgeo.editing.directions.Direction` in h shared by all images: u_j of the first
         image's local basis at t_edit, a mean difference of h between two groups of scenes, or a
         principal component of h over 8 seeded samples (per timestep)."""
-        from .. import directions
 
         try:
             j = self._index(direction)
@@ -188,7 +190,6 @@ class TraversalState:
 
         def compute() -> Any:
             if direction in MEAN_DIFFERENCES:
-                from ..data.shapes import render, sample_factors
 
                 factor, a, b = MEAN_DIFFERENCES[direction]
                 f = sample_factors(16, seed=self.seed + 20_000)
@@ -211,10 +212,9 @@ class TraversalState:
 
     def x_edit(self, strength: float, t_edit: int, direction: str, source: str = "samples", *,
                t_boost: int = 0, progress: Report | None = None) -> torch.Tensor:
-        """Clean images (n, *x_shape) from :func:`diffgeo.editing.edit_x`: x_t moved by
+        """Clean images (n, *x_shape) from :func:`diffgeo.editing.edits.edit_x`: x_t moved by
         ``strength`` along each image's direction at t_edit, then DDIM to the end (quality
         boosting below ``t_boost``, 0: off, noise seeded)."""
-        from .. import editing
 
         key = ("x", source, float(strength), t_edit, direction, t_boost)
 
@@ -232,7 +232,6 @@ class TraversalState:
                   progress: Report | None = None) -> torch.Tensor:
         """The coarse preview of :meth:`x_edit`: the x0 that the model predicts at the edited
         x_t, i.e. the first ``x0_pred`` of the same ``denoise`` call (one forward pass)."""
-        import diffgeo
 
         def compute() -> torch.Tensor:
             x_t = self.anchors(source, progress)[t_edit]
@@ -245,7 +244,7 @@ class TraversalState:
 
             with torch.no_grad():
                 try:
-                    diffgeo.denoise(self.model, x_t + float(strength) * v.to(x_t), t_edit, steps=self.steps,
+                    denoise(self.model, x_t + float(strength) * v.to(x_t), t_edit, steps=self.steps,
                                     prompt=self.prompt, callback=stop_after_first, progress=False)
                 except _FirstStep:
                     pass
@@ -256,7 +255,6 @@ class TraversalState:
     def h_edit(self, strength: float, t_edit: int, t_boost: int, direction: str, source: str = "samples",
                progress: Report | None = None) -> tuple[torch.Tensor | None, str]:
         """Asyrp results (n, *x_shape) from each image's x_T, or (None, why not)."""
-        from .. import editing
 
         key = ("h", source, float(strength), t_edit, t_boost, direction)
 
@@ -296,8 +294,7 @@ class TraversalState:
 
 def draw_traversal(fig: Any, view: TraversalView, side: str) -> None:
     """Draw one side (``"x"`` or ``"h"``) of a view on a matplotlib figure with
-    :func:`diffgeo.plotting.draw_images`."""
-    from ..plotting import draw_images
+    :func:`diffgeo.viz.draw.draw_images`."""
 
     ax = fig.subplots()
     if side == "x" and view.x_images is None:
@@ -325,7 +322,6 @@ def traversal_dashboard(model: Any = None, *, state: TraversalState | None = Non
     """The traversal dashboard (display it, or its ``.widget``). ``model`` (default: embedded
     ``shapes``) and ``state_kwargs`` build a :class:`TraversalState`, or pass ``state``.
     Controls: direction, strength (in units of ||v|| = 1 per image), t_edit, t_boost, source."""
-    from ._ui import Dashboard, slider, widgets
 
     state = state_for(TraversalState, model, state, state_kwargs)
 

@@ -1,0 +1,310 @@
+"""The report: every analysis run on the model(s) in front of you, as figures, a claims table and one HTML page.
+
+``python -m diffgeo report [--fast] [--model NAME_OR_PATH ...] [--out DIR]`` writes
+``DIR/*.png``, ``DIR/claims.json`` and ``DIR/report.html`` (self-contained: the figures are
+embedded as base64, it opens offline). Results are cached in ``DIR/cache/<model>/`` through
+:mod:`diffgeo.core.sweep`, so an interrupted report resumes and a second run is fast; a cache written
+by another diffgeo version or for other weights is detected, said in the report, and not used.
+
+Roles of the models: the first one runs analyses 1, 2, 4, 6 and 7; every model adds its curve to
+analysis 3; the first text-conditioned one runs analysis 5 (skipped, with the reason, when there
+is none). Nothing is left looking complete after a failure: the old report.html and claims.json
+are removed first, everything is written to a temporary folder, and report.html is moved in last.
+
+>>> from diffgeo.analyses.report import PRESETS, check_out
+>>> sorted(PRESETS)
+['fast', 'full', 'tiny']
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+import diffgeo.analyses.text as tx
+from diffgeo.analyses import PRESETS, Claim, Preset, check_names, collect_bases
+from diffgeo.analyses._common import SKIPPED, load_model, skipped_claim
+from diffgeo.analyses.asyrp import asyrp_properties
+from diffgeo.analyses.coarse_to_fine import coarse_to_fine
+from diffgeo.analyses.curved import segment_curvedness
+from diffgeo.analyses.discrepancy import discrepancy
+from diffgeo.analyses.shared_tangents import dataset_complexity, shared_tangents
+from diffgeo.core.sweep import check_cache, model_fingerprint
+from diffgeo.viz.draw import (draw_basis_heatmap, draw_cond_uncond, draw_curvedness, draw_edit_transfer,
+                              draw_guidance_artefact, draw_images, draw_prompt_geometry, draw_shared_tangents,
+                              draw_spectral_centroid)
+
+__all__ = ["Report", "run_report", "check_out", "DEFAULT_MODELS", "PRESETS"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODELS = ("shapes", "shapes-text", "digits")
+
+
+class ReportWriteError(OSError):
+    """The output folder cannot take the report (read-only, full, not a folder)."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a report run wrote and found: paths, claims, notes, and its wall / CPU seconds per part."""
+
+    out: Path
+    html: Path
+    claims_json: Path
+    figures: list[Path]
+    claims: list[Claim]
+    notes: list[str]
+    timings: dict[str, dict[str, float]]
+    preset: str
+    models: list[str]
+
+
+def check_out(out: str | Path) -> Path:
+    """Create ``out`` if needed and check that files can be written there; a clear error otherwise.
+
+    >>> import tempfile
+    >>> check_out(tempfile.mkdtemp()).is_dir()
+    True
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ReportWriteError(f"--out {str(out)!r} is a file, not a folder; pass a folder for the report")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ReportWriteError(f"cannot write the report to {str(out)!r}: {err.strerror or err}. Pass a writable "
+                               "folder with --out") from err
+    return out
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name.strip("/"))[-80:] or "model"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.timings: dict[str, dict[str, float]] = {}
+
+    def run(self, label: str, fn: Callable[[], Any]) -> Any:
+        w0, c0 = time.perf_counter(), time.process_time()
+        try:
+            return fn()
+        finally:
+            t = self.timings.setdefault(label, {"wall_s": 0.0, "cpu_s": 0.0})
+            t["wall_s"] += time.perf_counter() - w0
+            t["cpu_s"] += time.process_time() - c0
+
+
+def _figure(draw: Callable, data: Any, path: Path, size: tuple[float, float] = (5.0, 3.6)) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    draw(fig.subplots(), data)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _basis_images(tb: Any) -> Any:
+    """The first basis vector of sample 0 at each t, scaled to [-1, 1] (for draw_images)."""
+    v = tb.v[0, :, 0].reshape(len(tb.ts), *tb.x_shape)
+    return v / v.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *([1] * len(tb.x_shape)))
+
+
+def run_report(models: Sequence[str] | None = None, *, preset: str | Preset = "fast", out: str | Path = "figures",
+               analyses: Sequence[str] | None = None, cache: str | Path | None = None, client: Any = None,
+               seed: int = 0, progress: bool = True) -> Report:
+    """Run the analyses and write the report to ``out``; returns what was written (see module docstring).
+
+    models: names, folders or hub ids (default: the embedded shapes, shapes-text, digits);
+    preset: "fast" (make demo), "full" (the papers' protocol in shape) or "tiny" (tests), or a
+    :class:`~diffgeo.analyses.Preset`; analyses: names from ``diffgeo.analyses.ANALYSES`` (default
+    all); cache: folder of the sweep cache (default ``out/cache``); client: a
+    ``dask.distributed.Client`` or address for the sweeps.
+    """
+    names = check_names(list(analyses) if analyses is not None else None)
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+        preset = PRESETS[preset]
+    models = list(models or DEFAULT_MODELS)
+    out = check_out(out)
+    load_model.cache_clear()  # a folder's weights may have changed since the last call in this process
+    cache_root = Path(cache) if cache is not None else out / "cache"
+    for old in ("report.html", "claims.json"):  # a failed run must not leave an old report looking current
+        (out / old).unlink(missing_ok=True)
+    clock = _Clock()
+    w0, c0 = time.perf_counter(), time.process_time()
+    notes: list[str] = []
+    claims: list[Claim] = []
+    figures: list[tuple[str, Callable, Any, tuple[float, float]]] = []
+
+    loaded = {m: clock.run("load models", lambda m=m: load_model(m)) for m in models}
+    caches = {}
+    for m, model in loaded.items():
+        caches[m] = cache_root / _safe(m)
+        notes += check_cache(caches[m], {"model": model_fingerprint(model)})
+    primary = models[0]
+    kw = dict(client=client, seed=seed, progress=progress)
+
+    bases = {}
+    need_bases = {"coarse_to_fine", "shared_tangents", "discrepancy"} & set(names)
+    for m in (models if "dataset_complexity" in names else [primary] if need_bases else []):
+        bases[m] = clock.run("bases along trajectories", lambda m=m: collect_bases(m, preset, cache=caches[m], **kw))
+    if "coarse_to_fine" in names:
+
+        r = coarse_to_fine(bases[primary])
+        claims.append(r.claim)
+        figures.append(("coarse_to_fine", draw_spectral_centroid, r, (5.0, 3.6)))
+        figures.append(("basis_vectors", lambda ax, tb: draw_images(
+            ax, _basis_images(tb), nrow=len(tb.ts), captions=[f"t={t}" for t in tb.ts]), bases[primary], (6.0, 1.8)))
+
+    curves = {m: shared_tangents(tb) for m, tb in bases.items()}
+    if "shared_tangents" in names:
+        claims.append(curves[primary].claim)
+    if "dataset_complexity" in names:
+        dc = clock.run("dataset complexity", lambda: dataset_complexity(curves))
+        claims.append(dc.claim)
+    if "shared_tangents" in names or "dataset_complexity" in names:
+        figures.append(("shared_tangents", draw_shared_tangents, curves, (5.0, 3.6)))
+    if "discrepancy" in names:
+
+        r = discrepancy(bases[primary])
+        claims.append(r.claim)
+        notes.append(f"analysis 4, edit transfer: {r.edit_transfer}")
+        figures.append(("discrepancy", draw_basis_heatmap, r, (4.6, 4.2)))
+        if r.transfer is not None:
+            figures.append(("edit_transfer", draw_edit_transfer, r, (4.6, 4.2)))
+    if "text" in names:
+
+        text_model = next((m for m in models if tx.text_applicable(m) is None), None)
+        if text_model is None:
+            why = "; ".join(tx.text_applicable(m) for m in models)
+            for cid, sentence in (("5a", tx.SENTENCE_A), ("5b", tx.SENTENCE_B), ("5c", tx.SENTENCE_C)):
+                claims.append(skipped_claim(cid, "text", ", ".join(models), sentence, why))
+        else:
+            pg = clock.run("text: prompts", lambda: tx.prompt_geometry(text_model, preset, cache=caches[text_model], **kw))
+            if isinstance(pg, Claim):
+                claims.append(pg)
+            else:
+                claims.append(pg.claim)
+                figures.append(("text_prompts", draw_prompt_geometry, pg, (5.0, 3.6)))
+            prompt = tx.EDIT_PROMPT.get(text_model, tx.PROMPTS.get(text_model, tx.GENERIC_PROMPTS)[0])
+            cu = clock.run("text: cond vs uncond", lambda: tx.cond_uncond(
+                collect_bases(text_model, preset, cache=caches[text_model], prompt=prompt, branch="cond", **kw),
+                collect_bases(text_model, preset, cache=caches[text_model], prompt=prompt, branch="uncond", **kw)))
+            claims.append(cu.claim)
+            figures.append(("text_cond_uncond", draw_cond_uncond, cu, (5.0, 3.6)))
+            ga = clock.run("text: guidance artefact",
+                           lambda: tx.guidance_artefact(text_model, preset, cache=caches[text_model], **kw))
+            if isinstance(ga, Claim):
+                claims.append(ga)
+            else:
+                claims.append(ga.claim)
+                figures.append(("guidance_artefact", draw_guidance_artefact, ga, (4.6, 3.6)))
+                figures.append(("guidance_samples", lambda ax, g: draw_images(
+                    ax, torch.cat([g.images_low, g.images_high]), nrow=len(g.images_low),
+                    captions=None), ga, (6.0, 1.8)))
+    if "curvedness" in names:
+
+        cv = clock.run("curvedness", lambda: segment_curvedness(primary, preset, cache=caches[primary], **kw))
+        claims += cv.claims
+        figures.append(("curvedness", draw_curvedness, cv, (5.0, 3.6)))
+    if "asyrp" in names:
+
+        claims += clock.run("asyrp", lambda: asyrp_properties(primary, fast=preset.name != "full",
+                                                              tables=[out, Path("figures")]))
+    clock.timings["total"] = {"wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0}
+    for m, tb in bases.items():
+        notes.append(f"{m}: {tb.v.shape[0]} samples x {len(tb.ts)} timesteps {tb.ts}, k={tb.v.shape[2]}, "
+                     f"{tb.n_products} Jacobian products (warm-started along each trajectory)")
+    return _write(out, models, preset, claims, notes, figures, clock.timings)
+
+
+def _fmt(x: float) -> str:
+    if not isinstance(x, float) or math.isnan(x):
+        return "-"
+    return f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+
+
+_COLOURS = {"reproduced": "#d4f4d4", "not reproduced": "#f8d0d0", "inconclusive": "#f4ecc8", SKIPPED: "#e4e4e4"}
+
+
+def _html(models: list[str], preset: Preset, claims: list[Claim], notes: list[str], images: dict[str, bytes],
+          timings: dict[str, dict[str, float]]) -> str:
+
+    e = html.escape
+    rows = []
+    for c in claims:
+        rows.append(
+            f"<tr style='background:{_COLOURS.get(c.verdict, '#fff')}'><td>{e(c.id)}</td><td>{e(c.model)}</td>"
+            f"<td>{e(c.sentence)}</td><td>{e(c.statistic)}</td><td>{_fmt(c.value)}</td>"
+            f"<td>[{_fmt(c.ci_low)}, {_fmt(c.ci_high)}]</td><td>{c.n}</td><td><b>{e(c.verdict)}</b></td>"
+            f"<td>{e(c.rule)}{'<br><i>' + e(c.note) + '</i>' if c.note else ''}</td></tr>")
+    figs = "".join(f"<figure><img alt='{e(name)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+                   f"<figcaption>{e(name)}.png</figcaption></figure>" for name, png in images.items())
+    times = "".join(f"<tr><td>{e(k)}</td><td>{v['wall_s']:.1f}</td><td>{v['cpu_s']:.1f}</td></tr>"
+                    for k, v in timings.items())
+    note_items = "".join(f"<li>{e(n)}</li>" for n in notes)
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>diffgeo report</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;font-size:14px}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #bbb;padding:4px;vertical-align:top}}
+figure{{display:inline-block;margin:8px}}img{{max-width:560px}}</style></head><body>
+<h1>diffgeo report</h1>
+<p>diffgeo {e(importlib.metadata.version("diffgeo"))} &middot; models: {e(', '.join(models))} &middot; preset <b>{e(preset.name)}</b>:
+{preset.n_samples} samples, {preset.steps} DDIM steps, {preset.n_t} timesteps, k={preset.k}, tol={preset.tol}.
+Each verdict comes from the rule written beside it, fixed in code before the run; intervals are 95% bootstrap.</p>
+<h2>Claims</h2>
+<table><tr><th>#</th><th>model</th><th>claim</th><th>statistic</th><th>value</th><th>95% CI</th><th>n</th>
+<th>verdict</th><th>rule / note</th></tr>{''.join(rows)}</table>
+<h2>Figures</h2>{figs}
+<h2>Notes</h2><ul>{note_items}</ul>
+<h2>Time</h2><table><tr><th>part</th><th>wall s</th><th>CPU s</th></tr>{times}</table>
+</body></html>
+"""
+
+
+def _write(out: Path, models: list[str], preset: Preset, claims: list[Claim], notes: list[str],
+           figures: list[tuple[str, Callable, Any, tuple[float, float]]], timings: dict) -> Report:
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    except OSError as err:
+        raise ReportWriteError(f"cannot write the report to {str(out)!r}: {err.strerror or err}") from err
+    try:
+        images = {}
+        for name, draw, data, size in figures:
+            images[name] = _figure(draw, data, tmp / f"{name}.png", size).read_bytes()
+        payload = {"models": models, "preset": preset.__dict__, "claims": [c.to_dict() for c in claims],
+                   "notes": notes, "timings": timings}
+        (tmp / "claims.json").write_text(json.dumps(payload, indent=1, allow_nan=True))
+        (tmp / "report.html").write_text(_html(models, preset, claims, notes, images, timings))
+        figure_paths = []
+        for name in images:
+            os.replace(tmp / f"{name}.png", out / f"{name}.png")
+            figure_paths.append(out / f"{name}.png")
+        os.replace(tmp / "claims.json", out / "claims.json")
+        os.replace(tmp / "report.html", out / "report.html")   # last: its presence means the report is complete
+    except OSError as err:
+        raise ReportWriteError(f"could not write the report to {str(out)!r}: {err.strerror or err}; nothing was "
+                               "left looking complete (no report.html)") from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Report(out, out / "report.html", out / "claims.json", figure_paths, claims, notes, timings, preset.name,
+                  models)

@@ -1,0 +1,41 @@
+"""The ``diffgeo learn-direction`` command."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from diffgeo.cli._args import ArgumentParser, non_negative_int, positive_int
+from diffgeo.core.io import result_path
+from diffgeo.editing.learned import logger, probe_objective, train_direction
+from diffgeo.models.loading import load
+
+
+# -- command line -----------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m diffgeo learn-direction --model shapes --factor colour --target blue --steps 300
+    --out directions/shapes_blue``: train f_t with the attribute probe (resumes from --out), then
+    write the per-timestep Direction beside it (``OUT.direction.safetensors``)."""
+
+    p = ArgumentParser(prog="diffgeo learn-direction", description=main.__doc__)
+    p.add_argument("--model", default="shapes")
+    p.add_argument("--factor", default="colour")
+    p.add_argument("--target", default="blue")
+    p.add_argument("--steps", type=positive_int, default=300)
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--l1-weight", type=float, default=3.0)
+    p.add_argument("--t-edit", type=int, default=None)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--direction-steps", type=positive_int, default=50, help="DDIM grid of the saved Direction")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+
+    model = load(args.model)
+    ld = train_direction(model, probe_objective(model, args.factor, args.target), out=args.out, steps=args.steps,
+                         batch_size=args.batch_size, lr=args.lr, l1_weight=args.l1_weight, t_edit=args.t_edit,
+                         seed=args.seed)
+    base = result_path(args.out)
+    d = ld.to_direction(model, steps=args.direction_steps)
+    written = d.save(base.with_name(base.name[: -len(".safetensors")] + ".direction"))
+    logger.info("f_t at %s (step %d), direction at %s", base, ld.step, written)
+    return 0

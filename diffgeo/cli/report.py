@@ -1,0 +1,56 @@
+"""The ``diffgeo report`` command."""
+
+from __future__ import annotations
+
+import logging
+
+from diffgeo.analyses import ANALYSES, PRESETS, check_names
+from diffgeo.analyses.report import DEFAULT_MODELS, ReportWriteError, log, run_report
+from diffgeo.cli._args import ArgumentParser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m diffgeo report [--fast] [--model NAME_OR_PATH ...] [--out DIR]``"""
+    parser = ArgumentParser(prog="diffgeo report",
+                                     description="measure the papers' claims on a model: figures, claims table, HTML")
+    parser.add_argument("--fast", action="store_true", help="the fast preset (make demo; minutes on 2 CPU cores)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="fast, full (the papers' protocol in shape: 100 samples, 20 timesteps, k=50) or tiny; "
+                             "default full, or fast with --fast")
+    parser.add_argument("--model", action="extend", nargs="+", default=None, metavar="NAME_OR_PATH",
+                        help=f"embedded name, local diffusers folder or hub id; repeat for several "
+                             f"(default: {' '.join(DEFAULT_MODELS)})")
+    parser.add_argument("--out", default="figures", help="output folder (default: figures)")
+    parser.add_argument("--analyses", default=None,
+                        help=f"comma-separated subset of: {', '.join(ANALYSES)} (default: all)")
+    parser.add_argument("--cache", default=None, help="sweep cache folder (default: OUT/cache)")
+    parser.add_argument("--dask", default=None, metavar="ADDRESS", help="run the sweeps on this Dask scheduler")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.fast and args.preset not in (None, "fast"):
+        parser.error("--fast and --preset disagree; pass one of them")
+    preset = "fast" if args.fast else (args.preset or "full")
+    analyses = None if args.analyses is None else [a.strip() for a in args.analyses.split(",") if a.strip()]
+    try:
+        check_names(analyses)
+    except ValueError as err:
+        parser.error(str(err))
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    client = None
+    if args.dask:
+        from distributed import Client
+
+        client = Client(args.dask)
+    try:
+        report = run_report(args.model, preset=preset, out=args.out, analyses=analyses, cache=args.cache,
+                            client=client, seed=args.seed, progress=not args.no_progress)
+    except ReportWriteError as err:
+        parser.exit(1, f"error: {err}\n")
+    finally:
+        if client is not None:
+            client.close()
+    t = report.timings["total"]
+    log.info("report: %s (%d claims, %.0f s wall, %.0f s CPU)", report.html, len(report.claims), t["wall_s"],
+             t["cpu_s"])
+    return 0

@@ -1,0 +1,2 @@
+"""What every layer uses: argument checks, atomic result files, content-addressed sweeps."""
+

@@ -1,0 +1,393 @@
+"""Geometry of local bases: subspace distances, frequency content, parallel transport, curvedness.
+
+Subspaces are given as a :class:`~diffgeo.geometry.pullback.LocalBasis` (its v) or as a tensor (k, ...)
+whose rows span the subspace (orthonormalised here). Principal angles
+``0 <= theta_1 <= ... <= theta_k <= pi/2`` come from the SVD of ``A B^T`` (cosines) and of the
+part of B orthogonal to A (sines), whichever is accurate for each angle.
+
+>>> import torch
+>>> a = torch.eye(4)[:2]                       # span(e1, e2)
+>>> b = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 1.0, 0]])
+>>> principal_angles(a, b)                      # 0 and 45 degrees
+tensor([0.0000, 0.7854], dtype=torch.float64)
+>>> round(grassmann_distance(a, b), 4), round(projection_distance(a, b), 4)
+(0.7854, 0.7071)
+
+Curvedness (:func:`curvedness`) follows Park et al. (arXiv 2302.12469) in spirit only: the
+paper's formula could not be retrieved, so the three numbers are diffgeo's own definitions,
+each zero when the map is affine along the segment:
+
+(a) ``rotation``: total rotation of the top-k tangent space along the chord, the sum of
+    Grassmann distances between the bases at consecutive points, divided by the chord length
+    ``||x_b - x_a||`` (radians per unit length in X).
+(b) ``off_tangent``: the chord direction's tangent part at an endpoint,
+    ``p_a = V_a^T V_a d / ||V_a^T V_a d||`` (d = x_b - x_a), and its fraction outside the
+    tangent space at each point, ``1 - ||V(x) p_a||^2``, averaged over the points; likewise from
+    x_b, and the two means averaged. In [0, 1].
+(c) ``excess_length``: length of the image of the chord in H (a polyline through the points)
+    over the length of the chord in H, minus one: ``L(f(segment)) / ||f(x_b) - f(x_a)|| - 1``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from diffgeo.core.checks import check_int, check_tensor
+from diffgeo.core.io import load_tensors_json, save_tensors_json
+from diffgeo.geometry.pullback import LocalBasis, exact_basis, h_map, local_basis
+
+__all__ = ["principal_angles", "grassmann_distance", "projection_distance", "distance_matrix",
+           "radial_power_spectrum", "spectral_centroid", "transport", "transport_agreement",
+           "Curvedness", "curvedness"]
+
+BasisLike = LocalBasis | torch.Tensor
+
+
+# -- subspaces ---------------------------------------------------------------------------------
+def _rows(basis: BasisLike, name: str = "basis") -> torch.Tensor:
+    """(k, n) float64 matrix of the spanning vectors (real, finite, k >= 1), checked as argument ``name``."""
+    v = basis.v if isinstance(basis, LocalBasis) else basis
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"{name} must be a LocalBasis or a tensor (k, ...), got {type(basis).__name__}")
+    if v.dim() < 2:
+        raise ValueError(f"{name}: a subspace needs a tensor (k, ...) of spanning vectors, got shape {tuple(v.shape)}")
+    check_tensor(v, name, floating=False)  # real, finite, not empty, not on the meta device
+    return v.detach().reshape(v.shape[0], -1).to(torch.float64).cpu()
+
+
+def _orthonormal(basis: BasisLike, name: str = "basis") -> torch.Tensor:
+    """Orthonormal rows spanning the same subspace, (k, n) float64."""
+    m = _rows(basis, name)
+    q, r = torch.linalg.qr(m.T)
+    diag = r.diagonal().abs()
+    if m.shape[0] > m.shape[1] or bool((diag <= 1e-10 * diag.max().clamp_min(1e-300)).any()):
+        raise ValueError(f"{name}: the {m.shape[0]} vectors are linearly dependent: they do not span a "
+                         f"{m.shape[0]}-dimensional subspace")
+    return q.T
+
+
+def _angles_orthonormal(qa: torch.Tensor, qb: torch.Tensor) -> torch.Tensor:
+    if qa.shape[1] != qb.shape[1]:
+        raise ValueError(f"subspaces live in different spaces: dimension {qa.shape[1]} vs {qb.shape[1]}")
+    if qa.shape[0] < qb.shape[0]:
+        qa, qb = qb, qa  # angles of the smaller subspace qb to the larger qa
+    cos = torch.linalg.svdvals(qb @ qa.T).clamp(0, 1)                      # descending
+    sin = torch.linalg.svdvals(qb - (qb @ qa.T) @ qa).clamp(0, 1).flip(0)  # ascending
+    small = cos > 1 / math.sqrt(2)
+    return torch.where(small, torch.arcsin(sin), torch.arccos(cos))
+
+
+def principal_angles(a: BasisLike, b: BasisLike) -> torch.Tensor:
+    """Principal angles (radians, ascending) between span(a) and span(b): (min(k_a, k_b),) float64.
+
+    a, b: LocalBasis or (k, ...) tensors of spanning vectors (need not be orthonormal).
+
+    >>> principal_angles(torch.eye(3)[:2], torch.eye(3)[1:])
+    tensor([0.0000, 1.5708], dtype=torch.float64)
+    """
+    return _angles_orthonormal(_orthonormal(a, "a"), _orthonormal(b, "b"))
+
+
+def grassmann_distance(a: BasisLike, b: BasisLike) -> float:
+    """Grassmann geodesic distance ``sqrt(sum theta_j^2)`` (0 to ``sqrt(k) pi/2``).
+
+    >>> round(grassmann_distance(torch.eye(3)[:1], torch.eye(3)[1:2]), 4)
+    1.5708
+    """
+    return float(principal_angles(a, b).square().sum().sqrt())
+
+
+def projection_distance(a: BasisLike, b: BasisLike) -> float:
+    """Projection (chordal) distance ``sqrt(sum sin^2 theta_j)`` (0 to ``sqrt(k)``); for equal k it is
+    ``||P_a - P_b||_F / sqrt(2)``.
+
+    >>> projection_distance(torch.eye(3)[:1], torch.eye(3)[1:2])
+    1.0
+    """
+    return float(principal_angles(a, b).sin().square().sum().sqrt())
+
+
+def distance_matrix(bases: Sequence[BasisLike], metric: str = "grassmann") -> torch.Tensor:
+    """Pairwise distances (N, N) float64 between N subspaces; metric ``"grassmann"`` or ``"projection"``.
+
+    >>> e = torch.eye(3)
+    >>> distance_matrix([e[:1], e[1:2], e[:1]], "projection")
+    tensor([[0., 1., 0.],
+            [1., 0., 1.],
+            [0., 1., 0.]], dtype=torch.float64)
+    """
+    if metric not in ("grassmann", "projection"):
+        raise ValueError(f"metric must be 'grassmann' or 'projection', got {metric!r}")
+    if isinstance(bases, (torch.Tensor, LocalBasis)) or not isinstance(bases, Sequence):
+        raise TypeError(f"bases must be a list of LocalBasis or (k, ...) tensors, got {type(bases).__name__}")
+    qs = [_orthonormal(b, f"bases[{i}]") for i, b in enumerate(bases)]
+    n = len(qs)
+    out = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        for j in range(i + 1, n):
+            theta = _angles_orthonormal(qs[i], qs[j])
+            d = theta.square().sum().sqrt() if metric == "grassmann" else theta.sin().square().sum().sqrt()
+            out[i, j] = out[j, i] = d
+    return out
+
+
+# -- frequency content -------------------------------------------------------------------------
+def _images(v: BasisLike) -> torch.Tensor:
+    x = v.v if isinstance(v, LocalBasis) else v
+    if not isinstance(x, torch.Tensor) or x.dim() not in (3, 4):
+        raise ValueError("v: expected basis vectors as images (k, C, H, W) or (k, H, W), got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    check_tensor(x, "v", floating=False)
+    return (x if x.dim() == 4 else x[:, None]).detach().to(torch.float64).cpu()
+
+
+def _radius(h: int, w: int) -> torch.Tensor:
+    fy = torch.fft.fftfreq(h, dtype=torch.float64)[:, None]
+    fx = torch.fft.fftfreq(w, dtype=torch.float64)[None, :]
+    return (fy.square() + fx.square()).sqrt()  # cycles per pixel
+
+
+def radial_power_spectrum(v: BasisLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """Radially averaged power spectrum of each basis vector.
+
+    v: LocalBasis or images (k, C, H, W) / (k, H, W). Power ``|FFT2|^2`` summed over channels,
+    averaged over rings of radius ``r`` (in units of ``1/max(H, W)`` cycles per pixel, rounded).
+    Returns ``(freqs (R,), power (k, R))``, freqs in cycles per pixel.
+
+    >>> img = torch.cos(2 * torch.pi * 4 * torch.arange(32.0) / 32).expand(32, 32)[None]
+    >>> freqs, power = radial_power_spectrum(img)
+    >>> float(freqs[power[0].argmax()])
+    0.125
+    """
+    x = _images(v)
+    k, _, h, w = x.shape
+    power = torch.fft.fft2(x).abs().square().sum(1).reshape(k, -1)      # (k, H*W)
+    size = max(h, w)
+    ring = torch.round(_radius(h, w) * size).long().reshape(-1)
+    n_rings = int(ring.max()) + 1
+    counts = torch.bincount(ring, minlength=n_rings).to(torch.float64)
+    sums = torch.zeros(k, n_rings, dtype=torch.float64).index_add_(1, ring, power)
+    keep = counts > 0
+    return torch.arange(n_rings, dtype=torch.float64)[keep] / size, sums[:, keep] / counts[keep]
+
+
+def spectral_centroid(v: BasisLike) -> torch.Tensor:
+    """Power-weighted mean spatial frequency of each basis vector (cycles per pixel), (k,) float64.
+
+    ``sum_f |f| P(f) / sum_f P(f)`` over all 2-D frequencies (the mean removed first, so a
+    constant image does not count as low frequency). Low values: coarse directions; high: fine.
+
+    >>> img = torch.cos(2 * torch.pi * 4 * torch.arange(32.0) / 32).expand(32, 32)[None]
+    >>> spectral_centroid(img)
+    tensor([0.1250], dtype=torch.float64)
+    """
+    x = _images(v)
+    x = x - x.mean(dim=(-2, -1), keepdim=True)
+    power = torch.fft.fft2(x).abs().square().sum(1)                     # (k, H, W)
+    r = _radius(*x.shape[-2:])
+    total = power.sum(dim=(-2, -1))
+    return (power * r).sum(dim=(-2, -1)) / total.clamp_min(torch.finfo(torch.float64).tiny)
+
+
+# -- parallel transport ------------------------------------------------------------------------
+def _coefficients(a: LocalBasis, direction: int | torch.Tensor) -> torch.Tensor:
+    """Coordinates (k_a,) of a direction in A's latent basis."""
+    if not isinstance(direction, torch.Tensor) or direction.dim() == 0:
+        direction = check_int(direction, "direction")
+        if not 0 <= direction < a.k:
+            raise IndexError(f"direction index {direction} out of range for a basis of k={a.k}")
+        c = torch.zeros(a.k, dtype=torch.float64)
+        c[direction] = 1.0
+        return c
+    if isinstance(direction, torch.Tensor) and tuple(direction.shape) == tuple(a.v.shape[1:]):
+        check_tensor(direction, "direction", floating=False, nonempty=False)
+        return a.v_flat.double() @ direction.reshape(-1).double()
+    raise ValueError(f"direction must be an index into A's basis or a vector of shape {tuple(a.v.shape[1:])}")
+
+
+def transport(a: LocalBasis, b: LocalBasis, direction: int | torch.Tensor, *, via: str = "h") -> torch.Tensor:
+    """Move a direction of sample A into sample B's tangent space; returns a unit vector (*x_shape).
+
+    ``direction``: an index i (A's v_i) or a vector in X (its part in span(V_A) is used, as
+    coordinates c = V_A d). ``via="h"`` (Park et al.): map to H with A's tangent basis,
+    ``u_A = U_A^T c``, project onto B's tangent space and read the coordinates in B's latent
+    basis, ``V_B^T (U_B u_A)``; ``via="x"``: project in X, ``V_B^T V_B (V_A^T c)``. Both are
+    normalised. Where the map is linear (A and B share their basis) both are the identity.
+
+    >>> A = torch.diag(torch.tensor([3.0, 2.0, 1.0]))
+    >>> from diffgeo.geometry.pullback import exact_basis
+    >>> ba = exact_basis(lambda x: A @ x, torch.zeros(3), None, 2)
+    >>> bb = exact_basis(lambda x: A @ x, torch.ones(3), None, 2)
+    >>> transport(ba, bb, 1)
+    tensor([0., 1., 0.])
+    """
+    if via not in ("h", "x"):
+        raise ValueError(f"via must be 'h' or 'x', got {via!r}")
+    for name, basis in (("a", a), ("b", b)):
+        if not isinstance(basis, LocalBasis):
+            raise TypeError(f"{name} must be a LocalBasis (transport needs both its v and u), got "
+                            f"{type(basis).__name__}")
+    if tuple(a.v.shape[1:]) != tuple(b.v.shape[1:]):
+        raise ValueError(f"bases live in different spaces: {tuple(a.v.shape[1:])} vs {tuple(b.v.shape[1:])}")
+    c = _coefficients(a, direction)
+    if float(c.norm()) <= 1e-12 * (float(direction.norm()) if isinstance(direction, torch.Tensor) else 1.0):
+        raise ValueError("the direction is orthogonal to A's tangent space: it has no coordinates to transport")
+    vb = b.v_flat.double()
+    if via == "h":
+        u_a = a.u_flat.double().T @ c
+        coords = b.u_flat.double() @ u_a
+    else:
+        coords = vb @ (a.v_flat.double().T @ c)
+    out = vb.T @ coords
+    norm = out.norm()
+    if norm <= 1e-12 * max(float(c.norm()), 1e-300):
+        raise ValueError("the direction is orthogonal to B's tangent space: its transport is zero")
+    return (out / norm).to(b.v.dtype).reshape(b.v.shape[1:])
+
+
+def transport_agreement(a: LocalBasis, b: LocalBasis) -> torch.Tensor:
+    """|cosine| between the via-H and via-X transports of each of A's basis vectors, (k_a,) float64.
+
+    1 means the two definitions agree; lower values say the tangent spaces of A and B are
+    related differently in X and in H.
+
+    >>> from diffgeo.geometry.pullback import exact_basis
+    >>> ba = exact_basis(lambda x: torch.tanh(x) * 2, torch.zeros(3), None, 2)
+    >>> transport_agreement(ba, ba)
+    tensor([1., 1.], dtype=torch.float64)
+    """
+    out = torch.empty(a.k, dtype=torch.float64)
+    for i in range(a.k):
+        th, tx = transport(a, b, i, via="h").double(), transport(a, b, i, via="x").double()
+        out[i] = (th.reshape(-1) @ tx.reshape(-1)).abs()
+    return out
+
+
+# -- curvedness --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Curvedness:
+    """Curvedness of the segment x_a -> x_b (diffgeo's definitions, see the module docstring).
+
+    rotation: (a), radians per unit length; off_tangent: (b), in [0, 1]; excess_length: (c),
+    >= 0. Profiles over the P = n_points points ``x_a + s (x_b - x_a)``, s = 0 .. 1:
+    ``steps`` (P-1,) Grassmann distances between consecutive bases; ``off_tangent_a`` /
+    ``off_tangent_b`` (P,) the fractions behind (b); ``h_segments`` (P-1,) lengths of the image
+    polyline's pieces. ``chord_x`` / ``chord_h``: ``||x_b - x_a||`` and ``||f(x_b) - f(x_a)||``.
+    """
+
+    rotation: float
+    off_tangent: float
+    excess_length: float
+    steps: torch.Tensor
+    off_tangent_a: torch.Tensor
+    off_tangent_b: torch.Tensor
+    h_segments: torch.Tensor
+    chord_x: float
+    chord_h: float
+    meta: dict = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> Path:
+        """Save as one safetensors file with the metadata inside (atomic)."""
+        tensors = {"steps": self.steps, "off_tangent_a": self.off_tangent_a, "off_tangent_b": self.off_tangent_b,
+                   "h_segments": self.h_segments}
+        meta = {"kind": "Curvedness", "rotation": self.rotation, "off_tangent": self.off_tangent,
+                "excess_length": self.excess_length, "chord_x": self.chord_x, "chord_h": self.chord_h, **self.meta}
+        return save_tensors_json(path, tensors, meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Curvedness":
+        """Inverse of :meth:`save`."""
+        tensors, meta = load_tensors_json(path, kind="Curvedness")
+        nums = {key: float(meta.pop(key)) for key in ("rotation", "off_tangent", "excess_length", "chord_x", "chord_h")}
+        return cls(steps=tensors["steps"], off_tangent_a=tensors["off_tangent_a"],
+                   off_tangent_b=tensors["off_tangent_b"], h_segments=tensors["h_segments"], meta=meta, **nums)
+
+
+def _off_tangent(bases: list[torch.Tensor], p: torch.Tensor | None) -> torch.Tensor:
+    if p is None:
+        return torch.full((len(bases),), float("nan"), dtype=torch.float64)
+    return torch.stack([1 - (q @ p).square().sum() for q in bases]).clamp(0, 1)
+
+
+def curvedness(model: Any, x_a: torch.Tensor, x_b: torch.Tensor, t: int | None = None, *, k: int = 10,
+               n_points: int = 9, method: str = "local", tol: float = 1e-4, seed: int = 0,
+               progress: bool = True, **map_kwargs: Any) -> Curvedness:
+    """Curvedness of the segment from x_a to x_b under x -> h (definitions (a)-(c) above).
+
+    ``model``: a :class:`~diffgeo.models.model.Model` with timestep ``t``, or any function of one sample
+    ``fn: (*x_shape) -> (*h_shape)`` with ``t=None``. x_a, x_b: (*x_shape) or (1, *x_shape).
+    k: dimension of the tangent spaces; n_points (>= 2) points including both ends; method
+    ``"local"`` (:func:`~diffgeo.geometry.pullback.local_basis`, with ``tol`` and ``seed``) or ``"exact"``
+    (full Jacobians, small maps only). Extra keywords (prompt, branch, ...) go to the map.
+
+    Cost: n_points local bases. A linear map gives zeros (tests/test_geometry.py checks
+    closed-form positive values on a paraboloid):
+
+    >>> A = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    >>> c = curvedness(lambda x: A @ x, torch.zeros(3), torch.ones(3), k=2, progress=False)
+    >>> abs(c.rotation) < 1e-6, abs(c.off_tangent) < 1e-6, abs(c.excess_length) < 1e-6
+    (True, True, True)
+    """
+
+    n_points = check_int(n_points, "n_points", min=2)
+    if method not in ("local", "exact"):
+        raise ValueError(f"method must be 'local' or 'exact', got {method!r}")
+    if hasattr(model, "conditioning") and hasattr(model, "h_fn"):  # a Model: resolve the prompt once
+        spec = {key: map_kwargs.pop(key) for key in ("prompt", "negative_prompt", "branch", "guidance_scale", "cond")
+                if key in map_kwargs}
+        map_kwargs["cond"] = model.conditioning(spec.pop("prompt", None), batch=1, **spec)
+    f_a = h_map(model, x_a, t, **map_kwargs)
+    f_b = h_map(model, x_b, t, **map_kwargs)
+    xa, xb = f_a.x, f_b.x
+    d = (xb - xa).reshape(-1).double()
+    chord_x = float(d.norm())
+    if chord_x == 0:
+        raise ValueError("x_a and x_b are the same point: the segment has no length")
+    s_grid = torch.linspace(0, 1, n_points, dtype=torch.float64)
+    points = [(xa.double() + float(s) * (xb - xa).double()).to(xa.dtype) for s in s_grid]
+    bases: list[torch.Tensor] = []
+    with torch.no_grad():  # h at every point, through the one map already built (same t and conditioning)
+        values = [f_a.fn(x).reshape(-1).double().cpu() for x in points]
+    for x in tqdm(points, desc="curvedness", disable=not progress, leave=False):
+        if method == "local":
+            basis = local_basis(model, x, t, k, tol=tol, seed=seed, progress=False, **map_kwargs)
+        else:
+            basis = exact_basis(model, x, t, k, **map_kwargs)
+        bases.append(basis.v_flat.double().cpu())
+    steps = torch.tensor([float(torch.linalg.vector_norm(_angles_orthonormal(_orthonormal(p), _orthonormal(q))))
+                          for p, q in zip(bases[:-1], bases[1:])], dtype=torch.float64)
+    d_cpu = d.cpu()
+    p_a = _tangent_part(bases[0], d_cpu)
+    p_b = _tangent_part(bases[-1], d_cpu)
+    off_a, off_b = _off_tangent(bases, p_a), _off_tangent(bases, p_b)
+    h_segments = torch.stack([(q - p).norm() for p, q in zip(values[:-1], values[1:])])
+    chord_h = float((values[-1] - values[0]).norm())
+    excess = float(h_segments.sum() / chord_h - 1) if chord_h > 0 else float("inf")
+    meta = {**f_a.meta, "k": k, "n_points": n_points, "method": method, "tol": tol, "seed": seed}
+    return Curvedness(rotation=float(steps.sum()) / chord_x,
+                      off_tangent=float((_trapezoid_mean(off_a) + _trapezoid_mean(off_b)) / 2),
+                      excess_length=excess,
+                      steps=steps, off_tangent_a=off_a, off_tangent_b=off_b, h_segments=h_segments,
+                      chord_x=chord_x, chord_h=chord_h, meta=meta)
+
+
+def _tangent_part(q: torch.Tensor, d: torch.Tensor) -> torch.Tensor | None:
+    q = _orthonormal(q)
+    p = q.T @ (q @ d)
+    norm = p.norm()
+    if norm <= 1e-12 * d.norm():
+        return None
+    return p / norm
+
+
+def _trapezoid_mean(values: torch.Tensor) -> float:
+    """Mean of a function sampled at equally spaced points including both ends (trapezoid rule)."""
+    if values.numel() < 2:
+        return float(values.mean())
+    return float((values[1:] + values[:-1]).sum() / (2 * (values.numel() - 1)))

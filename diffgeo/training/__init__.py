@@ -1,0 +1,2 @@
+"""Training and exporting the embedded models from their recipes (:mod:`diffgeo.models.recipes`)."""
+

@@ -18,7 +18,7 @@ import time
 import torch
 
 import diffgeo
-import diffgeo.editing.edits as editing
+import diffgeo.editing as editing
 from diffgeo.editing.directions import Direction
 
 
@@ -82,9 +82,10 @@ def learned_f_t(m, a, x_T, res: dict, batch: int = 8, k: int = 5) -> None:
     Direction (16 images), and Asyrp with that Direction per image; ratios against ``asyrp_s_per_image``.
     Training needs gradients, so this runs outside the no_grad block above."""
     import diffgeo.editing.learned as learned_direction
+    from diffgeo.editing.objectives import probe_objective
 
     try:
-        obj = learned_direction.probe_objective(m, "colour", "blue")
+        obj = probe_objective(m, "colour", "blue")
     except ValueError as err:  # a model without a differentiable reader (e.g. digits)
         res["learned_f_t"] = f"skipped: {err}"
         return

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import torch
 
 import diffgeo
-from diffgeo.geometry.pullback import HMap, exact_basis, forward_ad_ready, h_map, local_basis
+from diffgeo.geometry.basis import exact_basis, local_basis
+from diffgeo.geometry.pullback import HMap, forward_ad_ready, h_map
 
 
 # -- the reference algorithm (from its description) ---------------------------------------------

@@ -15,17 +15,23 @@ torch.Size([4, 3, 32, 32])
 import importlib.metadata
 
 from diffgeo import _moved
-from diffgeo.editing import directions, learned as learned_direction
-from diffgeo.editing.edits import asyrp, edit_image, edit_interval, edit_x
+from diffgeo.core.progress import set_progress
+from diffgeo.editing import directions
+from diffgeo.editing.hspace import asyrp
+from diffgeo.editing.interval import edit_interval
 from diffgeo.editing.transfer import Transfer, transfer_edit
+from diffgeo.editing.xspace import edit_image, edit_x
 from diffgeo.evaluation.alignment import text_alignment
-from diffgeo.geometry.pullback import HMap, LocalBasis, exact_basis, h_map, local_basis
-from diffgeo.geometry.subspaces import (Curvedness, curvedness, distance_matrix, grassmann_distance, principal_angles,
-                                       projection_distance, radial_power_spectrum, spectral_centroid, transport,
-                                       transport_agreement)
+from diffgeo.geometry.basis import LocalBasis, exact_basis, local_basis
+from diffgeo.geometry.curvedness import Curvedness, curvedness
+from diffgeo.geometry.pullback import HMap, h_map
+from diffgeo.geometry.subspaces import (distance_matrix, grassmann_distance, principal_angles, projection_distance,
+                                       radial_power_spectrum, spectral_centroid, transport, transport_agreement)
 from diffgeo.models.loading import list_models, load
 from diffgeo.models.model import Model
-from diffgeo.sampling.ddim import Trajectory, ddim_timesteps, denoise, invert, sample
+from diffgeo.sampling.ddim import ddim_timesteps, denoise, sample
+from diffgeo.sampling.inversion import invert
+from diffgeo.sampling.trajectory import Trajectory
 
 __all__ = [
     # models and sampling
@@ -36,7 +42,8 @@ __all__ = [
     "transport_agreement", "Curvedness", "curvedness",
     # evaluation and editing
     "text_alignment", "edit_x", "edit_image", "asyrp", "edit_interval", "Transfer", "transfer_edit", "directions",
-    "learned_direction",
+    # every progress bar on or off
+    "set_progress",
 ]
 __version__ = importlib.metadata.version("diffgeo")
 

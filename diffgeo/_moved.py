@@ -36,16 +36,16 @@ MOVED: dict[str, str] = {
     "diffgeo.pullback": "diffgeo.geometry",
     "diffgeo.hspace": "diffgeo.geometry.hstats",
     "diffgeo.probe": "diffgeo.readers.probe",
-    "diffgeo.evaluate": "diffgeo.evaluation.quality",
+    "diffgeo.evaluate": "diffgeo.evaluation",
     "diffgeo.alignment": "diffgeo.evaluation.alignment",
     "diffgeo.directions": "diffgeo.editing.directions",
-    "diffgeo.edit_properties": "diffgeo.editing.properties",
-    "diffgeo.learned_direction": "diffgeo.editing.learned",
+    "diffgeo.edit_properties": "diffgeo.editing",
+    "diffgeo.learned_direction": "diffgeo.editing",
     "diffgeo.transfer": "diffgeo.editing.transfer",
     "diffgeo.plotting": "diffgeo.viz",
     "diffgeo.report": "diffgeo.analyses.report",
     "diffgeo.tour": "diffgeo.analyses.tour",
-    "diffgeo.train": "diffgeo.training.train",
+    "diffgeo.train": "diffgeo.training",
 }
 
 

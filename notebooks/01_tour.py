@@ -36,7 +36,8 @@ import torch
 
 import diffgeo
 from diffgeo.geometry.hstats import h_statistics
-from diffgeo.viz.draw import draw_images, h_statistics_figure, image_grid
+from diffgeo.viz.draw import draw_images, image_grid
+from diffgeo.viz.figures import h_statistics_figure
 from diffgeo.readers.probe import validity
 
 torch.set_num_threads(1)  # one thread: fast and robust next to other work (benchmarks/bench_widgets.py)

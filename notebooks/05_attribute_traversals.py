@@ -15,9 +15,9 @@
 #
 # Two ways to edit an image with a diffusion model, side by side, on several images at once:
 #
-# - **x-space** (Park et al., `diffgeo.editing.edits.edit_x`): at one timestep t_edit move x_t along a
+# - **x-space** (Park et al., `diffgeo.editing.xspace.edit_x`): at one timestep t_edit move x_t along a
 #   direction by `strength`, then denoise to the end;
-# - **h-space** with the asymmetric reverse process (Asyrp, Kwon et al., `diffgeo.editing.edits.asyrp`):
+# - **h-space** with the asymmetric reverse process (Asyrp, Kwon et al., `diffgeo.editing.hspace.asyrp`):
 #   add the direction to h in the x0 prediction of every step from the start down to t_edit,
 #   denoise plainly below, and optionally add noise again (quality boosting, eta = 1) below t_boost.
 #

@@ -91,7 +91,7 @@ def test_inverse_recovers_the_original_8x8_digits(sk_digits):
 def test_trained_digits_model_draws_the_prompted_digit():
     """Issue 4: a classifier trained on the real digits agrees with the prompted digit in at least
     80% of the guided samples."""
-    from diffgeo.training.train import get_recipe
+    from diffgeo.training import get_recipe
 
     model = diffgeo.load("digits", device="cpu")
     assert model.provenance["steps"] == get_recipe("digits").steps, "not the final digits model"
@@ -161,7 +161,7 @@ def test_digit_agreement_refuses_other_models(shapes_model):
 # -- shapes-text: the trained model ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shapes_text():
-    from diffgeo.training.train import get_recipe
+    from diffgeo.training import get_recipe
 
     model = diffgeo.load("shapes-text", device="cpu")
     # the shipped model is the recipe's run plus a v-prediction fine-tune (its provenance)

@@ -12,8 +12,10 @@ import diffgeo
 from diffgeo.analyses import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, TrajectoryBases, bases_along, bootstrap_ci
 from diffgeo.analyses.coarse_to_fine import coarse_to_fine
 from diffgeo.analyses.discrepancy import discrepancy
-from diffgeo.analyses.shared_tangents import dataset_complexity, shared_tangents
-from diffgeo.analyses.text import _spearman, cond_uncond
+from diffgeo.analyses.dataset_complexity import dataset_complexity
+from diffgeo.analyses.shared_tangents import shared_tangents
+from diffgeo.analyses.text import cond_uncond
+from diffgeo.evaluation.stats import spearman
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +138,7 @@ def test_cond_uncond_on_known_subspaces():
 
 def test_spearman_and_bootstrap_against_references():
     a = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
-    assert _spearman(a, a ** 3) == pytest.approx(1.0) and _spearman(a, -a) == pytest.approx(-1.0)
+    assert spearman(a, a ** 3) == pytest.approx(1.0) and spearman(a, -a) == pytest.approx(-1.0)
     # bootstrap of the mean of N(0,1) draws: n=400, the 95% interval's half-width ~1.96/sqrt(400)=0.098;
     # it must contain the sample mean and have about that width (+-25%)
     x = torch.randn(400, generator=torch.Generator().manual_seed(0), dtype=torch.float64)

@@ -37,8 +37,9 @@ import torch
 
 import diffgeo
 from diffgeo.editing.directions import Direction, pca, tangent
-from diffgeo.editing.properties import factor_directions
-from diffgeo.editing.edits import asyrp, edit_x
+from diffgeo.editing.factors import factor_directions
+from diffgeo.editing.hspace import asyrp
+from diffgeo.editing.xspace import edit_x
 from diffgeo.readers import get_reader
 
 STEPS, T_EDIT, N_EVAL, N_CAL, CHOICES, N_RANDOM = 10, 500, 96, 12, 2, 3

@@ -69,7 +69,7 @@ def shapes_model():
 def test_real_shapes_table(shapes_model, tmp_path):
     # One tiny real call (h-space: Asyrp; the x path runs the same reduction after edit_x).
     space = "h"
-    from diffgeo.editing.properties import factor_directions
+    from diffgeo.editing.factors import factor_directions
 
     dx, dh = factor_directions(shapes_model, "colour", "red", "blue", n=4, steps=5)
     d = dx if space == "x" else dh
@@ -101,7 +101,7 @@ def test_real_shapes_table(shapes_model, tmp_path):
 def test_x_direction_is_the_scaled_clean_difference(shapes_model):
     # Independent: render the two groups with the documented recipe and scale by sqrt(abar_t).
     from diffgeo.data import shapes
-    from diffgeo.editing.properties import factor_directions
+    from diffgeo.editing.factors import factor_directions
 
     dx, _ = factor_directions(shapes_model, "shape", "circle", "square", n=3, steps=2, t_edit=500, seed=4)
     f = shapes.sample_factors(3, seed=4)

@@ -10,7 +10,10 @@ import pytest
 import torch
 
 import diffgeo
-import diffgeo.editing.edits as editing
+import diffgeo.editing.hspace as hspace
+import diffgeo.editing.interval as interval
+import diffgeo.editing.xspace as xspace
+from diffgeo.core.sweep import model_fingerprint
 from diffgeo.editing.directions import Direction
 from diffgeo.sampling.ddim import ddim_step
 
@@ -39,7 +42,7 @@ def test_edit_x_at_strength_zero_is_denoise(shapes_model, path, method):
     x_t, t = path.xs[k], int(path.timesteps[k])
     v = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        ours = editing.edit_x(shapes_model, x_t, t, v, strength=0.0, method=method, steps=STEPS, progress=False)
+        ours = xspace.edit_x(shapes_model, x_t, t, v, strength=0.0, method=method, steps=STEPS, progress=False)
         ref = diffgeo.denoise(shapes_model, x_t, t, steps=STEPS, progress=False)
     assert ours.timesteps.tolist() == ref.timesteps.tolist()
     assert (ours.result - ref.result).abs().max() <= 1e-6
@@ -50,7 +53,7 @@ def test_edit_x_step_moves_x_t_by_strength_v(shapes_model, path):
     x_t, t = path.xs[k], int(path.timesteps[k])
     v = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        ours = editing.edit_x(shapes_model, x_t, t, v, strength=0.7, steps=STEPS, progress=False)
+        ours = xspace.edit_x(shapes_model, x_t, t, v, strength=0.7, steps=STEPS, progress=False)
         ref = diffgeo.denoise(shapes_model, x_t + 0.7 * v, t, steps=STEPS, progress=False)
     assert torch.allclose(ours.xs[0], x_t + 0.7 * v) and (ours.result - ref.result).abs().max() <= 1e-6
 
@@ -58,7 +61,7 @@ def test_edit_x_step_moves_x_t_by_strength_v(shapes_model, path):
 def test_asyrp_at_strength_zero_without_boost_is_sample(shapes_model, x_T, path):
     dh = _h_dir(torch.randn(128, 8, 8, generator=torch.Generator().manual_seed(2)))
     with torch.no_grad():
-        ours = editing.asyrp(shapes_model, x_T, dh, strength=0.0, t_edit=400, t_boost=0, steps=STEPS, progress=False)
+        ours = hspace.asyrp(shapes_model, x_T, dh, strength=0.0, t_edit=400, t_boost=0, steps=STEPS, progress=False)
     assert (ours.result - path.result).abs().max() <= 1e-6
     assert len(shapes_model.unet.mid_block._forward_hooks) == 0
 
@@ -81,7 +84,7 @@ def test_asyrp_edits_only_the_x0_term_with_original_skips(shapes_model, x_T):
     handles = [m.unet.down_blocks[i].register_forward_hook(record(i)) for i in range(len(m.unet.down_blocks))]
     try:
         with torch.no_grad():
-            one = editing.asyrp(m, x_T, _h_dir(dh), strength=1.5, t_edit=0, t_boost=0, steps=STEPS, progress=False)
+            one = hspace.asyrp(m, x_T, _h_dir(dh), strength=1.5, t_edit=0, t_boost=0, steps=STEPS, progress=False)
     finally:
         for h in handles:
             h.remove()
@@ -134,9 +137,9 @@ def test_theorem_1_symmetric_shift_cancels_asymmetric_does_not():
 def test_boosting_is_stochastic_only_below_t_boost(shapes_model, x_T):
     dh = _h_dir(torch.zeros(128, 8, 8))
     with torch.no_grad():
-        a = editing.asyrp(shapes_model, x_T, dh, strength=0.0, t_edit=500, t_boost=300, steps=STEPS, seed=1,
+        a = hspace.asyrp(shapes_model, x_T, dh, strength=0.0, t_edit=500, t_boost=300, steps=STEPS, seed=1,
                           progress=False)
-        b = editing.asyrp(shapes_model, x_T, dh, strength=0.0, t_edit=500, t_boost=300, steps=STEPS, seed=2,
+        b = hspace.asyrp(shapes_model, x_T, dh, strength=0.0, t_edit=500, t_boost=300, steps=STEPS, seed=2,
                           progress=False)
     ts = a.timesteps.tolist()
     first_noisy = next(i for i, t in enumerate(ts) if 0 <= t < 300) + 1
@@ -166,7 +169,7 @@ def test_ssim_matches_the_formula_window_by_window():
     g = torch.Generator().manual_seed(0)
     a = torch.rand(2, 3, 12, 12, generator=g, dtype=torch.float64) * 2 - 1
     b = (a + 0.3 * torch.randn(a.shape, generator=g, dtype=torch.float64)).clamp(-1, 1)
-    ours = editing.ssim(a, b)
+    ours = interval.ssim(a, b)
     ref = [np.mean([_naive_ssim(a[n, c].numpy(), b[n, c].numpy()) for c in range(3)]) for n in range(2)]
     assert np.allclose(ours.numpy(), ref, atol=1e-10)
 
@@ -190,15 +193,15 @@ class _FakeLpipsModule:
 
 def test_lpips_adapter_logic_and_the_rule_with_it(shapes_model):
     fake = _FakeLpipsModule()
-    dist = editing.lpips_distance("vgg", module=fake)
+    dist = interval.lpips_distance("vgg", module=fake)
     one = torch.zeros(2, 1, 4, 4)
     assert dist(one, one + 0.5).tolist() == [0.5, 0.5]
     assert fake.calls[-1] == ("vgg", (2, 3, 4, 4))  # one channel repeated to three
     with pytest.raises(ValueError, match="1- or 3-channel"):
         dist(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4))
     x0 = diffgeo.data.shapes.make_scenes(3, seed=2).images
-    iv = editing.edit_interval(shapes_model, x0, distance=dist, stride=100)
-    assert iv.thresholds == (editing.LPIPS_EDIT, editing.LPIPS_BOOST) and iv.distance == "distance"
+    iv = interval.edit_interval(shapes_model, x0, distance=dist, stride=100)
+    assert iv.thresholds == (interval.LPIPS_EDIT, interval.LPIPS_BOOST) and iv.distance == "distance"
     # the rule, recomputed here from the returned curves: the first t whose mean distance reaches it
     def first(d, thr):
         return int(iv.timesteps[(d >= thr).nonzero()[0]]) if (d >= thr).any() else int(iv.timesteps[-1])
@@ -212,8 +215,8 @@ def test_default_rule_lands_in_the_papers_region_on_shapes(shapes_model):
     """Calibration check: on real scenes the 1 - SSIM rule puts t_edit and t_boost within 0.1 T of
     the paper's CelebA-HQ values (538 and 167 of 1000), in the paper's order."""
     x0 = diffgeo.data.shapes.make_scenes(8, seed=3).images  # mean curves of 8 scenes; the window is +-100
-    iv = editing.edit_interval(shapes_model, x0, stride=20)
-    assert abs(iv.t_edit - editing.PAPER_T_EDIT) <= 100 and abs(iv.t_boost - editing.PAPER_T_BOOST) <= 100, iv
+    iv = interval.edit_interval(shapes_model, x0, stride=20)
+    assert abs(iv.t_edit - interval.PAPER_T_EDIT) <= 100 and abs(iv.t_boost - interval.PAPER_T_BOOST) <= 100, iv
     assert iv.t_boost < iv.t_edit
 
 
@@ -232,7 +235,7 @@ def test_bad_asyrp_input(shapes_model, x_T, kwargs, match):
     args = dict(direction=_h_dir(torch.zeros(128, 8, 8)), strength=1.0, t_edit=500, t_boost=0)
     args.update(kwargs)
     with pytest.raises((ValueError, TypeError), match=match):
-        editing.asyrp(shapes_model, x_T, args.pop("direction"), steps=STEPS, progress=False, **args)
+        hspace.asyrp(shapes_model, x_T, args.pop("direction"), steps=STEPS, progress=False, **args)
     assert len(shapes_model.unet.mid_block._forward_hooks) == 0
 
 
@@ -247,7 +250,7 @@ def test_bad_edit_x_input(shapes_model, path, kwargs, match):
     args = dict(t=500, direction=torch.zeros(3, 32, 32), strength=1.0)
     args.update(kwargs)
     with pytest.raises((ValueError, TypeError), match=match):
-        editing.edit_x(shapes_model, path.xs[1], args.pop("t"), args.pop("direction"), steps=STEPS, progress=False,
+        xspace.edit_x(shapes_model, path.xs[1], args.pop("t"), args.pop("direction"), steps=STEPS, progress=False,
                        **args)
 
 
@@ -255,38 +258,78 @@ def test_text_model_needs_an_explicit_prompt():
     m = diffgeo.load("digits")
     x = torch.randn(1, *m.x_shape)
     with pytest.raises(ValueError, match="text-conditioned: pass prompt="):
-        editing.edit_x(m, x, 500, torch.zeros(*m.x_shape), strength=1.0, steps=STEPS, progress=False)
+        xspace.edit_x(m, x, 500, torch.zeros(*m.x_shape), strength=1.0, steps=STEPS, progress=False)
     with pytest.raises(ValueError, match="text-conditioned: pass prompt="):
-        editing.asyrp(m, x, torch.zeros(*m.h_shape), t_edit=500, t_boost=0, steps=STEPS, progress=False)
+        hspace.asyrp(m, x, torch.zeros(*m.h_shape), t_edit=500, t_boost=0, steps=STEPS, progress=False)
 
 
 def test_edit_image_refuses_images_outside_the_range_or_off_grid(shapes_model):
     img = diffgeo.data.shapes.make_scenes(1, seed=1).images
     with pytest.raises(ValueError, match=r"images must be in \[-1, 1\]"):
-        editing.edit_image(shapes_model, img * 2, 500, torch.zeros(3, 32, 32), strength=1.0, steps=STEPS,
+        xspace.edit_image(shapes_model, img * 2, 500, torch.zeros(3, 32, 32), strength=1.0, steps=STEPS,
                            progress=False)
     with pytest.raises(ValueError, match="not on the 6-step grid"):
-        editing.edit_image(shapes_model, img, 333, torch.zeros(3, 32, 32), strength=1.0, steps=STEPS,
+        xspace.edit_image(shapes_model, img, 333, torch.zeros(3, 32, 32), strength=1.0, steps=STEPS,
                            progress=False)
 
 
 def test_rule_thresholds_that_cross_start_boosting_at_t_edit(shapes_model, x_T, caplog):
     # a model on which the rule puts t_boost above t_edit (the digits curves cross) still edits with
     # the rule's defaults: boosting starts at t_edit, and the log says so
-    key = (shapes_model.name, None)
-    saved = editing._INTERVALS.get(key)
-    editing._INTERVALS[key] = editing.EditInterval(300, 400, torch.arange(0, 1000, 100), torch.zeros(10),
-                                                   torch.zeros(10), (0.36, 0.885), "ssim")
+    key = (model_fingerprint(shapes_model), None, 16)
+    saved = interval._INTERVALS.get(key)
+    interval._INTERVALS[key] = interval.EditInterval(300, 400, torch.arange(0, 1000, 100), torch.zeros(10),
+                                                    torch.zeros(10), (0.36, 0.885), "ssim")
     try:
-        with torch.no_grad(), caplog.at_level("WARNING", logger="diffgeo.editing.edits"):
-            tr = editing.asyrp(shapes_model, x_T, torch.zeros(128, 8, 8), strength=0.0, steps=STEPS, seed=0,
-                               progress=False)
+        with torch.no_grad(), caplog.at_level("WARNING", logger="diffgeo.editing.hspace"):
+            tr = hspace.asyrp(shapes_model, x_T, torch.zeros(128, 8, 8), strength=0.0, steps=STEPS, seed=0,
+                              progress=False)
     finally:
         if saved is None:
-            del editing._INTERVALS[key]
+            del interval._INTERVALS[key]
         else:
-            editing._INTERVALS[key] = saved
+            interval._INTERVALS[key] = saved
     assert tr.meta["t_edit"] == 300 and tr.meta["t_boost"] == 300
     assert "boosting starts at t_edit" in caplog.text
     with pytest.raises(ValueError, match="t_edit=300 < t_boost=400"):  # given explicitly, it is an error
-        editing.asyrp(shapes_model, x_T, torch.zeros(128, 8, 8), t_edit=300, t_boost=400, steps=STEPS, progress=False)
+        hspace.asyrp(shapes_model, x_T, torch.zeros(128, 8, 8), t_edit=300, t_boost=400, steps=STEPS, progress=False)
+
+
+# -- renamed keywords and the interval cache --------------------------------------------------------
+def test_old_keyword_names_still_work_and_warn(shapes_model, path, x_T):
+    x_t, t = path.xs[2], int(path.timesteps[2])
+    v = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        new = xspace.edit_x(shapes_model, x_t, t, v, strength=0.5, steps=STEPS, t_boost=200, seed=3, progress=False)
+        with pytest.warns(DeprecationWarning, match=r"boost=\) is renamed t_boost="):
+            old = xspace.edit_x(shapes_model, x_t, t, v, strength=0.5, steps=STEPS, boost=200, seed=3, progress=False)
+        assert torch.equal(new.result, old.result) and old.meta["t_boost"] == 200
+        with pytest.raises(TypeError, match="both boost="):
+            xspace.edit_x(shapes_model, x_t, t, v, strength=0.5, steps=STEPS, boost=200, t_boost=200, progress=False)
+        dh = torch.ones(128, 8, 8)
+        new = hspace.asyrp(shapes_model, x_T, dh, t_edit=500, t_boost=0, steps=STEPS, progress=False)
+        with pytest.warns(DeprecationWarning, match=r"noise_or_x_T=\) is renamed x_T="):
+            old = hspace.asyrp(shapes_model, noise_or_x_T=x_T, direction=dh, t_edit=500, t_boost=0, steps=STEPS,
+                               progress=False)
+        assert torch.equal(new.result, old.result)
+
+
+def test_default_interval_is_cached_per_weights_not_per_name(shapes_model, monkeypatch):
+    import copy
+
+    calls = []
+
+    def fake_interval(model, images, **kwargs):
+        calls.append(model)
+        return interval.EditInterval(500, 100, torch.arange(2), torch.zeros(2), torch.zeros(2), (0.1, 0.2), "fake")
+
+    monkeypatch.setattr(interval, "edit_interval", fake_interval)
+    monkeypatch.setattr(interval, "_INTERVALS", {})
+    other = copy.deepcopy(shapes_model)
+    with torch.no_grad():
+        next(other.unet.parameters()).add_(0.01)
+    assert other.name == shapes_model.name
+    a = interval.default_interval(shapes_model, n=1)
+    assert interval.default_interval(shapes_model, n=1) is a and len(calls) == 1  # cached
+    b = interval.default_interval(other, n=1)
+    assert b is not a and calls[-1] is other and len(calls) == 2  # same name, other weights: its own rule

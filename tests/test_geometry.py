@@ -8,11 +8,12 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from diffgeo.geometry.subspaces import (Curvedness, curvedness, distance_matrix, grassmann_distance, principal_angles,
+from diffgeo.geometry.curvedness import Curvedness, curvedness
+from diffgeo.geometry.subspaces import (distance_matrix, grassmann_distance, principal_angles,
                               projection_distance, radial_power_spectrum, spectral_centroid, transport,
                               transport_agreement)
 from diffgeo.models.model import Model
-from diffgeo.geometry.pullback import exact_basis
+from diffgeo.geometry.basis import exact_basis
 from conftest import tiny_unet_config
 
 

@@ -26,7 +26,8 @@ from scipy import stats
 
 import diffgeo
 from diffgeo.data import shapes
-from diffgeo.sampling.ddim import _invert_step, ddim_step
+from diffgeo.sampling.ddim import ddim_step
+from diffgeo.sampling.inversion import invert_step
 
 #: The issue's target, per image.
 ROUND_TRIP_RMSE = 0.02
@@ -37,7 +38,7 @@ N_SHAPES = 4   # see the module docstring: 95% t bound on the mean + per-image c
 #: probability (26/32)^8 ~ 0.19 where 4 would miss it with 0.44)
 N_OWN = 8
 N_DIGITS = 6   # digits are 16 px: half the cost per image, so a few more
-#: A seed never used in training: diffgeo.training.train draws each step's scenes from
+#: A seed never used in training: diffgeo.training draws each step's scenes from
 #: ``make_scenes(batch, seed=run_seed * 1_000_003 + step)`` (run seeds 0 and 1, < 10_000 steps: seeds
 #: 0..9_999 and 1_000_003..1_010_002), its noise from ``run_seed * 7_919 + step`` and the probe from
 #: 10_000_000 + step; 987_654 is none of these.
@@ -140,8 +141,8 @@ def test_converged_samples_leave_the_batch(shapes_model):
                                                   torch.tensor([t_prev]))
         guess = shapes_model.eps(x_prev, t_prev)
         kw = dict(clip=1.0, clipped_eps=True, cond=None, tol=inv.meta["tol"], max_iter=50)
-        batched = _invert_step(shapes_model, x_prev, guess, t, a, ap, **kw)
-        alone = _invert_step(shapes_model, x_prev[1:2], guess[1:2], t, a, ap, **kw)
+        batched = invert_step(shapes_model, x_prev, guess, t, a, ap, **kw)
+        alone = invert_step(shapes_model, x_prev[1:2], guess[1:2], t, a, ap, **kw)
     assert (batched[4] <= inv.meta["tol"]).all() and (alone[4] <= inv.meta["tol"]).all()   # both converged
     # two solutions of the step, each within tol of x_{t-1}, are within ~2 tol / slope of each other
     # (the forward step's slope sqrt(a_prev / a) is 1.74 here: ~1.2 tol); 3 tol leaves room for the
@@ -169,7 +170,7 @@ def test_each_step_solves_the_samplers_step(shapes_model, own_samples):
 
 def test_unconverged_steps_are_reported_never_silent(shapes_model, caplog):
     x0 = shapes.make_scenes(2, seed=UNSEEN_SEED).images
-    with caplog.at_level(logging.WARNING, logger="diffgeo.sampling.ddim"), torch.no_grad():
+    with caplog.at_level(logging.WARNING, logger="diffgeo.sampling.inversion"), torch.no_grad():
         inv = diffgeo.invert(shapes_model, x0, steps=3, tol=1e-9, max_iter=1, progress=False)
     assert inv.meta["unconverged"], inv.meta
     first = inv.meta["unconverged"][0]
@@ -189,7 +190,7 @@ def test_a_stalled_sample_stops_early_and_is_reported(shapes_model, caplog):
     """tol=1e-9 is below float32 resolution of these states (~1e-7 relative, residuals stay ~1e-6
     and above): every sample stalls, stops well before max_iter and is listed as stalled."""
     x0 = shapes.make_scenes(2, seed=UNSEEN_SEED).images
-    with caplog.at_level(logging.WARNING, logger="diffgeo.sampling.ddim"), torch.no_grad():
+    with caplog.at_level(logging.WARNING, logger="diffgeo.sampling.inversion"), torch.no_grad():
         inv = diffgeo.invert(shapes_model, x0, steps=2, tol=1e-9, max_iter=200, use_clipped_model_output=True,
                              progress=False)
     stalled = [s for u in inv.meta["unconverged"] for s in u["stalled"]]

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from diffgeo.core.io import atomic_path, load_tensors_json, result_path, save_tensors_json
-from diffgeo.sampling.ddim import Trajectory
+from diffgeo.sampling.trajectory import Trajectory
 
 
 def _trajectory(seed: int) -> Trajectory:

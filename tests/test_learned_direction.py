@@ -13,6 +13,7 @@ import torch
 
 import diffgeo
 import diffgeo.editing.learned as L
+import diffgeo.editing.objectives as O
 from diffgeo.editing.directions import Direction
 from diffgeo.editing.properties import timestep_consistency
 from diffgeo.readers import get_reader
@@ -27,7 +28,7 @@ def blue(shapes_model, tmp_path_factory):
     enough on the 7,050-step ``shapes`` (78% of 64 held-out samples blue) but not on the 9,050-step one
     (58%); 24 steps turn 64 of 64 blue there, and on the shipped weight average (0.92 change)."""
     out = tmp_path_factory.mktemp("learned") / "blue"
-    ld = L.train_direction(shapes_model, L.probe_objective(shapes_model, "colour", "blue"), out=out, steps=24,
+    ld = L.train_direction(shapes_model, O.probe_objective(shapes_model, "colour", "blue"), out=out, steps=24,
                            batch_size=8, n_images=64, t_edit=T_EDIT, seed=0, progress=False)
     return ld, out
 
@@ -81,7 +82,7 @@ def test_direction_is_the_mean_of_f_over_noised_images(shapes_model, blue):
 
 def test_resume_equals_one_uninterrupted_run(shapes_model, tmp_path):
     kw = dict(batch_size=2, n_images=4, t_edit=T_EDIT, seed=3, save_every=1, progress=False)
-    obj = L.probe_objective(shapes_model, "shape", "circle")
+    obj = O.probe_objective(shapes_model, "shape", "circle")
     first = L.train_direction(shapes_model, obj, out=tmp_path / "a", steps=2, **kw)
     resumed = L.train_direction(shapes_model, obj, out=tmp_path / "a", steps=4, **kw)
     whole = L.train_direction(shapes_model, obj, out=tmp_path / "b", steps=4, **kw)
@@ -99,9 +100,9 @@ def test_resume_equals_one_uninterrupted_run(shapes_model, tmp_path):
 def test_bad_input(shapes_model, blue, tmp_path):
     ld, _ = blue
     with pytest.raises(ValueError, match="known factors are shape, colour"):
-        L.probe_objective(shapes_model, "texture", "smooth")
+        O.probe_objective(shapes_model, "texture", "smooth")
     with pytest.raises(ValueError, match="known classes are red, .*blue"):
-        L.probe_objective(shapes_model, "colour", "purple")
+        O.probe_objective(shapes_model, "colour", "purple")
     other = L.LearnedDirection(ld.net, "digits", ld.h_shape, ld.train, ld.step, ld.history)
     with pytest.raises(ValueError, match="trained for model 'digits', not 'shapes'"):
         other.to_direction(shapes_model, n=2, steps=4)
@@ -116,9 +117,9 @@ def test_bad_input(shapes_model, blue, tmp_path):
         L.train_direction(shapes_model, images=torch.full((2, 3, 32, 32), 2.0), steps=1, t_edit=T_EDIT,
                           progress=False)
     with pytest.raises(ValueError, match="without class scores to train on: trainable factors are shape, colour"):
-        L.probe_objective(shapes_model, "size", "large")
+        O.probe_objective(shapes_model, "size", "large")
     with pytest.raises(TypeError, match="clip must be a transformers CLIPModel"):
-        L.clip_objective(object(), "a red shape", "a blue shape")
+        O.clip_objective(object(), "a red shape", "a blue shape")
 
 
 # -- CLIP ------------------------------------------------------------------------------------------------
@@ -176,19 +177,19 @@ def test_clip_loss_matches_the_paper_formula(tiny_clip):
     src, tgt = "a red shape", "a blue shape"
     with torch.no_grad():
         ref = _reference_clip_loss(clip, proc, x_edit, x_orig, src, tgt)
-        got = L.clip_objective(clip, src, tgt, processor=proc)(x_edit, x_orig)
-        from_folder = L.clip_objective(str(folder), src, tgt)(x_edit, x_orig)
+        got = O.clip_objective(clip, src, tgt, processor=proc)(x_edit, x_orig)
+        from_folder = O.clip_objective(str(folder), src, tgt)(x_edit, x_orig)
     assert torch.allclose(got, ref, atol=1e-5) and torch.allclose(from_folder, ref, atol=1e-5)
     assert float(ref.min()) >= 0 and float(ref.max()) <= 2 and float(ref.std()) > 1e-3  # not a constant
     with pytest.raises(ValueError, match="source and target texts are equal"):
-        L.clip_objective(clip, src, src, processor=proc)
+        O.clip_objective(clip, src, src, processor=proc)
     with pytest.raises(ValueError, match="processor="):
-        L.clip_objective(clip, src, tgt)
+        O.clip_objective(clip, src, tgt)
 
 
 def test_training_with_clip_reduces_the_clip_loss(shapes_model, tiny_clip, tmp_path):
     clip, proc, _ = tiny_clip
-    obj = L.clip_objective(clip, "a red shape", "a blue shape", processor=proc)
+    obj = O.clip_objective(clip, "a red shape", "a blue shape", processor=proc)
     # Fixed held-out batch (images, timesteps, noise) evaluated with the paper's formula above.
     images = diffgeo.data.shapes.make_scenes(8, seed=31).images
     t = torch.linspace(T_EDIT, 990, 8).long()

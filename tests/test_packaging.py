@@ -103,11 +103,11 @@ def test_embedded_models_are_small_safetensors_with_provenance():
         # weight average names its averaging command, and each input's command trains it to its steps
         command = prov["training_command"]
         if "averaged" in prov:
-            assert f"python -m diffgeo.training.train {name} --average " in command, name
+            assert f"python -m diffgeo train {name} --average " in command, name
             assert prov["steps"] == max(i["steps"] for i in prov["averaged"]), name
             for inp in prov["averaged"]:
-                assert f"python -m diffgeo.training.train {name} " in inp["training_command"], name
+                assert f"python -m diffgeo train {name} " in inp["training_command"], name
                 assert f"--steps {inp['steps']}" in inp["training_command"], name
         else:
-            assert f"python -m diffgeo.training.train {name} " in command and f"--steps {prov['steps']}" in command, name
+            assert f"python -m diffgeo train {name} " in command and f"--steps {prov['steps']}" in command, name
         assert (folder / "text_encoder.json").is_file() == (name != "shapes"), name

@@ -162,7 +162,8 @@ def test_quality_report_counts_clean_scenes_past_the_ranges_apart_from_malformed
     # Ground truth: 12 rendered scenes, the first 6 with a factor 0.8-2.5 units past its range, the other 6
     # inside; and 6 two-object scenes. Valid: exactly the 6 inside; out of range: exactly the 6 pushed (the
     # two-object scenes are invalid and not clean).
-    from diffgeo.evaluation.quality import plot_invalid, quality_of
+    from diffgeo.evaluation.plots import plot_invalid
+    from diffgeo.evaluation.quality import quality_of
 
     f, outside = _pushed_out(12, seed=93)
     images = torch.cat([render(f), _two_objects(6, seed=94)])

@@ -16,7 +16,8 @@ from diffusers.models.attention_processor import Attention, AttnProcessor
 import diffgeo
 from diffgeo.models.hooks import capture
 from diffgeo.models.model import Model
-from diffgeo.geometry.pullback import LocalBasis, exact_basis, forward_ad_ready, h_map, jvp, local_basis, vjp
+from diffgeo.geometry.basis import LocalBasis, exact_basis, local_basis
+from diffgeo.geometry.pullback import forward_ad_ready, h_map, jvp, vjp
 from conftest import tiny_unet_config
 
 
@@ -264,7 +265,7 @@ def embedded_k10(shapes_model, noisy_x):
 def test_default_tolerance_on_embedded_model(shapes_model, noisy_x, embedded_exact, embedded_k10):
     x, t = noisy_x
     basis = embedded_k10
-    assert basis.residuals.max() <= diffgeo.geometry.pullback.DEFAULT_TOL
+    assert basis.residuals.max() <= diffgeo.geometry.basis.DEFAULT_TOL
     # Ritz values never exceed the true ones and converge quadratically: 1e-4 relative at tol 1e-3
     s_true = embedded_exact.s[:10].double()
     assert ((basis.s.double() - s_true).abs() / s_true).max() <= 1e-4
@@ -414,7 +415,7 @@ def test_warm_start_from_a_bad_subspace_still_finds_the_exact_basis(start):
 def test_warm_start_from_the_exact_basis_on_embedded_model(shapes_model, noisy_x, embedded_exact, embedded_k10):
     x, t = noisy_x
     warm = local_basis(shapes_model, x, t, 10, seed=0, progress=False, init=embedded_exact.v[:10])
-    assert warm.residuals.max() <= diffgeo.geometry.pullback.DEFAULT_TOL
+    assert warm.residuals.max() <= diffgeo.geometry.basis.DEFAULT_TOL
     assert warm.n_products < embedded_k10.n_products
     # as accurate as the cold basis (a 1e-4 rad floor for float32 products)
     cold_angle = angles(embedded_k10.v, embedded_exact.v[:10]).max()

@@ -295,3 +295,37 @@ def test_loading_a_trajectory_from_another_file(tmp_path):
     path = save_tensors_json(tmp_path / "x.safetensors", {"a": torch.zeros(1)}, {"kind": "LocalBasis"})
     with pytest.raises(ValueError, match="does not hold a Trajectory"):
         Trajectory.load(path)
+
+
+def test_ddim_timesteps_leaves_the_model_scheduler_alone(shapes_model):
+    sched = shapes_model.scheduler
+    before = (sched.num_inference_steps, None if sched.timesteps is None else sched.timesteps.clone())
+    assert diffgeo.ddim_timesteps(shapes_model, 7).tolist() == _diffusers_grid(shapes_model, 7)
+    assert sched.num_inference_steps == before[0]
+    assert (sched.timesteps is None) == (before[1] is None)
+    if before[1] is not None:
+        assert torch.equal(sched.timesteps, before[1])
+
+
+def _diffusers_grid(model, steps):
+    sched = DDIMScheduler.from_config(model.scheduler.config)
+    sched.set_timesteps(steps)
+    return sched.timesteps.tolist()
+
+
+def test_one_loop_guards_and_reports_every_driver(shapes_model):
+    # the blow-up guard and the callback live in ddim_loop, so x-space edits and Asyrp get them too
+    from diffgeo.core.checks import NonFiniteError
+    from diffgeo.editing.hspace import asyrp
+    from diffgeo.editing.xspace import edit_x
+
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), pytest.raises(NonFiniteError, match=r"x-space edit blew up at step 0 \(t=500"):
+        edit_x(shapes_model, x, 500, torch.ones(3, 32, 32), strength=1e20, steps=4, progress=False)
+    seen = []
+    with torch.no_grad():
+        tr = asyrp(shapes_model, x, torch.ones(128, 8, 8), strength=1.0, t_edit=500, t_boost=0, steps=4,
+                   progress=False, callback=seen.append)
+    assert [d["t"] for d in seen] == tr.timesteps[:-1].tolist() == [750, 500, 250, 0]
+    edited = [not torch.equal(d["eps"], d["eps_direction"]) for d in seen]
+    assert edited == [True, True, False, False]  # P_t sees the edited h on t >= t_edit only

@@ -46,7 +46,7 @@ def test_digits_are_the_real_sklearn_digits():
 
 @pytest.fixture(scope="module")
 def minilm():
-    from diffgeo.models.conditioning import load_packaged_encoder
+    from diffgeo.models.text_encoder import load_packaged_encoder
 
     return load_packaged_encoder(12)
 
@@ -74,7 +74,7 @@ def test_minilm_refuses_over_long_prompts(minilm):
 
 @pytest.fixture(scope="module")
 def tiny_digits(tmp_path_factory):
-    import diffgeo.training.train as train
+    import diffgeo.training as train
 
     root = tmp_path_factory.mktemp("digits")
     train.train("digits", run_dir=root / "run", steps=2, progress=False)
@@ -92,7 +92,7 @@ def test_trained_text_model_loads_through_load(tiny_digits):
     # encoder's token embeddings of the prompt (the path a user without diffgeo would take).
     from diffusers import UNet2DConditionModel
 
-    from diffgeo.models.conditioning import load_packaged_encoder
+    from diffgeo.models.text_encoder import load_packaged_encoder
 
     unet = UNet2DConditionModel.from_pretrained(tiny_digits / "unet", use_safetensors=True).eval()
     x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -124,7 +124,7 @@ def test_changed_packaged_encoder_is_refused(tiny_digits, tmp_path):
 def test_training_embedding_cache_returns_each_captions_own_embedding_when_it_overflows():
     """The cache is cleared when full: a batch mixing cached and new captions still gets every
     caption's own embedding (this raised KeyError once, 555 steps into a training run)."""
-    from diffgeo.training.train import _EmbeddingCache
+    from diffgeo.training.data import _EmbeddingCache
 
     def encoder(captions):  # a distinct, exactly-representable embedding per caption
         return torch.stack([torch.full((2, 3), float(sum(map(ord, c)))) for c in captions])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from diffgeo.cli.train import main
-from diffgeo.training.train import average, export, held_out_loss, loss_weights, train, training_target
+from diffgeo.training import average, export, held_out_loss, loss_weights, train, training_target
 
 
 def test_v_target_satisfies_the_identities_that_sampling_inverts():
@@ -189,7 +189,8 @@ def test_held_out_loss_of_a_zero_output_is_its_expected_epsilon_error(prediction
 
     from diffusers import DDPMScheduler
 
-    from diffgeo.training.train import HELD_OUT_SEED, _batch, get_recipe
+    from diffgeo.training.data import _batch, get_recipe
+    from diffgeo.training.losses import HELD_OUT_SEED
 
     class Zero(torch.nn.Module):
         def forward(self, x, t, **_):

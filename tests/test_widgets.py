@@ -63,7 +63,7 @@ def test_strength_slider_redraws_what_the_library_gives(traversal, reference, sh
 
 def test_asyrp_side_equals_the_library_call(traversal, reference, shapes_model):
     """The h side: Asyrp from the same x_T along u1 of the first image's basis at t_edit."""
-    import diffgeo.editing.directions as directions; import diffgeo.editing.edits as editing
+    import diffgeo.editing.directions as directions; import diffgeo.editing as editing
 
     dash = traversal
     dash.controls["strength"].value = 9.0

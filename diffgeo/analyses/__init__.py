@@ -1,4 +1,4 @@
-"""The papers' claims about the geometry of x_t, measured: each analysis returns data and claims, never plots.
+"""The papers' claims about the geometry of x_t, measured: each analysis returns claims, data and how to draw them.
 
 ===================  =====================================================================
 name                 what
@@ -9,30 +9,35 @@ dataset_complexity   3. curve 2 for each embedded model vs its data's complexity
 discrepancy          4. distances between one trajectory's bases across t (heatmap)
 text                 5. prompts vs tangent spaces, cond vs uncond vs t, the guidance artefact
 curvedness           6. curvedness of segments between samples vs a flat baseline
-asyrp                7. the Asyrp property table (diffgeo.editing.edits.evaluate)
+asyrp                7. the Asyrp property table (diffgeo.editing.properties.evaluate)
 ===================  =====================================================================
 
 Every claim carries a number, a 95% bootstrap interval and a verdict from a rule fixed in code
 beside it (:class:`Claim`). :func:`bases_along` computes warm-started bases along a trajectory.
+:data:`ANALYSES` is the report's registry (name -> :class:`Analysis`, the protocol in
+:mod:`diffgeo.analyses.registry`): each analysis module exposes one ``ANALYSIS`` object.
 """
 
+from diffgeo.analyses import asyrp, coarse_to_fine, curved, dataset_complexity, discrepancy, shared_tangents, text
 from diffgeo.analyses._common import (INCONCLUSIVE, NOT_REPRODUCED, PRESETS, REPRODUCED, SKIPPED, Claim, Preset,
                                       bases_along, bootstrap_ci, sign_verdict)
 from diffgeo.analyses.bases import TrajectoryBases, collect_bases
+from diffgeo.analyses.registry import Analysis, AnalysisResult, Context, FigureSpec
 
-__all__ = ["ANALYSES", "Claim", "Preset", "PRESETS", "bases_along", "bootstrap_ci", "sign_verdict",
-           "collect_bases", "TrajectoryBases", "check_names", "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE",
-           "SKIPPED"]
+__all__ = ["ANALYSES", "Analysis", "AnalysisResult", "Context", "FigureSpec", "Claim", "Preset", "PRESETS",
+           "bases_along", "bootstrap_ci", "sign_verdict", "collect_bases", "TrajectoryBases", "check_names",
+           "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "SKIPPED"]
 
-ANALYSES = {
-    "coarse_to_fine": "1. spectral centroid of the local basis vectors vs t",
-    "shared_tangents": "2. mean pairwise Grassmann distance between samples' bases vs t",
-    "dataset_complexity": "3. curve 2 for each model vs the complexity of its training data",
-    "discrepancy": "4. distance between one trajectory's bases at t and t' (heatmap)",
-    "text": "5. prompts vs tangent spaces; cond vs uncond bases vs t; the guidance artefact",
-    "curvedness": "6. curvedness of segments between samples vs a flat baseline",
-    "asyrp": "7. the Asyrp property table from diffgeo.editing.edits.evaluate",
-}
+#: The registry: name -> analysis, in report order (one line per analysis module).
+ANALYSES: dict[str, Analysis] = {a.name: a for a in (
+    coarse_to_fine.ANALYSIS,
+    shared_tangents.ANALYSIS,
+    dataset_complexity.ANALYSIS,
+    discrepancy.ANALYSIS,
+    text.ANALYSIS,
+    curved.ANALYSIS,
+    asyrp.ANALYSIS,
+)}
 
 
 def check_names(names: list[str] | None) -> list[str]:

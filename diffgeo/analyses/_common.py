@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
-from diffgeo.geometry.pullback import LocalBasis, local_basis
+from diffgeo.core.progress import progress_bar
+from diffgeo.geometry.basis import LocalBasis, local_basis
 from diffgeo.models.loading import load
 
 __all__ = ["Claim", "Preset", "PRESETS", "bootstrap_ci", "sign_verdict", "bases_along", "load_model",
@@ -63,7 +63,12 @@ class DistanceBand:
 
 
 def skipped_claim(id: str, analysis: str, model: str, sentence: str, reason: str) -> Claim:
-    """A claim that could not be measured, with the reason (no number, verdict ``skipped``)."""
+    """A claim that could not be measured, with the reason (no number, verdict ``skipped``).
+
+    >>> c = skipped_claim("5a", "text", "shapes", "Similar prompts ...", "shapes is unconditional")
+    >>> c.verdict, c.n, c.value != c.value
+    ('skipped', 0, True)
+    """
     nan = float("nan")
     return Claim(id, analysis, model, sentence, "not measured", nan, nan, nan, 0, "", SKIPPED, reason)
 
@@ -174,13 +179,13 @@ def bases_along(model: Any, traj_or_xs: Any, ts: Sequence[int], k: int, *, sampl
                 tol: float = 1e-3, seed: int = 0, progress: bool = False, **map_kwargs: Any) -> list[LocalBasis]:
     """Local bases at several timesteps of one trajectory, each warm-started from the previous one.
 
-    ``traj_or_xs``: a :class:`~diffgeo.sampling.ddim.Trajectory` (the states at ``ts`` are taken from
+    ``traj_or_xs``: a :class:`~diffgeo.sampling.trajectory.Trajectory` (the states at ``ts`` are taken from
     sample ``sample``; each t must be on its grid) or a tensor (len(ts), *x_shape) of the points.
     ``ts``: timesteps, in the order to visit them; the warm-started bases stop at ``tol / 3``
     (:data:`WARM_TOL_DIVISOR`), the accuracy a cold basis reaches at ``tol``. Keywords go to :func:`~local_basis`
     (prompt, branch, ...). Returns one :class:`~LocalBasis` per t.
 
-    >>> import diffgeo
+    >>> from diffgeo.sampling.ddim import sample
     >>> model = load("digits")
     >>> traj = sample(model, 1, steps=4, seed=0, progress=False)
     >>> bases = bases_along(model, traj, [750, 500], 1, tol=1e-2)
@@ -202,7 +207,7 @@ def bases_along(model: Any, traj_or_xs: Any, ts: Sequence[int], k: int, *, sampl
         raise TypeError(f"traj_or_xs must be a Trajectory or a tensor (len(ts), *x_shape), got {type(traj_or_xs).__name__}")
 
     out: list[LocalBasis] = []
-    for x, t in tqdm(list(zip(xs, ts)), desc=f"bases k={k}", disable=not progress, leave=False):
+    for x, t in progress_bar(list(zip(xs, ts)), desc=f"bases k={k}", progress=progress, leave=False):
         init = out[-1] if (warm and out) else None
         # a warm run stops each vector just under tol where a cold one overshoots in its last block:
         # tol / WARM_TOL_DIVISOR gives the cold basis' accuracy (benchmarks/bench_trajectory_basis.py)

@@ -38,13 +38,15 @@ import torch
 
 from diffgeo.analyses._common import (INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Claim, bootstrap_ci, load_model,
                                       skipped_claim)
+from diffgeo.analyses.registry import Analysis, AnalysisResult, Context
 from diffgeo.core.sweep import model_fingerprint
-from diffgeo.editing.properties import FACTOR_DEFAULTS, EditProperties, edit_statistics, evaluate, factor_directions
+from diffgeo.editing.factors import FACTOR_DEFAULTS, factor_directions
+from diffgeo.editing.properties import EditProperties, edit_statistics, evaluate
 from diffgeo.models.zoo import entry
 from diffgeo.readers import get_reader
 
 __all__ = ["asyrp_properties", "property_claims", "threshold_verdict", "homogeneity", "linearity_r2",
-           "composition_ratio", "robustness_drop", "timestep_cosine", "RULES", "BOUNDS", "SENTENCES"]
+           "composition_ratio", "robustness_drop", "timestep_cosine", "RULES", "BOUNDS", "SENTENCES", "ANALYSIS"]
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +305,7 @@ def asyrp_properties(model: str, *, fast: bool = True, progress: bool = False,
     the first folder holding any measured on the model's current weights (the fingerprint in the
     table's meta) is used and named in each claim's note; stale tables are skipped with a warning. Without saved tables:
     ``fast`` computes one small table (the model's first factor of
-    :data:`diffgeo.editing.properties.FACTOR_DEFAULTS` its reader reads, n=8, 5 steps: about a minute
+    :data:`diffgeo.editing.factors.FACTOR_DEFAULTS` its reader reads, n=8, 5 steps: about a minute
     here, wide intervals), the full preset n=64, 20 steps for every such factor; a model without
     a reader gets a skipped claim with the reason.
 
@@ -352,3 +354,14 @@ def asyrp_properties(model: str, *, fast: bool = True, progress: bool = False,
         claims += _tagged(th, property_claims(th, source=f"computed now (n={n}, {steps} steps; no saved table in "
                                                         f"{', '.join(map(str, folders))})"))
     return claims
+
+
+def _run(context: Context) -> AnalysisResult:
+    """Claims 7a-7e on the primary model, from the saved tables in the report's folder or ``figures``
+    (a quick table when there are none, unless the preset is full)."""
+    claims = context.timed("asyrp", lambda: asyrp_properties(context.primary, fast=context.preset.name != "full",
+                                                             tables=[context.out, Path("figures")]))
+    return AnalysisResult(claims)
+
+
+ANALYSIS = Analysis("asyrp", "7. the Asyrp property table from diffgeo.editing.properties.evaluate", _run)

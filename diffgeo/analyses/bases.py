@@ -16,6 +16,7 @@ import torch
 from diffgeo.analyses._common import Preset, bases_along, load_model
 from diffgeo.core.sweep import model_fingerprint, sweep
 from diffgeo.sampling.ddim import ddim_timesteps
+from diffgeo.sampling.ddim import sample as ddim_sample
 
 __all__ = ["TrajectoryBases", "trajectory_bases", "collect_bases"]
 
@@ -28,7 +29,7 @@ def trajectory_bases(model: str, sample: int, steps: int, ts: list[int], k: int,
     m = load_model(model)
     kw = {"prompt": prompt} if m.is_conditional else {}
     with torch.no_grad():
-        traj = sample(m, 1, steps=steps, seed=seed + sample, progress=False, **kw)
+        traj = ddim_sample(m, 1, steps=steps, seed=seed + sample, progress=False, **kw)
     map_kw = {"prompt": prompt, "branch": branch} if m.is_conditional else {}
     bases = bases_along(m, traj, ts, k, tol=tol, seed=seed, **map_kw)
     return {"v": torch.stack([b.v for b in bases]), "s": torch.stack([b.s for b in bases]),
@@ -67,7 +68,7 @@ def toy_bases() -> TrajectoryBases:
 
 
 def collect_bases(model: str, preset: Preset, *, cache: str | Path | None = None, client: Any = None,
-                  prompt: str | None = None, branch: str = "cond", seed: int = 0, progress: bool = True
+                  prompt: str | None = None, branch: str = "cond", seed: int = 0, progress: bool | None = None
                   ) -> TrajectoryBases:
     """Bases of ``preset.n_samples`` trajectories at ``preset.n_t`` timesteps, through the sweep cache.
 

@@ -4,14 +4,18 @@ high-frequency late (Park et al. 2023): the spectral centroid of the basis vecto
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from diffgeo.analyses._common import SIGN_RULE, Claim, bootstrap_ci, sign_verdict
 from diffgeo.analyses.bases import TrajectoryBases
+from diffgeo.analyses.registry import Analysis, AnalysisResult, Context, FigureSpec
 from diffgeo.geometry.subspaces import spectral_centroid
+from diffgeo.viz.draw import draw_images
+from diffgeo.viz.results import draw_spectral_centroid
 
-__all__ = ["CoarseToFine", "coarse_to_fine"]
+__all__ = ["CoarseToFine", "coarse_to_fine", "basis_images", "ANALYSIS"]
 
 SENTENCE = "The local basis is coarse (low spatial frequency) at early timesteps and fine late."
 STATISTIC = ("mean spectral centroid (cycles/pixel) of the basis vectors at the last (least noisy) timestep minus "
@@ -51,3 +55,37 @@ def coarse_to_fine(tb: TrajectoryBases) -> CoarseToFine:
     claim = Claim("1", "coarse_to_fine", tb.model, SENTENCE, f"{STATISTIC} (t={tb.ts[-1]} vs t={tb.ts[0]})",
                   value, lo, hi, n, RULE, sign_verdict(lo, hi, EXPECTED_SIGN))
     return CoarseToFine(tb.model, list(tb.ts), centroid, mean, low, high, claim)
+
+
+def basis_images(tb: TrajectoryBases) -> torch.Tensor:
+    """The first basis vector of sample 0 at each t, scaled to [-1, 1] (for draw_images).
+
+    >>> from diffgeo.analyses.bases import toy_bases
+    >>> basis_images(toy_bases()).shape
+    torch.Size([3, 1, 8, 8])
+    """
+    v = tb.v[0, :, 0].reshape(len(tb.ts), *tb.x_shape)
+    return v / v.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *([1] * len(tb.x_shape)))
+
+
+def _draw_basis_vectors(ax: Any, tb: TrajectoryBases) -> None:
+    draw_images(ax, basis_images(tb), nrow=len(tb.ts), captions=[f"t={t}" for t in tb.ts])
+
+
+def _run(context: Context) -> AnalysisResult:
+    """Claim 1 on the primary model's bases, with the centroid curve and its basis vectors.
+
+    >>> from diffgeo.analyses._common import PRESETS
+    >>> from diffgeo.analyses.bases import toy_bases
+    >>> ctx = Context(["toy"], PRESETS["tiny"], Path("."), trajectory_bases={"toy": toy_bases()})
+    >>> r = _run(ctx)
+    >>> [c.id for c in r.claims], list(r.figures)
+    (['1'], ['coarse_to_fine', 'basis_vectors'])
+    """
+    tb = context.bases(context.primary)
+    r = coarse_to_fine(tb)
+    return AnalysisResult([r.claim], {"coarse_to_fine": FigureSpec(draw_spectral_centroid, r),
+                                      "basis_vectors": FigureSpec(_draw_basis_vectors, tb, (6.0, 1.8))})
+
+
+ANALYSIS = Analysis("coarse_to_fine", "1. spectral centroid of the local basis vectors vs t", _run)

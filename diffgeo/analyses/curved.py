@@ -16,12 +16,14 @@ from typing import Any
 import torch
 
 from diffgeo.analyses._common import SIGN_RULE, Claim, Preset, bootstrap_ci, load_model, sign_verdict
+from diffgeo.analyses.registry import Analysis, AnalysisResult, Context, FigureSpec
 from diffgeo.core.sweep import model_fingerprint, sweep
-from diffgeo.geometry.pullback import local_basis
-from diffgeo.geometry.subspaces import curvedness
+from diffgeo.geometry.basis import local_basis
+from diffgeo.geometry.curvedness import curvedness
 from diffgeo.sampling.ddim import ddim_timesteps, sample
+from diffgeo.viz.results import draw_curvedness
 
-__all__ = ["Curvedness", "segment_curvedness", "DEFINITIONS"]
+__all__ = ["Curvedness", "segment_curvedness", "DEFINITIONS", "ANALYSIS"]
 
 DEFINITIONS = {
     "rotation": "(a) rotation of the top-k tangent space along the chord, rad per unit length",
@@ -76,7 +78,7 @@ class Curvedness:
 
 
 def segment_curvedness(model: str, preset: Preset, *, cache: str | Path | None = None, client: Any = None,
-                       seed: int = 0, progress: bool = True) -> Curvedness:
+                       seed: int = 0, progress: bool | None = None) -> Curvedness:
     """Claims 6a-6c: curvedness of ``preset.n_pairs`` segments between samples at the middle timestep."""
 
     m = load_model(model)
@@ -97,3 +99,14 @@ def segment_curvedness(model: str, preset: Preset, *, cache: str | Path | None =
                             f"{preset.n_points} points; baseline mean {float(flat[name].mean()):.2e})",
                             value, lo, hi, len(diff), SIGN_RULE, sign_verdict(lo, hi, EXPECTED_SIGN)))
     return Curvedness(model, t, values, flat, claims)
+
+
+def _run(context: Context) -> AnalysisResult:
+    """Claims 6a-6c on the primary model, with the figure of every segment against its flat baseline."""
+    model = context.primary
+    cv = context.timed("curvedness", lambda: segment_curvedness(model, context.preset, cache=context.cache(model),
+                                                                 **context.sweep_kwargs))
+    return AnalysisResult(list(cv.claims), {"curvedness": FigureSpec(draw_curvedness, cv)})
+
+
+ANALYSIS = Analysis("curvedness", "6. curvedness of segments between samples vs a flat baseline", _run)

@@ -5,7 +5,7 @@ The heatmap is the Grassmann distance between a trajectory's bases at every pair
 over samples. The claim's number is the energy a basis vector found at t keeps in the basis at
 t' (``mean_i ||V(t') v_i(t)||^2``, the mean squared cosine of the principal angles), over pairs at
 least two grid positions apart. The second half of the reader's question (how far an edit along
-a direction found at t works at t') needs ``diffgeo.editing.edits``; :func:`edit_transfer_status` says
+a direction found at t works at t') needs ``diffgeo.editing.xspace``; :func:`edit_transfer_status` says
 whether it can run.
 """
 
@@ -20,9 +20,11 @@ import torch
 from diffgeo.analyses._common import (INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Claim, bootstrap_ci, load_model,
                                       skipped_claim)
 from diffgeo.analyses.bases import TrajectoryBases
-from diffgeo.editing.edits import edit_x
+from diffgeo.analyses.registry import Analysis, AnalysisResult, Context, FigureSpec
+from diffgeo.editing.xspace import edit_x
+from diffgeo.viz.results import draw_basis_heatmap, draw_edit_transfer
 
-__all__ = ["Discrepancy", "discrepancy", "edit_transfer_status"]
+__all__ = ["Discrepancy", "discrepancy", "edit_transfer_status", "ANALYSIS"]
 
 SENTENCE = "A direction found at one timestep does not carry over to another timestep."
 STATISTIC = ("mean energy a basis vector found at t keeps in the basis at t' (mean cos^2 of the principal angles), "
@@ -61,13 +63,17 @@ class Discrepancy:
 
 
 def edit_transfer_status() -> str:
-    """Whether the edit-transfer half of analysis 4 can run here, as a sentence."""
-    if importlib.util.find_spec("diffgeo.editing.edits") is None:
-        return ("skipped: diffgeo.editing.edits does not exist in this build, so an edit along a direction found at t "
+    """Whether the edit-transfer half of analysis 4 can run here, as a sentence ("ran" when it can).
+
+    >>> edit_transfer_status()
+    'ran'
+    """
+    if importlib.util.find_spec("diffgeo.editing.xspace") is None:
+        return ("skipped: diffgeo.editing.xspace does not exist in this build, so an edit along a direction found at t "
                 "cannot be applied at t'; the heatmap measures the subspaces only")
-    editing = importlib.import_module("diffgeo.editing.edits")
+    editing = importlib.import_module("diffgeo.editing.xspace")
     if not callable(getattr(editing, "edit_x", None)):
-        return "skipped: diffgeo.editing.edits has no edit_x; the heatmap measures the subspaces only"
+        return "skipped: diffgeo.editing.xspace has no edit_x; the heatmap measures the subspaces only"
     return "ran"
 
 
@@ -77,7 +83,7 @@ EDIT_STRENGTH = 0.1  # step size of the edit, as a fraction of sqrt(dim x) (the 
 def edit_transfer(tb: TrajectoryBases, *, progress: bool = False) -> torch.Tensor | None:
     """How far the edit along v_1 found at t_i works at t_j: (N, T, T) ratio of the change in the final
     image when x_{t_j} is moved by ``EDIT_STRENGTH sqrt(n)`` along v_1(t_i) to the change along v_1(t_j)
-    itself (1 on the diagonal). None when diffgeo.editing.edits is not available or the points were not kept.
+    itself (1 on the diagonal). None when diffgeo.editing.xspace is not available or the points were not kept.
     """
     if tb.x is None or tb.steps is None or edit_transfer_status() != "ran":
         return None
@@ -137,3 +143,23 @@ def discrepancy(tb: TrajectoryBases, *, edits: bool = True) -> Discrepancy:
                   "samples; 1 on the diagonal)")
     return Discrepancy(tb.model, list(tb.ts), dist.mean(0), dist[0], cos2, math.sqrt(k) * math.pi / 2, claim,
                        status, None if transfer is None else transfer.mean(0))
+
+
+def _run(context: Context) -> AnalysisResult:
+    """Claim 4 on the primary model's bases: the heatmap, and the edit-transfer heatmap when it ran.
+
+    >>> from pathlib import Path
+    >>> from diffgeo.analyses._common import PRESETS
+    >>> from diffgeo.analyses.bases import toy_bases
+    >>> r = _run(Context(["toy"], PRESETS["tiny"], Path("."), trajectory_bases={"toy": toy_bases()}))
+    >>> [c.id for c in r.claims], list(r.figures), r.notes[0][:34]
+    (['4'], ['discrepancy'], 'analysis 4, edit transfer: skipped')
+    """
+    r = discrepancy(context.bases(context.primary))
+    figures = {"discrepancy": FigureSpec(draw_basis_heatmap, r, (4.6, 4.2))}
+    if r.transfer is not None:
+        figures["edit_transfer"] = FigureSpec(draw_edit_transfer, r, (4.6, 4.2))
+    return AnalysisResult([r.claim], figures, [f"analysis 4, edit transfer: {r.edit_transfer}"])
+
+
+ANALYSIS = Analysis("discrepancy", "4. distance between one trajectory's bases at t and t' (heatmap)", _run)

@@ -11,6 +11,9 @@ analysis 3; the first text-conditioned one runs analysis 5 (skipped, with the re
 is none). Nothing is left looking complete after a failure: the old report.html and claims.json
 are removed first, everything is written to a temporary folder, and report.html is moved in last.
 
+The analyses are the registry :data:`diffgeo.analyses.ANALYSES`: each one's ``run(context)``
+(:mod:`diffgeo.analyses.registry`) gives claims, figures and notes, gathered here in registry order.
+
 >>> from diffgeo.analyses.report import PRESETS, check_out
 >>> sorted(PRESETS)
 ['fast', 'full', 'tiny']
@@ -32,20 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
-
-import diffgeo.analyses.text as tx
-from diffgeo.analyses import PRESETS, Claim, Preset, check_names, collect_bases
-from diffgeo.analyses._common import SKIPPED, load_model, skipped_claim
-from diffgeo.analyses.asyrp import asyrp_properties
-from diffgeo.analyses.coarse_to_fine import coarse_to_fine
-from diffgeo.analyses.curved import segment_curvedness
-from diffgeo.analyses.discrepancy import discrepancy
-from diffgeo.analyses.shared_tangents import dataset_complexity, shared_tangents
+from diffgeo.analyses import ANALYSES, PRESETS, Claim, Preset, check_names
+from diffgeo.analyses._common import SKIPPED, load_model
+from diffgeo.analyses.registry import Context, FigureSpec
 from diffgeo.core.sweep import check_cache, model_fingerprint
-from diffgeo.viz.draw import (draw_basis_heatmap, draw_cond_uncond, draw_curvedness, draw_edit_transfer,
-                              draw_guidance_artefact, draw_images, draw_prompt_geometry, draw_shared_tangents,
-                              draw_spectral_centroid)
+from diffgeo.viz.figures import figure, save_figure
 
 __all__ = ["Report", "run_report", "check_out", "DEFAULT_MODELS", "PRESETS"]
 
@@ -98,38 +92,14 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name.strip("/"))[-80:] or "model"
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.timings: dict[str, dict[str, float]] = {}
-
-    def run(self, label: str, fn: Callable[[], Any]) -> Any:
-        w0, c0 = time.perf_counter(), time.process_time()
-        try:
-            return fn()
-        finally:
-            t = self.timings.setdefault(label, {"wall_s": 0.0, "cpu_s": 0.0})
-            t["wall_s"] += time.perf_counter() - w0
-            t["cpu_s"] += time.process_time() - c0
-
-
 def _figure(draw: Callable, data: Any, path: Path, size: tuple[float, float] = (5.0, 3.6)) -> Path:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, layout="constrained")
-    draw(fig.subplots(), data)
-    fig.savefig(path, dpi=110)
-    return path
-
-
-def _basis_images(tb: Any) -> Any:
-    """The first basis vector of sample 0 at each t, scaled to [-1, 1] (for draw_images)."""
-    v = tb.v[0, :, 0].reshape(len(tb.ts), *tb.x_shape)
-    return v / v.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *([1] * len(tb.x_shape)))
+    """``draw(ax, data)`` on one axes of ``size`` inches, saved at ``path`` (PNG, atomic) by the viz save path."""
+    return save_figure(figure(lambda fig: draw(fig.subplots(), data), size=size, layout="constrained"), path, dpi=110)
 
 
 def run_report(models: Sequence[str] | None = None, *, preset: str | Preset = "fast", out: str | Path = "figures",
                analyses: Sequence[str] | None = None, cache: str | Path | None = None, client: Any = None,
-               seed: int = 0, progress: bool = True) -> Report:
+               seed: int = 0, progress: bool | None = None) -> Report:
     """Run the analyses and write the report to ``out``; returns what was written (see module docstring).
 
     models: names, folders or hub ids (default: the embedded shapes, shapes-text, digits);
@@ -149,92 +119,25 @@ def run_report(models: Sequence[str] | None = None, *, preset: str | Preset = "f
     cache_root = Path(cache) if cache is not None else out / "cache"
     for old in ("report.html", "claims.json"):  # a failed run must not leave an old report looking current
         (out / old).unlink(missing_ok=True)
-    clock = _Clock()
+    context = Context(models, preset, out, client=client, seed=seed, progress=progress)
     w0, c0 = time.perf_counter(), time.process_time()
     notes: list[str] = []
     claims: list[Claim] = []
-    figures: list[tuple[str, Callable, Any, tuple[float, float]]] = []
-
-    loaded = {m: clock.run("load models", lambda m=m: load_model(m)) for m in models}
-    caches = {}
+    figures: dict[str, FigureSpec] = {}
+    loaded = {m: context.timed("load models", lambda m=m: load_model(m)) for m in models}
     for m, model in loaded.items():
-        caches[m] = cache_root / _safe(m)
-        notes += check_cache(caches[m], {"model": model_fingerprint(model)})
-    primary = models[0]
-    kw = dict(client=client, seed=seed, progress=progress)
-
-    bases = {}
-    need_bases = {"coarse_to_fine", "shared_tangents", "discrepancy"} & set(names)
-    for m in (models if "dataset_complexity" in names else [primary] if need_bases else []):
-        bases[m] = clock.run("bases along trajectories", lambda m=m: collect_bases(m, preset, cache=caches[m], **kw))
-    if "coarse_to_fine" in names:
-
-        r = coarse_to_fine(bases[primary])
-        claims.append(r.claim)
-        figures.append(("coarse_to_fine", draw_spectral_centroid, r, (5.0, 3.6)))
-        figures.append(("basis_vectors", lambda ax, tb: draw_images(
-            ax, _basis_images(tb), nrow=len(tb.ts), captions=[f"t={t}" for t in tb.ts]), bases[primary], (6.0, 1.8)))
-
-    curves = {m: shared_tangents(tb) for m, tb in bases.items()}
-    if "shared_tangents" in names:
-        claims.append(curves[primary].claim)
-    if "dataset_complexity" in names:
-        dc = clock.run("dataset complexity", lambda: dataset_complexity(curves))
-        claims.append(dc.claim)
-    if "shared_tangents" in names or "dataset_complexity" in names:
-        figures.append(("shared_tangents", draw_shared_tangents, curves, (5.0, 3.6)))
-    if "discrepancy" in names:
-
-        r = discrepancy(bases[primary])
-        claims.append(r.claim)
-        notes.append(f"analysis 4, edit transfer: {r.edit_transfer}")
-        figures.append(("discrepancy", draw_basis_heatmap, r, (4.6, 4.2)))
-        if r.transfer is not None:
-            figures.append(("edit_transfer", draw_edit_transfer, r, (4.6, 4.2)))
-    if "text" in names:
-
-        text_model = next((m for m in models if tx.text_applicable(m) is None), None)
-        if text_model is None:
-            why = "; ".join(tx.text_applicable(m) for m in models)
-            for cid, sentence in (("5a", tx.SENTENCE_A), ("5b", tx.SENTENCE_B), ("5c", tx.SENTENCE_C)):
-                claims.append(skipped_claim(cid, "text", ", ".join(models), sentence, why))
-        else:
-            pg = clock.run("text: prompts", lambda: tx.prompt_geometry(text_model, preset, cache=caches[text_model], **kw))
-            if isinstance(pg, Claim):
-                claims.append(pg)
-            else:
-                claims.append(pg.claim)
-                figures.append(("text_prompts", draw_prompt_geometry, pg, (5.0, 3.6)))
-            prompt = tx.EDIT_PROMPT.get(text_model, tx.PROMPTS.get(text_model, tx.GENERIC_PROMPTS)[0])
-            cu = clock.run("text: cond vs uncond", lambda: tx.cond_uncond(
-                collect_bases(text_model, preset, cache=caches[text_model], prompt=prompt, branch="cond", **kw),
-                collect_bases(text_model, preset, cache=caches[text_model], prompt=prompt, branch="uncond", **kw)))
-            claims.append(cu.claim)
-            figures.append(("text_cond_uncond", draw_cond_uncond, cu, (5.0, 3.6)))
-            ga = clock.run("text: guidance artefact",
-                           lambda: tx.guidance_artefact(text_model, preset, cache=caches[text_model], **kw))
-            if isinstance(ga, Claim):
-                claims.append(ga)
-            else:
-                claims.append(ga.claim)
-                figures.append(("guidance_artefact", draw_guidance_artefact, ga, (4.6, 3.6)))
-                figures.append(("guidance_samples", lambda ax, g: draw_images(
-                    ax, torch.cat([g.images_low, g.images_high]), nrow=len(g.images_low),
-                    captions=None), ga, (6.0, 1.8)))
-    if "curvedness" in names:
-
-        cv = clock.run("curvedness", lambda: segment_curvedness(primary, preset, cache=caches[primary], **kw))
-        claims += cv.claims
-        figures.append(("curvedness", draw_curvedness, cv, (5.0, 3.6)))
-    if "asyrp" in names:
-
-        claims += clock.run("asyrp", lambda: asyrp_properties(primary, fast=preset.name != "full",
-                                                              tables=[out, Path("figures")]))
-    clock.timings["total"] = {"wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0}
-    for m, tb in bases.items():
+        context.caches[m] = cache_root / _safe(m)
+        notes += check_cache(context.caches[m], {"model": model_fingerprint(model)})
+    for name in [n for n in ANALYSES if n in names]:   # registry order, each once
+        result = ANALYSES[name].run(context)
+        claims += result.claims
+        figures.update(result.figures)   # a figure given again is redrawn in its first place
+        notes += result.notes
+    context.timings["total"] = {"wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0}
+    for m, tb in context.trajectory_bases.items():
         notes.append(f"{m}: {tb.v.shape[0]} samples x {len(tb.ts)} timesteps {tb.ts}, k={tb.v.shape[2]}, "
                      f"{tb.n_products} Jacobian products (warm-started along each trajectory)")
-    return _write(out, models, preset, claims, notes, figures, clock.timings)
+    return _write(out, models, preset, claims, notes, figures, context.timings)
 
 
 def _fmt(x: float) -> str:
@@ -282,14 +185,14 @@ Each verdict comes from the rule written beside it, fixed in code before the run
 
 
 def _write(out: Path, models: list[str], preset: Preset, claims: list[Claim], notes: list[str],
-           figures: list[tuple[str, Callable, Any, tuple[float, float]]], timings: dict) -> Report:
+           figures: dict[str, FigureSpec], timings: dict) -> Report:
     try:
         tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     except OSError as err:
         raise ReportWriteError(f"cannot write the report to {str(out)!r}: {err.strerror or err}") from err
     try:
         images = {}
-        for name, draw, data, size in figures:
+        for name, (draw, data, size) in figures.items():
             images[name] = _figure(draw, data, tmp / f"{name}.png", size).read_bytes()
         payload = {"models": models, "preset": preset.__dict__, "claims": [c.to_dict() for c in claims],
                    "notes": notes, "timings": timings}

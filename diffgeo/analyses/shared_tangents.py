@@ -1,11 +1,7 @@
-"""Analyses 2 and 3: tangent spaces shared across samples early, and more consistent for simpler data.
-
-2. Park et al. (2023): at early timesteps different samples share similar tangent spaces; the
-   mean pairwise Grassmann distance between samples' bases grows as t falls.
-3. The simpler the training set, the more consistent the tangent spaces across samples: curve 2
-   for each model, compared between the models whose training data are the simplest and the most
-   complex. Data complexity is measured independently of any geometry, as the share of principal
-   components needed for 95% of the training images' variance (fixed before the run).
+"""Analysis 2: tangent spaces shared across samples early (Park et al. 2023): at early timesteps
+different samples share similar tangent spaces; the mean pairwise Grassmann distance between
+samples' bases grows as t falls. Analysis 3 (:mod:`diffgeo.analyses.dataset_complexity`) compares
+this curve between models.
 """
 
 from __future__ import annotations
@@ -15,24 +11,16 @@ from dataclasses import dataclass
 
 import torch
 
-from diffgeo.analyses._common import SIGN_RULE, Claim, DistanceBand, bootstrap_ci, sign_verdict, skipped_claim
+from diffgeo.analyses._common import SIGN_RULE, Claim, DistanceBand, bootstrap_ci, sign_verdict
 from diffgeo.analyses.bases import TrajectoryBases
-from diffgeo.data.digits import load_digits_images
-from diffgeo.data.shapes import make_scenes
+from diffgeo.analyses.registry import Analysis, AnalysisResult, Context, FigureSpec
+from diffgeo.viz.results import draw_shared_tangents
 
-__all__ = ["SharedTangents", "shared_tangents", "DatasetComplexity", "dataset_complexity", "data_complexity"]
+__all__ = ["SharedTangents", "shared_tangents", "model_curves", "ANALYSIS"]
 
 SENTENCE_2 = "At early timesteps different samples share similar tangent spaces (distance grows as t falls)."
 STATISTIC_2 = "mean pairwise Grassmann distance / max (sqrt(k) pi/2) at the last timestep minus at the first"
 EXPECTED_SIGN_2 = +1
-
-SENTENCE_3 = "The simpler the training data, the more consistent the tangent spaces across samples."
-STATISTIC_3 = ("mean over t of the normalised pairwise Grassmann distance: model with the most complex data minus "
-               "model with the simplest (complexity = share of PCA components for 95% of the data variance)")
-EXPECTED_SIGN_3 = +1
-
-_DATA = {"shapes": "shapes", "shapes-text": "shapes", "digits": "digits"}
-
 
 def _pairwise(v: torch.Tensor) -> torch.Tensor:
     """(N, T, k, n) orthonormal rows -> (T, N, N) Grassmann distances."""
@@ -77,58 +65,32 @@ def shared_tangents(tb: TrajectoryBases) -> SharedTangents:
     return SharedTangents(tb.model, list(tb.ts), dist, mean, low, high, dmax, claim)
 
 
-def data_complexity(model: str, n: int = 512) -> float | None:
-    """Share of principal components needed for 95% of the variance of ``n`` training images of an
-    embedded model (None when its training data are not known here).
+def model_curves(context: Context, models: list[str]) -> dict[str, SharedTangents]:
+    """Curve 2 of each of ``models`` (their bases from the context), computed once per report.
 
-    >>> 0 < data_complexity("digits") < 1
+    >>> from pathlib import Path
+    >>> from diffgeo.analyses._common import PRESETS
+    >>> from diffgeo.analyses.bases import toy_bases
+    >>> ctx = Context(["toy"], PRESETS["tiny"], Path("."), trajectory_bases={"toy": toy_bases()})
+    >>> model_curves(ctx, ["toy"])["toy"] is model_curves(ctx, ["toy"])["toy"]
     True
     """
-    kind = _DATA.get(model)
-    if kind is None:
-        return None
-    if kind == "digits":
-
-        x = load_digits_images().images[:n]
-    else:
-
-        x = make_scenes(n, seed=0).images
-    x = x.reshape(x.shape[0], -1).double()
-    s2 = torch.linalg.svdvals(x - x.mean(0)).square()
-    share = torch.cumsum(s2, 0) / s2.sum()
-    return float((int((share < 0.95).sum()) + 1) / x.shape[1])
+    return {m: context.memo(("shared_tangents", m), lambda m=m: shared_tangents(context.bases(m))) for m in models}
 
 
-@dataclass(frozen=True)
-class DatasetComplexity:
-    """Claim 3 over several models: their curves (SharedTangents) and data complexities."""
+def _run(context: Context) -> AnalysisResult:
+    """Claim 2 on the primary model, and the figure of its curve.
 
-    curves: dict[str, SharedTangents]
-    complexity: dict[str, float | None]
-    claim: Claim
+    >>> from pathlib import Path
+    >>> from diffgeo.analyses._common import PRESETS
+    >>> from diffgeo.analyses.bases import toy_bases
+    >>> r = _run(Context(["toy"], PRESETS["tiny"], Path("."), trajectory_bases={"toy": toy_bases()}))
+    >>> [c.id for c in r.claims], list(r.figures)
+    (['2'], ['shared_tangents'])
+    """
+    primary = model_curves(context, [context.primary])
+    return AnalysisResult([primary[context.primary].claim],
+                          {"shared_tangents": FigureSpec(draw_shared_tangents, primary)})
 
 
-def dataset_complexity(curves: dict[str, SharedTangents]) -> DatasetComplexity:
-    """Compare the normalised distance curves of models with known training data (claim 3)."""
-    cx = {m: data_complexity(m) for m in curves}
-    known = sorted((c, m) for m, c in cx.items() if c is not None)
-    label = ", ".join(curves)
-    if len(known) < 2 or known[0][0] == known[-1][0]:
-        claim = skipped_claim("3", "dataset_complexity", label, SENTENCE_3,
-                              "needs two models whose training data differ in complexity (embedded digits and "
-                              f"shapes/shapes-text); got {label or 'none'}")
-        return DatasetComplexity(curves, cx, claim)
-    simple, complex_ = curves[known[0][1]], curves[known[-1][1]]
-    n = min(simple.dist.shape[1], complex_.dist.shape[1])
-
-    def stat(i: torch.Tensor) -> float:
-        a = sum(_mean_pairs(complex_.dist[j], i) for j in range(len(complex_.ts))) / len(complex_.ts)
-        b = sum(_mean_pairs(simple.dist[j], i) for j in range(len(simple.ts))) / len(simple.ts)
-        return a / complex_.max_distance - b / simple.max_distance
-
-    value, lo, hi = bootstrap_ci(n, stat)
-    note = (f"complexity {known[-1][1]} {known[-1][0]:.3f} vs {known[0][1]} {known[0][0]:.3f}; the two live in "
-            "spaces of different dimension, where random subspaces are not equally far apart")
-    claim = Claim("3", "dataset_complexity", f"{known[-1][1]} vs {known[0][1]}", SENTENCE_3, STATISTIC_3, value, lo, hi,
-                  n, SIGN_RULE, sign_verdict(lo, hi, EXPECTED_SIGN_3), note)
-    return DatasetComplexity(curves, cx, claim)
+ANALYSIS = Analysis("shared_tangents", "2. mean pairwise Grassmann distance between samples' bases vs t", _run)

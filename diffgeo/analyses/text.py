@@ -4,7 +4,9 @@ guidance artefact seen on the 3,000-step epsilon-prediction shapes-text: above g
 background is pushed towards the complement of the named colour. Its v-prediction fine-tune (the
 shipped model) no longer shows it: the report's verdict on (c) is "not reproduced" there.
 
-Unconditional models have no text: :func:`text_applicable` says why each part is skipped.
+Unconditional models have no text: :func:`text_applicable` says why each part is skipped. The
+prompts compared are the model's ``analysis_prompts`` in :mod:`diffgeo.models.zoo` (the generic
+entry's for a model the zoo does not know); (c) needs the named colours of the shapes-text task.
 """
 
 from __future__ import annotations
@@ -19,27 +21,23 @@ import torch
 
 from diffgeo.analyses._common import (SIGN_RULE, Claim, DistanceBand, Preset, bootstrap_ci, load_model, sign_verdict,
                                       skipped_claim)
-from diffgeo.analyses.bases import TrajectoryBases
+from diffgeo.analyses.bases import TrajectoryBases, collect_bases
+from diffgeo.analyses.registry import Analysis, AnalysisResult, Context, FigureSpec
 from diffgeo.core.sweep import model_fingerprint, sweep
 from diffgeo.data.shapes import COLOUR_RGB, COLOURS, SHAPES
-from diffgeo.geometry.pullback import local_basis
-from diffgeo.sampling.ddim import ddim_timesteps, sample
+from diffgeo.evaluation.stats import spearman
+from diffgeo.geometry.basis import local_basis
+from diffgeo.models.zoo import GENERIC, entry
+from diffgeo.sampling.ddim import ddim_timesteps
+from diffgeo.sampling.ddim import sample as ddim_sample
+from diffgeo.viz.draw import draw_images
+from diffgeo.viz.results import draw_cond_uncond, draw_guidance_artefact, draw_prompt_geometry
 
 __all__ = ["PromptGeometry", "prompt_geometry", "CondUncond", "cond_uncond", "GuidanceArtefact",
-           "guidance_artefact", "text_applicable", "PROMPTS", "EDIT_PROMPT"]
+           "guidance_artefact", "text_applicable", "guidance_applicable", "analysis_prompts", "ANALYSIS"]
 
-PROMPTS = {
-    "shapes-text": ["a red circle", "a crimson circle", "a red disk", "a blue circle", "a blue square",
-                    "a green triangle", "a small red circle on the left", "a yellow square", "a cyan triangle",
-                    "a magenta square", "a large blue circle", "a green square"],
-    "digits": ["a handwritten 3", "the digit 3", "the number three", "a handwritten 8", "the digit 8",
-               "a handwritten 1", "the number one", "a handwritten 7", "the digit 0", "a handwritten 5",
-               "the number five", "a 9"],
-}
-GENERIC_PROMPTS = ["a photo of a cat", "a photograph of a cat", "a photo of a dog", "a red car", "a blue car",
-                   "a landscape with mountains", "a portrait of a woman", "a bowl of fruit", "a city at night",
-                   "a painting of a ship", "a close-up of a flower", "a bird on a branch"]
-EDIT_PROMPT = {"shapes-text": "a red circle", "digits": "a handwritten 3"}
+#: the task whose prompts name colours known here (the guidance artefact is measured on its models)
+ARTEFACT_TASK = "shapes-text"
 
 SENTENCE_A = "Similar prompts give similar tangent spaces."
 STATISTIC_A = ("Spearman correlation over prompt pairs between the tangent-space Grassmann distance (mean over points) "
@@ -57,8 +55,32 @@ EXPECTED_SIGN_C = +1
 GUIDANCE_LOW, GUIDANCE_HIGH = 1.5, 4.0
 
 
+def analysis_prompts(model: str) -> list[str]:
+    """The prompts analysis 5 compares on ``model``: its zoo entry's, or the generic ones.
+
+    >>> analysis_prompts("digits")[:2], analysis_prompts("someone/else")[0]
+    (['a handwritten 3', 'the digit 3'], 'a photo of a cat')
+    """
+    return list(entry(model).analysis_prompts or GENERIC.analysis_prompts or ())
+
+
+def guidance_applicable(model: str) -> str | None:
+    """None when the guidance artefact (5c) can be measured on ``model``, else the reason it is skipped.
+
+    >>> guidance_applicable("shapes-text") is None, guidance_applicable("digits")[:11]
+    (True, 'measured on')
+    """
+    if entry(model).task != ARTEFACT_TASK:
+        return "measured on the embedded shapes-text only (the named colours are known there)"
+    return None
+
+
 def text_applicable(model: str) -> str | None:
-    """None when the text analyses apply to ``model``, else the reason they are skipped."""
+    """None when the text analyses apply to ``model``, else the reason they are skipped.
+
+    >>> text_applicable("shapes-text") is None, text_applicable("shapes")[:20]
+    (True, 'shapes is unconditio')
+    """
     m = load_model(model)
     if not m.is_conditional:
         return f"{model} is unconditional ({type(m.unet).__name__}): it has no text to compare"
@@ -67,29 +89,13 @@ def text_applicable(model: str) -> str | None:
     return None
 
 
-def _rank(x: torch.Tensor) -> torch.Tensor:
-    order = x.argsort()
-    r = torch.empty_like(x)
-    r[order] = torch.arange(len(x), dtype=x.dtype)
-    return r
-
-
-def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    if len(a) < 3:
-        return float("nan")
-    ra, rb = _rank(a), _rank(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = float(ra.norm() * rb.norm())
-    return float(ra @ rb) / den if den > 0 else float("nan")
-
-
 def prompt_bases(model: str, sample: int, steps: int, t: int, prompts: list[str], k: int, tol: float, seed: int
                  ) -> dict[str, Any]:
     """Bases at one x_t (sample ``seed + sample``, empty prompt, at t) under each prompt: v (P, k, *x_shape)."""
 
     m = load_model(model)
     with torch.no_grad():
-        traj = sample(m, 1, steps=steps, seed=seed + sample, progress=False)
+        traj = ddim_sample(m, 1, steps=steps, seed=seed + sample, progress=False)
     grid = [int(s) for s in traj.timesteps]
     x = traj.xs[grid.index(t), 0]
     out, prev = [], None
@@ -113,15 +119,14 @@ class PromptGeometry:
 
 
 def prompt_geometry(model: str, preset: Preset, *, cache: str | Path | None = None, client: Any = None,
-                    seed: int = 0, progress: bool = True) -> PromptGeometry | Claim:
-    """Claim 5a: tangent-space distance between prompts vs their text-embedding distance. Returns the
-    skipped Claim when the model has no text."""
+                    seed: int = 0, progress: bool | None = None) -> PromptGeometry:
+    """Claim 5a: tangent-space distance between prompts vs their text-embedding distance (a ValueError
+    with the reason when the model has no text)."""
     why = text_applicable(model)
     if why is not None:
-        return skipped_claim("5a", "text", model, SENTENCE_A, why)
-
+        raise ValueError(why)
     m = load_model(model)
-    prompts = PROMPTS.get(model, GENERIC_PROMPTS)[: preset.n_prompts]
+    prompts = analysis_prompts(model)[: preset.n_prompts]
     grid = [int(s) for s in ddim_timesteps(m, preset.steps)]
     t = grid[len(grid) // 2]
     n_points = max(2, preset.n_samples // 2)
@@ -145,8 +150,7 @@ def prompt_geometry(model: str, preset: Preset, *, cache: str | Path | None = No
         pairs = [(int(a), int(b)) for a, b in itertools.combinations(idx.tolist(), 2) if a != b]
         if len(pairs) < 3:
             return float("nan")
-        return _spearman(torch.tensor([float(tangent[a, b]) for a, b in pairs]),
-                         torch.tensor([float(text[a, b]) for a, b in pairs]))
+        return spearman([float(tangent[a, b]) for a, b in pairs], [float(text[a, b]) for a, b in pairs])
 
     value, lo, hi = bootstrap_ci(p, stat)
     claim = Claim("5a", "text", model, SENTENCE_A, f"{STATISTIC_A} (t={t}, {n_points} points, {p} prompts)",
@@ -162,7 +166,13 @@ class CondUncond(DistanceBand):
 
 
 def cond_uncond(cond: TrajectoryBases, uncond: TrajectoryBases) -> CondUncond:
-    """Claim 5b from two sets of bases at the same points (same model, samples and timesteps)."""
+    """Claim 5b from two sets of bases at the same points (same model, samples and timesteps).
+
+    >>> from diffgeo.analyses.bases import toy_bases
+    >>> r = cond_uncond(toy_bases(), toy_bases())     # the same bases: distance 0 at every t
+    >>> r.mean.tolist(), r.claim.id
+    ([0.0, 0.0, 0.0], '5b')
+    """
     if cond.ts != uncond.ts or cond.v.shape != uncond.v.shape:
         raise ValueError("cond and uncond bases must come from the same samples and timesteps")
     n, t_count, k = cond.v.shape[:3]
@@ -189,8 +199,7 @@ def guidance_samples(model: str, steps: int, n: int, guidance: float, seed: int)
     colour = [pairs[i % len(pairs)][0] for i in range(n)]
     prompts = [f"a {COLOURS[c]} {SHAPES[pairs[i % len(pairs)][1]]}" for i, c in enumerate(colour)]
     with torch.no_grad():
-        x = sample(m, n, steps=steps, seed=seed, prompt=prompts, guidance_scale=guidance,
-                           progress=False).result
+        x = ddim_sample(m, n, steps=steps, seed=seed, prompt=prompts, guidance_scale=guidance, progress=False).result
     return {"images": x, "colour": colour}
 
 
@@ -221,11 +230,11 @@ class GuidanceArtefact:
 
 
 def guidance_artefact(model: str, preset: Preset, *, cache: str | Path | None = None, client: Any = None,
-                      seed: int = 0, progress: bool = True) -> GuidanceArtefact | Claim:
-    """Claim 5c on shapes-text (the artefact's colours are known there only)."""
-    if model != "shapes-text":
-        return skipped_claim("5c", "text", model, SENTENCE_C,
-                             "measured on the embedded shapes-text only (the named colours are known there)")
+                      seed: int = 0, progress: bool | None = None) -> GuidanceArtefact:
+    """Claim 5c on shapes-text (the artefact's colours are known there only; a ValueError elsewhere)."""
+    why = guidance_applicable(model)
+    if why is not None:
+        raise ValueError(why)
     m = load_model(model)
     points = [{"model": model, "steps": preset.steps, "n": preset.n_guidance, "guidance": g, "seed": seed}
               for g in (GUIDANCE_LOW, GUIDANCE_HIGH)]
@@ -239,3 +248,40 @@ def guidance_artefact(model: str, preset: Preset, *, cache: str | Path | None = 
     claim = Claim("5c", "text", model, SENTENCE_C, STATISTIC_C, value, lo, hi, n, SIGN_RULE,
                   sign_verdict(lo, hi, EXPECTED_SIGN_C), note)
     return GuidanceArtefact(model, low, high, res.results[0]["images"][:8], res.results[1]["images"][:8], claim)
+
+
+def _draw_guidance_samples(ax: Any, g: GuidanceArtefact) -> None:
+    draw_images(ax, torch.cat([g.images_low, g.images_high]), nrow=len(g.images_low), captions=None)
+
+
+def _run(context: Context) -> AnalysisResult:
+    """Claims 5a-5c on the first text-conditioned model (all skipped, with the reasons, when there is none)."""
+    model = next((m for m in context.models if text_applicable(m) is None), None)
+    if model is None:
+        why = "; ".join(str(text_applicable(m)) for m in context.models)
+        return AnalysisResult([skipped_claim(cid, "text", ", ".join(context.models), sentence, why)
+                               for cid, sentence in (("5a", SENTENCE_A), ("5b", SENTENCE_B), ("5c", SENTENCE_C))])
+    preset, cache, kw = context.preset, context.cache(model), context.sweep_kwargs
+    result = AnalysisResult()
+    pg = context.timed("text: prompts", lambda: prompt_geometry(model, preset, cache=cache, **kw))
+    result.claims.append(pg.claim)
+    result.figures["text_prompts"] = FigureSpec(draw_prompt_geometry, pg)
+    prompt = analysis_prompts(model)[0]
+    cu = context.timed("text: cond vs uncond", lambda: cond_uncond(
+        collect_bases(model, preset, cache=cache, prompt=prompt, branch="cond", **kw),
+        collect_bases(model, preset, cache=cache, prompt=prompt, branch="uncond", **kw)))
+    result.claims.append(cu.claim)
+    result.figures["text_cond_uncond"] = FigureSpec(draw_cond_uncond, cu)
+    why = guidance_applicable(model)
+    ga = context.timed("text: guidance artefact",
+                       lambda: None if why else guidance_artefact(model, preset, cache=cache, **kw))
+    if ga is None:
+        result.claims.append(skipped_claim("5c", "text", model, SENTENCE_C, str(why)))
+    else:
+        result.claims.append(ga.claim)
+        result.figures["guidance_artefact"] = FigureSpec(draw_guidance_artefact, ga, (4.6, 3.6))
+        result.figures["guidance_samples"] = FigureSpec(_draw_guidance_samples, ga, (6.0, 1.8))
+    return result
+
+
+ANALYSIS = Analysis("text", "5. prompts vs tangent spaces; cond vs uncond bases vs t; the guidance artefact", _run)

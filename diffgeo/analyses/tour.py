@@ -32,7 +32,7 @@ from diffgeo.models.zoo import entry, text_models
 from diffgeo.readers import get_reader
 from diffgeo.sampling.ddim import sample
 from diffgeo.sampling.generation import DEFAULT_STEPS
-from diffgeo.viz.draw import h_statistics_figure, save_figure, save_image_grid
+from diffgeo.viz.figures import h_statistics_figure, save_figure, save_image_grid
 
 __all__ = ["run_tour"]
 
@@ -60,7 +60,7 @@ def _prompt_grids(out: Path, *, n: int, steps: int, seed: int, progress: bool) -
 
 
 def run_tour(model_name: str = "shapes", *, out: str | Path = "figures", n: int = 64, steps: int = 50, seed: int = 0,
-             progress: bool = True) -> dict:
+             progress: bool | None = None) -> dict:
     """Sample, measure h, write figures to ``out``, and one prompt grid per embedded text model
     (``tour_prompts_<name>.png``); returns the summary that is also saved as JSON."""
     n, steps, seed = check_int(n, "n", min=1), check_int(steps, "steps", min=1), check_int(seed, "seed", min=0)

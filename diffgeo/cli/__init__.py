@@ -50,7 +50,18 @@ def _parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``diffgeo VERB [options]``: the verb's ``main`` gets the options that follow it; returns
-    its exit status (a documented error is one line ``error: ...`` and SystemExit(2))."""
+    its exit status (a documented error is one line ``error: ...`` and SystemExit(2)).
+
+    >>> main(["models"])
+    digits
+    shapes
+    shapes-text
+    0
+    >>> main(["no-such-verb"])   # one line "error: unknown verb ..." on standard error
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     if not argv or argv[0].startswith("-"):

@@ -48,7 +48,15 @@ non_negative_int = _cli_int(0)
 
 def run_main(fn: Callable[[], Any]) -> Any:
     """Run a command-line verb: a documented error (TypeError, ValueError, OSError) becomes one line
-    ``error: ...`` on standard error and exit status 2, instead of a traceback."""
+    ``error: ...`` on standard error and exit status 2, instead of a traceback.
+
+    >>> run_main(lambda: 7)
+    7
+    >>> run_main(lambda: int("seven"))   # "error: invalid literal ..." on standard error, no traceback
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
+    """
     try:
         return fn()
     except (TypeError, ValueError, OSError) as err:

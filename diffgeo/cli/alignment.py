@@ -18,7 +18,13 @@ from diffgeo.sampling.generation import DEFAULT_STEPS
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m diffgeo alignment NAME``: prompt grid and alignment sweep of a text model."""
+    """``python -m diffgeo alignment NAME``: prompt grid and alignment sweep of a text model.
+
+    >>> main(["shapes"])   # refused before loading: shapes is not a text model
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
+    """
 
     parser = ArgumentParser(prog="diffgeo alignment",
                                      description="Prompt grid and measured text alignment of an embedded text model.")
@@ -38,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = load(args.model)
     spec = entry(model)
-    progress = not args.no_progress
+    progress = False if args.no_progress else None
     grid = save_prompt_grid(model, args.out / f"{args.model}_prompts.png", columns=args.columns,
                             guidance_scale=args.guidance, steps=args.steps, seed=args.seed, progress=progress)
     n = args.n or spec.alignment_n

@@ -7,15 +7,14 @@ from typing import Any, Sequence
 
 import torch
 
-from diffgeo.core.io import atomic_path
 from diffgeo.data.digits import canonical_digit_caption, load_digits_images
 from diffgeo.data.shapes import make_scenes
-from diffgeo.editing.edits import PAPER_T_BOOST, PAPER_T_EDIT, edit_interval
-from diffgeo.editing.properties import (FACTOR_DEFAULTS, _default_t_edit, evaluate, factor_directions, logger,
-                                        properties_stem)
+from diffgeo.editing.factors import FACTOR_DEFAULTS, factor_directions, properties_stem, save_properties_figure
+from diffgeo.editing.interval import PAPER_T_BOOST, PAPER_T_EDIT, edit_interval
+from diffgeo.editing.properties import _default_t_edit, evaluate, logger
 from diffgeo.models.loading import load
-from diffgeo.sampling.ddim import invert, sample
-from diffgeo.viz.draw import draw_edit_properties
+from diffgeo.sampling.ddim import sample
+from diffgeo.sampling.inversion import invert
 
 
 # -- command line --------------------------------------------------------------------------------------
@@ -23,9 +22,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m diffgeo edit {interval,roundtrip} --model NAME``: t_edit / t_boost by the rule, or the
     inversion round-trip RMSE (fixed-point against plain) on real scenes / digits; prints JSON.
     ``edit properties ...``: the property table (:func:`diffgeo.editing.properties.main`).
+
+    >>> main(["rename"])   # refused by the parser: interval, roundtrip or properties
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
     """
 
-    p = ArgumentParser(prog="diffgeo edit", description=main.__doc__)
+    p = ArgumentParser(prog="diffgeo edit", description=main.__doc__.partition(">>>")[0])
     if argv is None:
         argv = sys.argv[1:]
     if list(argv[:1]) == ["properties"]:
@@ -81,9 +85,15 @@ def properties_main(argv: Sequence[str] | None = None) -> int:
     x and h side by side (.png). Digits: ``--model digits --factor digit --a 1 --b 7``; text models
     generate (and take h) with ``--prompt`` (default ``""``, the unconditional branch: with the
     prompt of a, "a handwritten 1", guidance holds the samples at a and no edit changed a digit
-    in a 4-sample trial)."""
+    in a 4-sample trial).
 
-    p = ArgumentParser(prog="diffgeo edit properties", description=main.__doc__)
+    >>> properties_main(["--factor", "texture"])   # refused by the parser: a factor of FACTOR_DEFAULTS
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
+    """
+
+    p = ArgumentParser(prog="diffgeo edit properties", description=main.__doc__.partition(">>>")[0])
     p.add_argument("--model", default="shapes")
     p.add_argument("--factor", default="colour", choices=tuple(FACTOR_DEFAULTS))
     p.add_argument("--a", default=None, help="class edited from (default per factor)")
@@ -117,21 +127,11 @@ def properties_main(argv: Sequence[str] | None = None) -> int:
             t = evaluate(model, dirs[space], space=space, factor=args.factor, target=b, n=args.n, steps=args.steps,
                          t_edit=t_edit, second=seconds.get(space), second_factor=second_factor if seconds else None,
                          second_target=second_pair[1] if seconds else None, seed=args.seed, prompt=prompt,
-                         progress=not args.no_progress)
+                         progress=False if args.no_progress else None)
             t.save(Path(args.out) / f"{stem}_{space}")
             tables.append(t)
     try:
-        import matplotlib.pyplot as plt
-
-    except ImportError as err:  # the figure is optional; the tables are written
+        save_properties_figure(tables, Path(args.out) / f"{stem}.png")
+    except ImportError as err:  # the figure is optional (matplotlib); the tables are written
         logger.warning("no figure: %s", err)
-        return 0
-    fig, axes = plt.subplots(1, len(tables), figsize=(4 * len(tables), 3), squeeze=False)
-    for ax, t in zip(axes[0], tables):
-        draw_edit_properties(ax, t)
-    fig.tight_layout()
-    out = Path(args.out) / f"{stem}.png"
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
     return 0

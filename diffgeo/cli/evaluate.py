@@ -8,12 +8,19 @@ from pathlib import Path
 
 from diffgeo.cli._args import ArgumentParser, positive_int
 from diffgeo.core.io import atomic_path
-from diffgeo.evaluation.quality import evaluate_digits, log, plot_invalid, plot_report, quality_of, sample_images
+from diffgeo.evaluation.plots import plot_invalid, plot_report
+from diffgeo.evaluation.quality import evaluate_digits, log, quality_of, sample_images
 from diffgeo.models.loading import load
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``diffgeo evaluate``: sample quality of a model read by its reader, as figures and JSON.
 
+    >>> main(["--n", "0"])   # refused before loading: --n must be a positive integer
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
+    """
     parser = ArgumentParser(prog="diffgeo evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="shapes")
     parser.add_argument("--n", type=positive_int, default=512)

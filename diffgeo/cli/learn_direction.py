@@ -6,7 +6,8 @@ from typing import Sequence
 
 from diffgeo.cli._args import ArgumentParser, non_negative_int, positive_int
 from diffgeo.core.io import result_path
-from diffgeo.editing.learned import logger, probe_objective, train_direction
+from diffgeo.editing.learned import logger, train_direction
+from diffgeo.editing.objectives import probe_objective
 from diffgeo.models.loading import load
 
 
@@ -14,9 +15,15 @@ from diffgeo.models.loading import load
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m diffgeo learn-direction --model shapes --factor colour --target blue --steps 300
     --out directions/shapes_blue``: train f_t with the attribute probe (resumes from --out), then
-    write the per-timestep Direction beside it (``OUT.direction.safetensors``)."""
+    write the per-timestep Direction beside it (``OUT.direction.safetensors``).
 
-    p = ArgumentParser(prog="diffgeo learn-direction", description=main.__doc__)
+    >>> main(["--factor", "colour"])   # refused by the parser: --out is required
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
+    """
+
+    p = ArgumentParser(prog="diffgeo learn-direction", description=main.__doc__.partition(">>>")[0])
     p.add_argument("--model", default="shapes")
     p.add_argument("--factor", default="colour")
     p.add_argument("--target", default="blue")

@@ -12,6 +12,13 @@ from diffgeo.readers.probe import PROBE_PATH, evaluate_probe, load_probe, log, t
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``diffgeo probe``: train, evaluate and save the shapes attribute probe.
+
+    >>> main(["--steps", "many"])   # refused before training: --steps is an integer
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
+    """
     parser = ArgumentParser(prog="diffgeo probe", description="Train and ship the shapes probe.")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)

@@ -10,7 +10,13 @@ from diffgeo.cli._args import ArgumentParser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m diffgeo report [--fast] [--model NAME_OR_PATH ...] [--out DIR]``"""
+    """``python -m diffgeo report [--fast] [--model NAME_OR_PATH ...] [--out DIR]``
+
+    >>> main(["--fast", "--preset", "full"])   # refused before any work: the two disagree
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
+    """
     parser = ArgumentParser(prog="diffgeo report",
                                      description="measure the papers' claims on a model: figures, claims table, HTML")
     parser.add_argument("--fast", action="store_true", help="the fast preset (make demo; minutes on 2 CPU cores)")
@@ -44,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         client = Client(args.dask)
     try:
         report = run_report(args.model, preset=preset, out=args.out, analyses=analyses, cache=args.cache,
-                            client=client, seed=args.seed, progress=not args.no_progress)
+                            client=client, seed=args.seed, progress=False if args.no_progress else None)
     except ReportWriteError as err:
         parser.exit(1, f"error: {err}\n")
     finally:

@@ -10,7 +10,13 @@ from diffgeo.core.checks import check_output_folder
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m diffgeo tour``: run :func:`run_tour` from the command line."""
+    """``python -m diffgeo tour``: run :func:`run_tour` from the command line.
+
+    >>> main(["--n", "0"])   # refused before loading: --n must be a positive integer
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
+    """
     parser = ArgumentParser(prog="diffgeo tour",
                             description="Samples, h-space shape and h statistics over timesteps, as figures.")
     parser.add_argument("--model", default="shapes", help="embedded name, local folder or hub id (default: shapes)")

@@ -7,10 +7,18 @@ import logging
 from pathlib import Path
 
 from diffgeo.cli._args import ArgumentParser
-from diffgeo.training.train import LOSS_WEIGHTS, PREDICTIONS, average, export, log, recipe_names, train
+from diffgeo.training import LOSS_WEIGHTS, PREDICTIONS, average, export, recipe_names, train
+from diffgeo.training.loop import log
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``diffgeo train NAME``: train (or resume) a recipe of diffgeo.models.recipes, then export it.
+
+    >>> main(["no-such-recipe"])   # refused by the parser: a recipe of diffgeo.models.recipes
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
+    """
     parser = ArgumentParser(prog="diffgeo train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=recipe_names())

@@ -9,9 +9,9 @@ from typing import Sequence
 import torch
 
 from diffgeo.cli._args import ArgumentParser, non_negative_int, positive_int
-from diffgeo.editing.edits import edit_x
 from diffgeo.editing.transfer import transfer_edit, wilson
-from diffgeo.geometry.pullback import local_basis
+from diffgeo.editing.xspace import edit_x
+from diffgeo.geometry.basis import local_basis
 from diffgeo.models.loading import load
 from diffgeo.readers import get_reader
 from diffgeo.sampling.ddim import sample
@@ -23,10 +23,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     Samples n + 1 trajectories, takes their x_t at ``--t`` (on the ``--steps`` grid), computes k-dim
     local bases, transfers A's v_i to the other n with both transports, and prints the summary
     (JSON), with a control: the same edit along a random unit vector of each target's tangent space.
+
+    >>> main(["--k", "2", "--direction", "2"])   # refused before loading: 0 <= --direction < --k
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
     """
 
 
-    p = ArgumentParser(prog="diffgeo transfer", description=main.__doc__)
+    p = ArgumentParser(prog="diffgeo transfer", description=main.__doc__.partition(">>>")[0])
     p.add_argument("--model", default="shapes")
     p.add_argument("--n", type=positive_int, default=16)
     p.add_argument("--t", type=int, default=500)

@@ -184,7 +184,11 @@ def check_seed(seed: Any, name: str = "seed") -> int | None:
 
 
 def check_generator(generator: Any, name: str = "generator") -> torch.Generator | None:
-    """None or a CPU ``torch.Generator`` (noise is drawn on the CPU so a seed means the same on every device)."""
+    """None or a CPU ``torch.Generator`` (noise is drawn on the CPU so a seed means the same on every device).
+
+    >>> check_generator(None), check_generator(torch.Generator().manual_seed(0)).device.type
+    (None, 'cpu')
+    """
     if generator is None:
         return None
     if not isinstance(generator, torch.Generator):
@@ -242,7 +246,15 @@ def check_dtype(dtype: Any, name: str = "dtype") -> torch.dtype | None:
 
 
 def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
-    """Refuse NaN/inf entries (and complex tensors), naming the argument and how many entries are bad."""
+    """Refuse NaN/inf entries (and complex tensors), naming the argument and how many entries are bad.
+
+    >>> check_finite(torch.ones(2), "x").tolist()
+    [1.0, 1.0]
+    >>> check_finite(torch.tensor([1.0, float("inf")]), "x")
+    Traceback (most recent call last):
+    ...
+    ValueError: x contains NaN or infinite values (1 of 2 entries); check the computation that produced it
+    """
     if x.is_complex():
         raise TypeError(f"{name} must be real, got a {x.dtype} tensor")
     if x.is_floating_point():
@@ -323,7 +335,11 @@ def check_timesteps(t: Any, num_train_timesteps: int, name: str = "t", batch: in
 
 
 def check_path(path: Any, name: str = "path") -> Path:
-    """A ``str`` or ``os.PathLike`` (not empty), as a ``Path`` with ``~`` expanded."""
+    """A ``str`` or ``os.PathLike`` (not empty), as a ``Path`` with ``~`` expanded.
+
+    >>> check_path("runs/exp1").parts, check_path("~").is_absolute()
+    (('runs', 'exp1'), True)
+    """
     if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{name} must be a path (str or pathlib.Path), got {_describe(path)}")
     text = os.fspath(path)
@@ -335,7 +351,15 @@ def check_path(path: Any, name: str = "path") -> Path:
 
 
 def check_module(module: Any, name: str = "unet") -> torch.nn.Module:
-    """A ``torch.nn.Module``; a diffgeo ``Model`` is refused with a pointer to ``model.unet``."""
+    """A ``torch.nn.Module``; a diffgeo ``Model`` is refused with a pointer to ``model.unet``.
+
+    >>> check_module(torch.nn.Linear(2, 2)).out_features
+    2
+    >>> check_module("unet")
+    Traceback (most recent call last):
+    ...
+    TypeError: unet must be a torch.nn.Module (the U-Net), got str 'unet'
+    """
     if isinstance(module, torch.nn.Module):
         return module
     if hasattr(module, "unet") and isinstance(getattr(module, "unet"), torch.nn.Module):

@@ -166,6 +166,11 @@ def save_tensors_json(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     The name follows :func:`result_path`. ``meta`` must be JSON-serialisable (checked before
     anything is written); the content record (dtypes, shapes, SHA-256) is added for
     :func:`load_tensors_json` to verify.
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> save_tensors_json(folder / "demo.json", {"x": torch.zeros(2)}, {"kind": "Demo"}).name
+    'demo.safetensors'
     """
     given = check_path(path)
     if given.is_dir():
@@ -203,6 +208,16 @@ def load_tensors_json(path: str | os.PathLike,
     another kind raises a ValueError naming both. Refused with a ValueError naming the path: a
     file that is not safetensors, one diffgeo did not write, one whose data bytes, dtypes or
     shapes differ from the saved record.
+
+    >>> import tempfile, pathlib
+    >>> path = save_tensors_json(pathlib.Path(tempfile.mkdtemp()) / "r", {"x": torch.ones(2)}, {"kind": "Demo", "n": 2})
+    >>> tensors, meta = load_tensors_json(path, kind="Demo")
+    >>> tensors["x"].tolist(), meta
+    ([1.0, 1.0], {'n': 2})
+    >>> load_tensors_json(path, kind="Basis")
+    Traceback (most recent call last):
+    ...
+    ValueError: ... does not hold a Basis (it holds a Demo)
     """
 
     given = check_path(path)

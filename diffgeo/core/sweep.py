@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from diffgeo.core.io import atomic_path, load_tensors_json, save_tensors_json
+from diffgeo.core.progress import progress_bar
 
 __all__ = ["sweep", "grid_points", "SweepResult", "entry_key", "model_fingerprint", "check_cache", "CACHE_INFO"]
 
@@ -259,7 +259,7 @@ def _as_client(client: Any) -> tuple[Any, bool]:
 
 def sweep(fn: Callable[..., Mapping[str, Any]], grid: Mapping[str, Sequence[Any]] | Iterable[Mapping[str, Any]], *,
           cache: str | Path | None = None, name: str | None = None, version: str = "",
-          context: Mapping[str, Any] | None = None, client: Any = None, progress: bool = True,
+          context: Mapping[str, Any] | None = None, client: Any = None, progress: bool | None = None,
           desc: str = "sweep") -> SweepResult:
     """Compute ``fn(**params)`` for every point of ``grid``; cached, resumable, optionally on Dask.
 
@@ -291,7 +291,7 @@ def sweep(fn: Callable[..., Mapping[str, Any]], grid: Mapping[str, Sequence[Any]
     results: list[dict | None] = [None] * len(points)
     rejected: list[tuple[dict, str]] = []
     todo: list[int] = []
-    bar = tqdm(total=len(points), desc=desc, disable=not progress)
+    bar = progress_bar(total=len(points), desc=desc, progress=progress)
     try:
         for i, (key, spec) in enumerate(keys):
             if folder is not None:

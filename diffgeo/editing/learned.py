@@ -6,9 +6,9 @@ that the edited x0 prediction ``P_t(eps(x_t | h + f_t(h, t)))`` shows the attrib
 close to the unedited ``P_t(eps(x_t))`` (an L1 term). Here:
 
 - :class:`DeltaNet`: f_t; its last convolution starts at zero, so training starts from dh = 0.
-- Objectives (the directional signal, ``(x_edit, x_orig) -> (B,)``): :func:`probe_objective`,
+- Objectives (the directional signal, ``(x_edit, x_orig) -> (B,)``, in :mod:`diffgeo.editing.objectives`): :func:`~diffgeo.editing.objectives.probe_objective`,
   cross-entropy of the model's attribute reader (:mod:`diffgeo.readers`, the shapes probe) on the
-  edited x0 prediction towards a target class of one factor; :func:`clip_objective`, the paper's
+  edited x0 prediction towards a target class of one factor; :func:`~diffgeo.editing.objectives.clip_objective`, the paper's
   directional CLIP loss ``1 - cos(E_img(x_edit) - E_img(x_orig), E_txt(target) - E_txt(source))``
   with E the unit-normalised CLIP embeddings (as in StyleGAN-NADA, where the loss comes from), for
   a user's transformers ``CLIPModel`` (given, or loaded from a hub id or folder; never fetched in
@@ -45,27 +45,23 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 import diffgeo.models.hooks as hooks
 from diffgeo.core.checks import check_float, check_int
 from diffgeo.core.io import content_record, load_tensors_json, result_path, save_tensors_json
+from diffgeo.core.progress import progress_bar
 from diffgeo.editing.directions import Direction
-from diffgeo.editing.edits import default_interval
+from diffgeo.editing.interval import default_interval
+from diffgeo.editing.objectives import probe_objective
 from diffgeo.models.conditioning import resolve_cond
 from diffgeo.models.zoo import entry
-from diffgeo.readers import get_reader
 from diffgeo.sampling.ddim import ddim_timesteps
 
-__all__ = ["DeltaNet", "LearnedDirection", "ProbeObjective", "ClipObjective", "probe_objective", "clip_objective",
-           "clip_directional_loss", "train_direction", "edit_losses", "timestep_embedding"]
+__all__ = ["DeltaNet", "LearnedDirection", "train_direction", "edit_losses", "timestep_embedding"]
 
 logger = logging.getLogger(__name__)
 
 KIND = "LearnedDirection"
-#: CLIP's image normalisation (OpenAI), used when a processor does not give its own.
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 # -- the network ------------------------------------------------------------------------------------
@@ -112,178 +108,6 @@ class DeltaNet(nn.Module):
         e = self.time(timestep_embedding(t, self.time_dim).to(h.dtype))
         z = self.conv_in(h) + e[:, :, None, None]
         return self.conv_out(F.silu(self.norm(z)))
-
-
-# -- objectives -------------------------------------------------------------------------------------
-def _reader_logits(reader: Any) -> tuple[Callable[[torch.Tensor], dict[str, torch.Tensor]], tuple[str, ...]]:
-    """Differentiable class scores of a reader, ``images -> {factor: (B, K)}``, and the factors they
-    cover: the reader's ``logits`` method (factors: its ``logit_factors``, else all its classes)."""
-    if callable(getattr(reader, "logits", None)):
-        return reader.logits, tuple(getattr(reader, "logit_factors", reader.classes))
-    raise ValueError(f"the {getattr(reader, 'name', type(reader).__name__)} reader gives no differentiable class "
-                     "scores (no logits method), so it cannot train a direction; use "
-                     "clip_objective with a CLIP model instead")
-
-
-@dataclass(frozen=True)
-class ProbeObjective:
-    """Cross-entropy of the reader's read of ``factor`` on the edited images towards ``target``.
-
-    Called as ``objective(x_edit, x_orig) -> (B,)`` with images (B, C, H, W) in [-1, 1]."""
-
-    reader: Any
-    factor: str
-    target: int
-
-    def __call__(self, x_edit: torch.Tensor, x_orig: torch.Tensor) -> torch.Tensor:
-        logits = _reader_logits(self.reader)[0](x_edit.float())[self.factor]
-        return F.cross_entropy(logits, torch.full((len(x_edit),), self.target, dtype=torch.long,
-                                                  device=logits.device), reduction="none")
-
-    def describe(self) -> dict[str, Any]:
-        return {"objective": "probe", "reader": self.reader.name, "factor": self.factor,
-                "target": str(self.reader.classes[self.factor][self.target])}
-
-
-def probe_objective(model: Any, factor: str = "colour", target: str | int = "blue", *,
-                    reader: Any = None) -> ProbeObjective:
-    """The attribute-probe objective for ``model``'s reader (:mod:`diffgeo.models.zoo` names it; or
-    ``reader=``): push the read of ``factor`` towards the class ``target`` (name or index).
-
-    >>> import diffgeo
-    >>> probe_objective(diffgeo.load("shapes"), "shape", "circle").describe()["target"]
-    'circle'
-    """
-    if reader is None:
-
-        name = entry(model).reader
-        if name is None:
-            raise ValueError(f"no reader is registered for {getattr(model, 'name', model)!r} in diffgeo.models.zoo: pass "
-                             "reader= or use clip_objective")
-        reader = get_reader(name)
-    classes = reader.classes
-    if factor not in classes:
-        raise ValueError(f"factor={factor!r} is not read by the {reader.name} reader: known factors are "
-                         f"{', '.join(classes)}")
-    trainable = _reader_logits(reader)[1]
-    if factor not in trainable:
-        raise ValueError(f"the {reader.name} reader reads {factor!r} without class scores to train on: trainable "
-                         f"factors are {', '.join(trainable)}")
-    names = [str(c) for c in classes[factor]]
-    if isinstance(target, str):
-        if target not in names:
-            raise ValueError(f"target={target!r} is not a class of {factor!r}: known classes are {', '.join(names)}")
-        index = names.index(target)
-    else:
-        index = check_int(target, "target")
-        if not 0 <= index < len(names):
-            raise ValueError(f"target={index} is not a class index of {factor!r}: give 0..{len(names) - 1} or a name "
-                             f"({', '.join(names)})")
-    return ProbeObjective(reader, factor, index)
-
-
-def _features(out: Any) -> torch.Tensor:
-    """CLIP ``get_*_features`` output as a tensor (transformers >= 5 returns an output object)."""
-    return out if isinstance(out, torch.Tensor) else out.pooler_output
-
-
-def clip_directional_loss(img_edit: torch.Tensor, img_orig: torch.Tensor, txt_target: torch.Tensor,
-                          txt_source: torch.Tensor) -> torch.Tensor:
-    """``1 - cos(n(img_edit) - n(img_orig), n(txt_target) - n(txt_source))`` per row, n = unit
-    normalisation: img_* (B, D) CLIP image embeddings, txt_* (D,) or (1, D) text embeddings.
-
-    >>> e = torch.eye(3)
-    >>> clip_directional_loss(e[:1], e[1:2], e[0], e[1]).tolist()
-    [0.0]
-    """
-    n = lambda v: v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # noqa: E731
-    d_img = n(img_edit) - n(img_orig)
-    d_txt = (n(txt_target) - n(txt_source)).reshape(1, -1)
-    return 1.0 - F.cosine_similarity(d_img, d_txt.expand_as(d_img), dim=-1, eps=1e-12)
-
-
-@dataclass(frozen=True)
-class ClipObjective:
-    """The directional CLIP loss (:func:`clip_directional_loss`) of a transformers ``CLIPModel``.
-
-    Images (B, C, H, W) in [-1, 1] are mapped to [0, 1], repeated to 3 channels if they have one,
-    resized (bicubic) to CLIP's input size and normalised with the processor's mean and std."""
-
-    clip: Any
-    source: str
-    target: str
-    text_direction: tuple[torch.Tensor, torch.Tensor]  # (E_txt(target), E_txt(source)), each (D,)
-    mean: tuple[float, ...] = CLIP_MEAN
-    std: tuple[float, ...] = CLIP_STD
-    name: str = "clip"
-
-    def pixel_values(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, C, H, W) in [-1, 1] -> CLIP pixel values (B, 3, S, S)."""
-        x = (x.float().clamp(-1, 1) + 1) / 2
-        if x.shape[1] == 1:
-            x = x.repeat(1, 3, 1, 1)
-        size = int(self.clip.config.vision_config.image_size)
-        if tuple(x.shape[-2:]) != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
-
-    def image_embeds(self, x: torch.Tensor) -> torch.Tensor:
-        """CLIP image embeddings (B, D) of images x (B, C, H, W) in [-1, 1] (not normalised)."""
-        p = next(self.clip.parameters())
-        return _features(self.clip.get_image_features(pixel_values=self.pixel_values(x).to(p.device, p.dtype)))
-
-    def __call__(self, x_edit: torch.Tensor, x_orig: torch.Tensor) -> torch.Tensor:
-        target, source = self.text_direction
-        return clip_directional_loss(self.image_embeds(x_edit), self.image_embeds(x_orig).detach(),
-                                     target.to(x_edit.device), source.to(x_edit.device))
-
-    def describe(self) -> dict[str, Any]:
-        return {"objective": "clip", "clip": self.name, "source": self.source, "target": self.target}
-
-
-def clip_objective(clip: Any, source: str, target: str, *, processor: Any = None,
-                   tokenizer: Any = None) -> ClipObjective:
-    """The directional CLIP objective from ``source`` text to ``target`` text (e.g. "a photo of a
-    red shape" -> "a photo of a blue shape").
-
-    clip: a transformers ``CLIPModel``, or a hub id / local folder loaded with
-    ``CLIPModel.from_pretrained`` and ``CLIPProcessor.from_pretrained`` (nothing here downloads
-    by itself: a hub id needs network or a filled cache). processor: a ``CLIPProcessor`` (gives
-    the tokenizer and the image mean/std); or tokenizer: any ``tokenizer(texts, padding=True,
-    return_tensors="pt")`` (then OpenAI's mean/std).
-    """
-    for what, text in (("source", source), ("target", target)):
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"{what} must be a non-empty text, got {text!r}")
-    if source == target:
-        raise ValueError("source and target texts are equal: the text direction would be zero")
-    name = "CLIPModel"
-    if isinstance(clip, (str, Path)):
-        from transformers import CLIPModel, CLIPProcessor
-
-        name = str(clip)
-        model = CLIPModel.from_pretrained(name)
-        if processor is None and tokenizer is None:
-            processor = CLIPProcessor.from_pretrained(name)
-        clip = model
-    if not (hasattr(clip, "get_image_features") and hasattr(clip, "get_text_features")):
-        raise TypeError("clip must be a transformers CLIPModel (or a hub id / folder of one), got "
-                        f"{type(clip).__name__}")
-    tok = tokenizer if tokenizer is not None else getattr(processor, "tokenizer", None)
-    if tok is None:
-        raise ValueError("clip_objective needs processor= (a CLIPProcessor) or tokenizer= to encode the texts")
-    image_proc = getattr(processor, "image_processor", None)
-    mean = tuple(float(v) for v in getattr(image_proc, "image_mean", None) or CLIP_MEAN)
-    std = tuple(float(v) for v in getattr(image_proc, "image_std", None) or CLIP_STD)
-    clip = clip.eval()
-    p = next(clip.parameters())
-    with torch.no_grad():
-        enc = tok([target, source], padding=True, return_tensors="pt")
-        enc = {k: v.to(p.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-        txt = _features(clip.get_text_features(**enc)).float().cpu()
-    return ClipObjective(clip, source, target, (txt[0], txt[1]), mean, std, name)
 
 
 # -- the result ----------------------------------------------------------------------------------------
@@ -418,7 +242,15 @@ def edit_losses(model: Any, f: Callable[[torch.Tensor, torch.Tensor], torch.Tens
     """(total, directional, L1) losses, each a scalar, of f on clean images x0 (B, *x_shape)
     noised to t (B,) with noise z: x0 predictions P_t of eps(x_t) and of eps(x_t | h + f(h, t))
     (clipped to [-1, 1] for the objective), ``objective(x_edit, x_orig).mean() + l1_weight *
-    mean |x_edit - x_orig|``."""
+    mean |x_edit - x_orig|``.
+
+    >>> import diffgeo
+    >>> total, d, l1 = edit_losses(diffgeo.load("shapes"), lambda h, t: torch.zeros_like(h),
+    ...                            lambda a, b: (a - b).abs().flatten(1).mean(1), torch.zeros(2, 3, 32, 32),
+    ...                            torch.tensor([500, 600]), torch.randn(2, 3, 32, 32))
+    >>> total.shape, float(l1)   # f = 0 edits nothing
+    (torch.Size([]), 0.0)
+    """
     a = model.alphas_cumprod[t.cpu()].to(model.device, x0.dtype).view(-1, *[1] * (x0.dim() - 1))
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * z
     tb = t.to(model.device)
@@ -453,12 +285,12 @@ def train_direction(model: Any, objective: Any = None, *, out: str | Path | None
                     batch_size: int = 8, lr: float = 3e-3, l1_weight: float = 3.0, t_edit: int | None = None,
                     images: torch.Tensor | None = None, n_images: int = 100, prompt: Any = None, seed: int = 0,
                     hidden: int | None = None, time_dim: int = 64, save_every: int = 50,
-                    progress: bool = True) -> LearnedDirection:
+                    progress: bool | None = None) -> LearnedDirection:
     """Train f_t(h, t) -> dh for ``model`` (default objective: :func:`probe_objective`, colour -> blue).
 
     Each step: ``batch_size`` of the training ``images`` (N, *x_shape) in [-1, 1] (default:
     ``n_images`` of the model's training data, :mod:`diffgeo.models.zoo`), forward-noised to t uniform
-    on [t_edit, T) (``t_edit`` None: :func:`diffgeo.editing.edits.default_interval`), loss
+    on [t_edit, T) (``t_edit`` None: :func:`diffgeo.editing.interval.default_interval`), loss
     :func:`edit_losses` (objective + ``l1_weight`` x L1), one Adam step (``lr``). ``out``: the
     checkpoint, written every ``save_every`` steps and at the end; if it exists the run resumes from
     it (refused when its model or settings differ) up to ``steps`` in total. Text models need
@@ -531,7 +363,7 @@ def train_direction(model: Any, objective: Any = None, *, out: str | Path | None
                                 _flat_optim(opt), {"hidden": int(hidden or channels)})
 
     net.train()
-    bar = tqdm(range(start, steps), desc="train f_t", disable=not progress, initial=start, total=steps)
+    bar = progress_bar(range(start, steps), desc="train f_t", progress=progress, initial=start, total=steps)
     for step in bar:
         idx, t, z = _step_batch(model, images, step, seed, batch_size, t_edit)
         total, d, l1 = edit_losses(model, net, objective, images[idx], t, z.to(images), cond=cond,

@@ -1,7 +1,7 @@
 """Asyrp's claimed edit properties, each as a number, for x-space and h-space edits alike.
 
 :func:`evaluate` edits n samples of a model along a direction at several strengths (x-space:
-:func:`diffgeo.editing.edits.edit_x` at ``t_edit``; h-space: :func:`diffgeo.editing.edits.asyrp` on
+:func:`diffgeo.editing.xspace.edit_x` at ``t_edit``; h-space: :func:`diffgeo.editing.hspace.asyrp` on
 [T, t_edit], boosting off), reads every edited image with the model's reader (:mod:`diffgeo.models.zoo`
 names it) and reduces the reads with the pure function :func:`edit_statistics`:
 
@@ -17,8 +17,8 @@ names it) and reduces the reads with the pure function :func:`edit_statistics`:
 
 The table keeps the per-sample reads behind every mean (``per_sample``) so that
 :mod:`diffgeo.analyses.asyrp` can put bootstrap intervals over samples on each property.
-:func:`factor_directions` makes the x- and h-space mean-difference directions of one factor
-(shapes colour / shape / size, digit classes) that ``python -m diffgeo edit properties`` evaluates.
+:func:`~diffgeo.editing.factors.factor_directions` makes the x- and h-space mean-difference directions of
+one factor (shapes colour / shape / size, digit classes) that ``python -m diffgeo edit properties`` evaluates.
 
 >>> import torch
 >>> s = torch.tensor([-2., -1., 0., 1., 2.])
@@ -39,21 +39,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
-import diffgeo.data.shapes as shapes
 from diffgeo.core.io import atomic_path
+from diffgeo.core.progress import progress_bar
 from diffgeo.core.sweep import model_fingerprint
-from diffgeo.data.digits import load_digits_images
-from diffgeo.editing.directions import Direction, mean_difference
-from diffgeo.editing.edits import asyrp, edit_x
+from diffgeo.editing.directions import Direction
+from diffgeo.editing.hspace import asyrp
+from diffgeo.editing.xspace import edit_x
 from diffgeo.models.zoo import entry
 from diffgeo.readers import get_reader
-from diffgeo.readers.shapes import SIZE_EDGES, SIZES
 from diffgeo.sampling.ddim import ddim_timesteps, denoise, sample
 
-__all__ = ["EditProperties", "evaluate", "edit_statistics", "timestep_consistency", "timestep_cosines",
-           "factor_directions", "properties_stem", "FACTOR_DEFAULTS"]
+__all__ = ["EditProperties", "evaluate", "edit_statistics", "timestep_consistency", "timestep_cosines"]
 
 logger = logging.getLogger(__name__)
 
@@ -239,7 +236,7 @@ def _noisy(direction: Direction, scale: float, seed: int) -> Direction:
 def evaluate(model: Any, direction: Direction, *, space: str = "x", factor: str, target: Any = None,
              strengths: Sequence[float] = (-2, -1, 0, 1, 2), n: int = 16, steps: int = 20, t_edit: int | None = None,
              second: Direction | None = None, second_factor: str | None = None, second_target: Any = None,
-             noise: float = 0.5, seed: int = 0, prompt: Any = None, progress: bool = True) -> EditProperties:
+             noise: float = 0.5, seed: int = 0, prompt: Any = None, progress: bool | None = None) -> EditProperties:
     """The property table of ``direction`` on ``model`` (n samples from ``seed``).
 
     space: ``"x"`` (direction x-space; edit_x at t_edit, default the grid step nearest 500) or
@@ -252,6 +249,13 @@ def evaluate(model: Any, direction: Direction, *, space: str = "x", factor: str,
     robustness test (at the largest strength). prompt: the generation prompt of a text model
     (required there; the same prompt is used for every edit). Costs (len(strengths) + 3 or 5)
     edits of n samples.
+
+    >>> import diffgeo
+    >>> d = Direction(0.1 * torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([-1]),
+    ...               "x", "shapes")
+    >>> t = evaluate(diffgeo.load("shapes"), d, factor="colour", strengths=(-1, 0, 1), n=2, steps=2, progress=False)
+    >>> t.space, t.factor, len(t.mean_change)
+    ('x', 'colour', 3)
     """
 
     if space not in ("x", "h"):
@@ -275,7 +279,7 @@ def evaluate(model: Any, direction: Direction, *, space: str = "x", factor: str,
     base, edit = _editor(model, space, x_T, t_edit, steps, prompt)
     base_read = reader.read(base)
     reads = []
-    for s in tqdm(strengths, desc="edit properties", disable=not progress):
+    for s in progress_bar(strengths, desc="edit properties", progress=progress):
         reads.append(reader.read(edit(s, direction)))
     top = strengths.index(max(strengths))
     tgt = _class_index(reader, factor, target)
@@ -342,95 +346,6 @@ def evaluate(model: Any, direction: Direction, *, space: str = "x", factor: str,
                           per_sample=per_sample)
 
 
-# -- directions of one factor and the command line ---------------------------------------------------
-#: factor -> (a, b, second factor, (second a, second b)): the default edit a -> b of the command line
-#: and the direction it is composed with (None: the reader reads no second factor, e.g. digits).
-FACTOR_DEFAULTS: dict[str, tuple[str, str, str | None, tuple[str, str] | None]] = {
-    "colour": ("red", "blue", "shape", ("circle", "square")),
-    "shape": ("circle", "square", "colour", ("red", "blue")),
-    "size": ("small", "large", "colour", ("red", "blue")),
-    "digit": ("1", "7", None, None),
-}
-
-
 def _default_t_edit(model: Any, steps: int) -> int:
-
+    """The timestep of the ``steps``-step DDIM grid nearest 500 (the default t_edit)."""
     return min(ddim_timesteps(model, steps).tolist(), key=lambda t: abs(t - 500))
-
-
-def _group_images(model: Any, factor: str, a: str, b: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clean images (n, *x_shape) of the groups a and b of ``factor``: shapes scenes that differ only
-    in the factor (size: the middle of the size bin), or real UCI digits of classes a and b."""
-    if factor == "digit":
-
-        if tuple(model.x_shape) != (1, 16, 16):
-            raise ValueError(f"factor 'digit' needs the digits model (x of shape (1, 16, 16)), not {model.name}")
-        d = load_digits_images()
-        g = torch.Generator().manual_seed(seed)
-        out = []
-        for c in (a, b):
-            if str(c) not in [str(i) for i in range(10)]:
-                raise ValueError(f"digit classes are '0'..'9', got {c!r}")
-            idx = (d.labels == int(c)).nonzero().flatten()
-            out.append(d.images[idx[torch.randperm(len(idx), generator=g)[:n]]].clamp(-1, 1))
-        return out[0], out[1]
-
-    if tuple(model.x_shape) != (3, shapes.RESOLUTION, shapes.RESOLUTION):
-        raise ValueError(f"factor {factor!r} needs a shapes model (x of shape (3, 32, 32)), not {model.name}")
-    names = {"colour": shapes.COLOURS, "shape": shapes.SHAPES, "size": SIZES}
-    if factor not in names:
-        raise ValueError(f"factor must be one of {', '.join(FACTOR_DEFAULTS)}, got {factor!r}")
-    for c in (a, b):
-        if c not in names[factor]:
-            raise ValueError(f"{c!r} is not a class of {factor!r}: one of {', '.join(names[factor])}")
-    f = shapes.sample_factors(n, seed=seed)
-    if factor == "size":
-        lo, hi = shapes.RANGES["size"]
-        edges = [lo, *SIZE_EDGES, hi]
-        mid = {c: (edges[i] + edges[i + 1]) / 2 for i, c in enumerate(SIZES)}
-        return (shapes.render(f.replace(size=torch.full((n,), mid[a]))),
-                shapes.render(f.replace(size=torch.full((n,), mid[b]))))
-    ia, ib = names[factor].index(a), names[factor].index(b)
-    field_ = getattr(f, factor)
-    return (shapes.render(f.replace(**{factor: field_ * 0 + ia})),
-            shapes.render(f.replace(**{factor: field_ * 0 + ib})))
-
-
-def factor_directions(model: Any, factor: str, a: str, b: str, *, n: int = 16, steps: int = 20,
-                      t_edit: int | None = None, prompt: Any = None, seed: int = 1) -> tuple[Direction, Direction]:
-    """x- and h-space mean-difference directions from class ``a`` to class ``b`` of ``factor``.
-
-    Groups: n shapes scenes that differ only in the factor (``colour`` / ``shape`` / ``size``, the
-    size classes of :data:`diffgeo.readers.shapes.SIZES` rendered at the middle of their bin), or n
-    real UCI digits of each class (``factor="digit"``, ``a``/``b`` in '0'..'9'), drawn with ``seed``.
-    x: ``sqrt(abar_t) (mean_b - mean_a)`` at ``t_edit`` (default: the ``steps``-grid timestep
-    nearest 500): the move of x_t that moves its clean component by the groups' mean difference
-    (the raw pixel difference overshoots by 1 / sqrt(abar_t), 3.6x at t = 500, and wrecks
-    images). h: :func:`diffgeo.editing.directions.mean_difference` on the ``steps`` grid (``prompt``
-    for text models). Returns (dx, dh).
-
-    >>> import diffgeo
-    >>> dx, dh = factor_directions(diffgeo.load("shapes"), "size", "small", "large", n=2, steps=2)
-    >>> dx.shape, dh.shape, dh.timesteps.tolist()
-    ((3, 32, 32), (128, 8, 8), [0, 500])
-    """
-
-    xa, xb = _group_images(model, factor, a, b, n, seed)
-    t = _default_t_edit(model, steps) if t_edit is None else int(t_edit)
-    scale = float(model.alphas_cumprod[t]) ** 0.5
-    dx = Direction(scale * (xb - xa).mean(0)[None], torch.tensor([-1]), "x", model.name,
-                   {"source": "x_mean_difference", "factor": factor, "a": a, "b": b, "n": n, "seed": seed,
-                    "scaled_to_t": t, "scale": scale})
-    dh = mean_difference(model, xa, xb, steps=steps, seed=seed, prompt=prompt)
-    dh = Direction(dh.vectors, dh.timesteps, "h", model.name,
-                   {**dh.meta, "factor": factor, "a": a, "b": b})
-    return dx, dh
-
-
-def properties_stem(model_name: str, factor: str, a: str, b: str) -> str:
-    """File stem of a factor's tables: ``edit_properties_<model>_<factor>`` (digits add ``_<a>-<b>``).
-
-    >>> properties_stem("digits", "digit", "1", "7")
-    'edit_properties_digits_digit_1-7'
-    """
-    return f"edit_properties_{model_name}_{factor}" + (f"_{a}-{b}" if factor == "digit" else "")

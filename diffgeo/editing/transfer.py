@@ -20,7 +20,7 @@ direction, and reports:
   Wilson 95% intervals in :meth:`Transfer.summary`.
 
 >>> import torch, diffgeo
->>> from diffgeo.geometry.pullback import exact_basis
+>>> from diffgeo.geometry.basis import exact_basis
 >>> f = lambda x: torch.tanh(x) * torch.arange(1.0, 4.0)
 >>> a = exact_basis(f, torch.zeros(3), None, 2)
 >>> d, cos, idx = transport_all(a, [a, exact_basis(f, torch.full((3,), 0.1), None, 2)], 0, via="x")
@@ -40,8 +40,8 @@ import torch
 
 from diffgeo.core.checks import check_float, check_int
 from diffgeo.core.io import load_tensors_json, save_tensors_json
-from diffgeo.editing.edits import edit_x
-from diffgeo.geometry.pullback import LocalBasis
+from diffgeo.editing.xspace import edit_x
+from diffgeo.geometry.basis import LocalBasis
 from diffgeo.geometry.subspaces import transport
 from diffgeo.models.zoo import entry
 from diffgeo.readers import get_reader
@@ -163,7 +163,14 @@ def _check_bases(source: Any, targets: Any) -> list[LocalBasis]:
 def transport_all(source: LocalBasis, targets: Sequence[LocalBasis], direction: int | torch.Tensor, *,
                   via: str = "h") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Transport ``direction`` of ``source`` into each target: (directions (B, *x_shape), |cos| with each
-    target's nearest basis vector (B,) float64, its index (B,) int64). See :func:`diffgeo.transport`."""
+    target's nearest basis vector (B,) float64, its index (B,) int64). See :func:`diffgeo.transport`.
+
+    >>> from diffgeo.geometry.basis import exact_basis
+    >>> a = exact_basis(lambda x: torch.tanh(x) * torch.arange(1.0, 4.0), torch.zeros(3), None, 2)
+    >>> dirs, cos, idx = transport_all(a, [a], 1)   # onto itself: v_1, |cos| 1 with v_1
+    >>> dirs.shape, [round(c, 4) for c in cos.tolist()], idx.tolist()
+    (torch.Size([1, 3]), [1.0], [1])
+    """
     targets = _check_bases(source, targets)
     dirs = torch.stack([transport(source, b, direction, via=via) for b in targets])
     cos = torch.stack([(b.v_flat.double() @ d.reshape(-1).double()).abs() for b, d in zip(targets, dirs)])
@@ -191,11 +198,11 @@ def _reader(model: Any, reader: Any) -> Any:
 
 def transfer_edit(model: Any, source: LocalBasis, targets: Sequence[LocalBasis],
                   direction: int | torch.Tensor = 0, *, strength: float, vias: Sequence[str] = VIAS, steps: int = 50,
-                  reader: Any = None, factor: str | None = None, progress: bool = True,
+                  reader: Any = None, factor: str | None = None, progress: bool | None = None,
                   **edit_kwargs: Any) -> Transfer:
     """Carry A's ``direction`` to every target by parallel transport, edit each, and measure consistency.
 
-    source: A's :class:`~diffgeo.geometry.pullback.LocalBasis` at x_t (its ``x`` and ``meta["t"]`` give the
+    source: A's :class:`~diffgeo.geometry.basis.LocalBasis` at x_t (its ``x`` and ``meta["t"]`` give the
     point); targets: one basis per target sample at the same t; direction: an index i (A's v_i)
     or a vector (*x_shape) in A's tangent space. Each target is edited with
     :func:`diffgeo.edit_x` (``x_t + strength d`` by default, then ``steps`` DDIM steps; other

@@ -35,7 +35,7 @@ from diffgeo.models.model import Model
 from diffgeo.models.zoo import ENTRIES, entry
 from diffgeo.readers import get_reader
 from diffgeo.sampling.generation import DEFAULT_STEPS, PromptSampler, check_prompt_model, generate, prompt_grid
-from diffgeo.viz.draw import labelled_grid, save_figure
+from diffgeo.viz.figures import labelled_grid, save_figure
 
 __all__ = ["Alignment", "text_alignment", "sweep", "agreement_table", "save_prompt_grid", "GUIDANCE_SWEEP"]
 
@@ -125,7 +125,7 @@ def _task_of(model: Model | PromptSampler, task: str | None) -> str:
 def text_alignment(model: Model | PromptSampler, n: int | None = None, *, task: str | None = None,
               guidance_scale: float | None = None, steps: int = DEFAULT_STEPS, seed: int = 0,
               phrasing: str | None = None, batch_size: int = 128, use_clipped_model_output: bool = False,
-              progress: bool = True) -> Alignment:
+              progress: bool | None = None) -> Alignment:
     """Sample n prompts of ``task`` (default: the model's own, from :mod:`diffgeo.models.zoo`) and score
     them with the task's reader. n default: the task's ``alignment_n``; guidance_scale None: the
     model's default (for a PromptSampler, the task model's); phrasing None: the task's default
@@ -173,7 +173,7 @@ def sweep(model: Model | PromptSampler, scales: Sequence[float] = GUIDANCE_SWEEP
 
 def save_prompt_grid(model: Model, path: str | Path, *, prompts: Sequence[str] | None = None, columns: int = 8,
                      guidance_scale: float | None = None, steps: int = DEFAULT_STEPS, seed: int = 0,
-                     progress: bool = True) -> Path:
+                     progress: bool | None = None) -> Path:
     """Draw :func:`~diffgeo.sampling.generation.prompt_grid` (prompts default: the model's in :mod:`diffgeo.models.zoo`)
     and save it as a PNG, each row labelled by its prompt. With the default prompts, images the
     model's reader reads as another class than the prompt names get a red frame.

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -33,9 +32,8 @@ from diffgeo.readers.digits import CLASSIFIER_SEED, CLASSIFIER_TEST_FRACTION, di
 from diffgeo.readers.probe import VALID_RMSE, fit_scene, validity
 from diffgeo.sampling.ddim import sample
 from diffgeo.sampling.generation import DEFAULT_STEPS, generate
-from diffgeo.viz.draw import draw_quality, save_figure, save_image_grid
 
-__all__ = ["QualityReport", "evaluate_samples", "sample_images", "quality_of", "plot_invalid", "ks_statistic",
+__all__ = ["QualityReport", "evaluate_samples", "sample_images", "quality_of", "ks_statistic",
            "tv_floor", "ks_floor", "frechet_distance", "feature_frechet_distance", "precision_recall",
            "digit_features", "DigitQuality", "digit_quality_of", "evaluate_digits"]
 
@@ -140,16 +138,26 @@ class QualityReport:
 
 
 def evaluate_samples(model: Model, *, n: int = 512, steps: int = 50, seed: int = 1234, batch_size: int = 128,
-                     progress: bool = True) -> QualityReport:
-    """Score :func:`sample_images` with :func:`quality_of`."""
+                     progress: bool | None = None) -> QualityReport:
+    """Score :func:`sample_images` with :func:`quality_of`.
+
+    >>> import diffgeo
+    >>> evaluate_samples(diffgeo.load("shapes"), n=4, steps=2, progress=False).n
+    4
+    """
     images = sample_images(model, n=n, steps=steps, seed=seed, batch_size=batch_size, progress=progress)
     return quality_of(images, steps=steps, seed=seed)
 
 
 def sample_images(model: Model, *, n: int = 512, steps: int = 50, seed: int = 1234, batch_size: int = 128,
-                  progress: bool = True) -> torch.Tensor:
+                  progress: bool | None = None) -> torch.Tensor:
     """n DDIM samples (n, *x_shape) on the CPU, in batches: batch i from ``seed + i``, so the first
-    batch is ``sample(model, batch_size, seed=seed)``."""
+    batch is ``sample(model, batch_size, seed=seed)``.
+
+    >>> import diffgeo
+    >>> sample_images(diffgeo.load("shapes"), n=3, steps=2, batch_size=2, progress=False).shape
+    torch.Size([3, 3, 32, 32])
+    """
     images = []
     with torch.no_grad():
         for i, start in enumerate(range(0, n, batch_size)):
@@ -307,9 +315,13 @@ class DigitQuality:
 
 def digit_quality_of(images: torch.Tensor, *, guidance_scale: float = float("nan"), steps: int = 0, seed: int = 0,
                      k: int = 5) -> DigitQuality:
-    """:class:`DigitQuality` of given 16x16 digit images (N, 1, 16, 16) in [-1, 1] (N >= 2k)."""
-    from sklearn.model_selection import train_test_split
+    """:class:`DigitQuality` of given 16x16 digit images (N, 1, 16, 16) in [-1, 1] (N >= 2k).
 
+    >>> q = digit_quality_of(load_digits_images().images[:10])   # real digits scored as if generated
+    >>> q.n, q.n_real, q.precision
+    (10, 450, 0.9)
+    """
+    from sklearn.model_selection import train_test_split
 
     data = load_digits_images()
     index = torch.arange(len(data.labels)).numpy()
@@ -332,42 +344,18 @@ def digit_quality_of(images: torch.Tensor, *, guidance_scale: float = float("nan
 
 
 def evaluate_digits(model: Model, *, n: int = 450, guidance_scale: float | None = None, steps: int | None = None,
-                    seed: int = 0, progress: bool = True) -> DigitQuality:
+                    seed: int = 0, progress: bool | None = None) -> DigitQuality:
     """Sample n prompted digits (balanced over 0-9, as :func:`diffgeo.evaluation.alignment.text_alignment`
     prompts them) and score them with :func:`digit_quality_of`. guidance_scale (None: the model's
-    default, :mod:`diffgeo.models.zoo`) and steps default to the alignment measurements' settings."""
+    default, :mod:`diffgeo.models.zoo`) and steps default to the alignment measurements' settings.
 
+    >>> import diffgeo
+    >>> q = evaluate_digits(diffgeo.load("digits"), n=10, steps=2, progress=False)
+    >>> q.n, q.guidance_scale, q.steps
+    (10, 2.0, 2)
+    """
     guidance_scale = default_guidance(model) if guidance_scale is None else guidance_scale
     steps = DEFAULT_STEPS if steps is None else steps
     prompts = digit_prompts(n, seed=seed).prompts
     images = generate(model, prompts, guidance_scale=guidance_scale, steps=steps, seed=seed, progress=progress)
     return digit_quality_of(images, guidance_scale=guidance_scale, steps=steps, seed=seed)
-
-
-def plot_report(report: QualityReport, path: str | Path) -> Path:
-    """Save :func:`diffgeo.viz.draw.draw_quality` of the report as a PNG (atomic)."""
-    from matplotlib.figure import Figure
-
-
-    fig = Figure(figsize=(16, 2.8), dpi=100)
-    draw_quality(fig.subplots(1, 6), report)
-    fig.suptitle(f"{report.n} samples, {report.steps} DDIM steps: {report.valid_rate:.1%} valid "
-                 f"({report.out_of_range_rate:.1%} more are clean scenes past the training ranges); "
-                 "factors of the valid ones read by the probe vs the training distribution (dashed)", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def plot_invalid(images: torch.Tensor, report: QualityReport, path: str | Path) -> Path | None:
-    """Save the report's invalid samples of ``images`` (the ones it scored) as a grid (atomic), the
-    malformed ones framed red, the others being clean scenes past the training ranges. When every
-    sample is valid: None, and a figure left at ``path`` by an earlier run is removed."""
-
-    if not report.invalid:
-        Path(path).unlink(missing_ok=True)
-        return None
-    clean = set(report.out_of_range)
-    return save_image_grid(images[report.invalid], path, nrow=16, scale=3,
-                           marks=[i not in clean for i in report.invalid],
-                           title=f"the {len(report.invalid)} invalid of {report.n} samples: "
-                                 f"{len(clean)} clean scenes past the training ranges, the others framed red")

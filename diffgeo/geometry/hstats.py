@@ -17,7 +17,7 @@ import torch
 
 from diffgeo.models.conditioning import Cond
 from diffgeo.models.model import Model
-from diffgeo.sampling.ddim import Trajectory
+from diffgeo.sampling.trajectory import Trajectory
 
 CondLike = Cond | dict | None
 

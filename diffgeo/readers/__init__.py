@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
 
 from diffgeo.readers.base import Reader, check_images
 from diffgeo.readers.digits import digit_classifier

@@ -31,6 +31,7 @@ class Reader(Protocol):
 def check_images(reader: Reader, images: torch.Tensor) -> torch.Tensor:
     """Images (N, *reader.image_shape) as float32 on the CPU, or a ValueError naming the shape.
 
+    >>> from diffgeo.readers import get_reader
     >>> check_images(get_reader("digits"), torch.zeros(2, 1, 16, 16)).shape
     torch.Size([2, 1, 16, 16])
     """

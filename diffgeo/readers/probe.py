@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 import diffgeo.data.shapes as shapes
 from diffgeo.core.io import load_tensors_json
+from diffgeo.core.progress import progress_bar
 from diffgeo.data.shapes import CONTINUOUS, RANGES, Factors, make_scenes, render
 
 __all__ = ["ShapesProbe", "Validity", "SceneFit", "load_probe", "validity", "fit_scene", "VALID_RMSE", "PROBE_PATH",
@@ -86,7 +86,7 @@ def _targets(f: Factors) -> torch.Tensor:
     return torch.stack([(getattr(f, n) - RANGES[n][0]) / (RANGES[n][1] - RANGES[n][0]) for n in CONTINUOUS], 1)
 
 
-def train_probe(*, steps: int = 2000, batch_size: int = 128, seed: int = 0, progress: bool = True) -> ShapesProbe:
+def train_probe(*, steps: int = 2000, batch_size: int = 128, seed: int = 0, progress: bool | None = None) -> ShapesProbe:
     """Train a probe on fresh scenes (seeded per step), with light pixel noise for robustness.
 
     >>> train_probe(steps=2, batch_size=8, progress=False).predict(make_scenes(3, seed=0).images).shape.shape
@@ -96,7 +96,7 @@ def train_probe(*, steps: int = 2000, batch_size: int = 128, seed: int = 0, prog
     probe = ShapesProbe()
     opt = torch.optim.AdamW(probe.parameters(), lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
-    for step in tqdm(range(steps), desc="train probe", disable=not progress):
+    for step in progress_bar(range(steps), desc="train probe", progress=progress):
         scenes = make_scenes(batch_size, seed=10_000_000 + seed * 100_003 + step)
         g = torch.Generator().manual_seed(step)
         sigma = 0.05 * torch.rand(batch_size, 1, 1, 1, generator=g)

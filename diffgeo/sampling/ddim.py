@@ -1,4 +1,5 @@
-"""DDIM sampling, inversion and denoising from any (x_t, t) (Song et al., 2021).
+"""DDIM (Song et al., 2021): the schedule, one step, the one loop every sampler, editor and
+inverter drives (:func:`ddim_loop`), and sampling / denoising from any (x_t, t).
 
 Notation (paper symbols in brackets): ``a_t`` = alpha-bar at t, ``eps`` the predicted noise,
 ``P_t(eps) = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)`` the predicted x0,
@@ -16,7 +17,8 @@ combination when the scale is not 1 and the conditional branch otherwise; ``guid
 means the model's own default (:func:`diffgeo.models.conditioning.default_guidance`: 1.5 for ``shapes-text``,
 2 for ``digits``, 1 for a model diffgeo does not know). The prompts are encoded once per call.
 ``cond=`` takes a precomputed :class:`~diffgeo.models.conditioning.Cond` instead (its own branch and scale
-unless ``guidance_scale`` is given). ``Trajectory.meta`` records the conditioning used.
+unless ``guidance_scale`` is given). ``Trajectory.meta`` records the conditioning used
+(:class:`~diffgeo.sampling.trajectory.Trajectory`; inversion: :mod:`diffgeo.sampling.inversion`).
 For latent models the trajectory holds latents: ``model.decode(traj.result)`` gives images.
 
 >>> import diffgeo
@@ -29,19 +31,18 @@ For latent models the trajectory holds latents: ``model.decode(traj.result)`` gi
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from tqdm.auto import tqdm
 
-from diffgeo.core.checks import NonFiniteError, check_bool, check_choice, check_float, check_int, check_seed_generator
-from diffgeo.core.io import load_tensors_json, save_tensors_json
+from diffgeo.core.checks import NonFiniteError, check_bool, check_float, check_int, check_seed_generator
+from diffgeo.core.progress import progress_bar
 from diffgeo.models.conditioning import Cond, resolve_cond
 from diffgeo.models.model import CondLike, Model, PromptLike
+from diffgeo.sampling.trajectory import Trajectory
 
-__all__ = ["Trajectory", "ddim_timesteps", "ddim_step", "sample", "denoise", "invert", "CLEAN"]
+__all__ = ["Trajectory", "ddim_timesteps", "ddim_step", "ddim_loop", "model_eps", "abar", "clip_range",
+           "make_generator", "sample", "denoise", "CLEAN", "BLOWUP", "Callback", "EpsPair", "StepFn"]
 
 logger = logging.getLogger(__name__)
 CLEAN = -1  # label of the clean end (alpha-bar = 1)
@@ -49,41 +50,19 @@ CLEAN = -1  # label of the clean end (alpha-bar = 1)
 #: reported with its step and t (:class:`~diffgeo.core.checks.NonFiniteError`) instead of running on.
 BLOWUP = 1e6
 Callback = Callable[[dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class Trajectory:
-    """A DDIM path. S steps, B samples.
-
-    timesteps: (S+1,) int64, the timestep of each state (``-1`` = clean end);
-    xs: (S+1, B, *x_shape), ``xs[0]`` the start and ``xs[-1]`` the result;
-    x0_preds: (S, B, *x_shape), the x0 predicted at each step;
-    meta: how it was made (model, eta, seed, direction).
-    """
-
-    timesteps: torch.Tensor
-    xs: torch.Tensor
-    x0_preds: torch.Tensor
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def result(self) -> torch.Tensor:
-        """The final state, (B, *x_shape)."""
-        return self.xs[-1]
-
-    def save(self, path: str | Path) -> Path:
-        """Save as one safetensors file with the metadata inside (atomic)."""
-        return save_tensors_json(path, {"timesteps": self.timesteps, "xs": self.xs, "x0_preds": self.x0_preds},
-                                 {"kind": "Trajectory", **self.meta})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Trajectory":
-        tensors, meta = load_tensors_json(path, kind="Trajectory")
-        return cls(tensors["timesteps"], tensors["xs"], tensors["x0_preds"], meta)
+#: ``(x_t, t) -> (eps for P_t, eps for D_t)``: the noise predictions of one step (t a path label,
+#: ``CLEAN`` included). Plain DDIM returns one eps twice (:func:`model_eps`); Asyrp returns the eps
+#: of the edited h and the plain one.
+EpsPair = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+#: ``(i, x, t, t_next) -> (x_next, x0_pred, eps, extra)``: a step that is a solve rather than a forward
+#: DDIM update (fixed-point inversion); ``extra`` goes into the callback's dict.
+StepFn = Callable[[int, torch.Tensor, int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]]
 
 
 def ddim_timesteps(model: Model, steps: int) -> torch.Tensor:
-    """The S-step DDIM grid, descending, as diffusers' ``DDIMScheduler.set_timesteps`` makes it.
+    """The S-step DDIM grid (S,), descending, as diffusers' ``DDIMScheduler.set_timesteps`` makes it.
+
+    Computed on a fresh scheduler of the model's configuration: ``model.scheduler`` is left as it was.
 
     >>> import diffgeo
     >>> ddim_timesteps(diffgeo.load("shapes"), 4).tolist()
@@ -92,12 +71,19 @@ def ddim_timesteps(model: Model, steps: int) -> torch.Tensor:
     steps = check_int(steps, "steps", min=1)
     if steps > model.num_train_timesteps:
         raise ValueError(f"steps={steps} exceeds the {model.num_train_timesteps} training timesteps")
-    sched = model.scheduler
+    sched = type(model.scheduler).from_config(model.scheduler.config)
     sched.set_timesteps(steps)
     return sched.timesteps.clone().long().cpu()
 
 
-def _abar(model: Model, t: int) -> float:
+def abar(model: Model, t: int) -> float:
+    """Alpha-bar at timestep t (a float; 1 at the clean end ``CLEAN``).
+
+    >>> import diffgeo
+    >>> m = diffgeo.load("shapes")
+    >>> abar(m, CLEAN), round(abar(m, 0), 4)
+    (1.0, 0.9999)
+    """
     return 1.0 if t == CLEAN else float(model.alphas_cumprod[t])
 
 
@@ -145,7 +131,12 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, a_t: float, a_prev: float, *
     return x_prev, x0
 
 
-def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+def make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+    """The CPU generator of a run: ``generator`` when given, else one seeded with ``seed`` (None: a fresh seed).
+
+    >>> make_generator(3, None).initial_seed(), make_generator(None, torch.Generator().manual_seed(5)).initial_seed()
+    (3, 5)
+    """
     if generator is not None:
         return generator
     g = torch.Generator()
@@ -161,30 +152,88 @@ def _check_model(model: Any) -> None:
         raise TypeError(f"model must be a diffgeo Model (diffgeo.load(name)), got {type(model).__name__}")
 
 
-def _clip_range(model: Model) -> float | None:
-    """The scheduler's x0 clipping for sampling (``clip_sample``/``clip_sample_range``), or None."""
+def clip_range(model: Model) -> float | None:
+    """The scheduler's x0 clipping for sampling (``clip_sample``/``clip_sample_range``), or None.
+
+    >>> import diffgeo
+    >>> clip_range(diffgeo.load("shapes"))
+    1.0
+    """
     cfg = model.scheduler.config
     return float(cfg.get("clip_sample_range", 1.0)) if cfg.get("clip_sample", False) else None
 
 
-def _run(model: Model, x: torch.Tensor, path: list[int], *, eta: float, g: torch.Generator | None, clip: float | None,
-         clipped_eps: bool, cond: Cond | None, callback: Callback | None, progress: bool, desc: str,
-         meta: dict) -> Trajectory:
+def model_eps(model: Model, cond: Cond | None = None) -> EpsPair:
+    """The plain :data:`EpsPair`: the model's eps (B, *x_shape) at (x_t, t), twice (the clean end is
+    evaluated at t = 0).
+
+    >>> import diffgeo
+    >>> m = diffgeo.load("shapes")
+    >>> e_x0, e_dir = model_eps(m)(torch.zeros(1, 3, 32, 32), 500)
+    >>> e_x0 is e_dir, tuple(e_x0.shape)
+    (True, (1, 3, 32, 32))
+    """
+    def pair(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        eps = model.eps_fn(x, model.timesteps_tensor(0 if t == CLEAN else t, x.shape[0]), cond)
+        return eps, eps
+
+    return pair
+
+
+def ddim_loop(model: Model, x: torch.Tensor, path: list[int], eps_pair: EpsPair | None = None, *,
+              eta: float | Callable[[int], float] = 0.0, generator: torch.Generator | None = None,
+              clip: float | None = None, clipped_eps: bool = False, step: StepFn | None = None,
+              callback: Callback | None = None, progress: bool | None = None, desc: str = "DDIM",
+              meta: dict | None = None) -> Trajectory:
+    """The one DDIM loop: walk x (B, *x_shape) along ``path`` (S+1 timestep labels) into a Trajectory.
+
+    Sampling, denoising, both inversions, x-space edits and Asyrp all run through here. Step i
+    (t = path[i] -> t_next = path[i + 1]) asks ``eps_pair(x, t)`` for the eps of the x0 prediction
+    P_t and the eps of the direction term D_t, draws z (B, *x_shape) from ``generator`` when the
+    step's eta (``eta``, or ``eta(t)`` for a per-step rule) is > 0, and takes :func:`ddim_step`
+    with ``clip`` / ``clipped_eps``. ``step`` (instead of ``eps_pair``) replaces that update by a
+    solve (fixed-point inversion). Every step is checked for a blow-up (NaN, inf or
+    ``|x| > BLOWUP``: :class:`~diffgeo.core.checks.NonFiniteError`) and reported to ``callback``
+    as a dict (i, t, t_next, x_t, eps, eps_direction, eta, x0_pred, x_next, and ``step``'s extras).
+    Returns xs (S+1, B, *x_shape), x0_preds (S, B, *x_shape) and ``meta``.
+
+    >>> import diffgeo
+    >>> m = diffgeo.load("shapes")
+    >>> x_T = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> tr = ddim_loop(m, x_T, [750, 500, 250, 0, CLEAN], model_eps(m), clip=clip_range(m), progress=False)
+    >>> tr.xs.shape, torch.equal(tr.result, sample(m, noise=x_T, steps=4, progress=False).result)
+    (torch.Size([5, 1, 3, 32, 32]), True)
+    """
+    if (eps_pair is None) == (step is None):
+        raise TypeError("ddim_loop takes exactly one of eps_pair (the eps of each step) and step (a solve per step)")
+    meta = {} if meta is None else meta
     xs, x0s = [x], []
-    for i in tqdm(range(len(path) - 1), desc=desc, disable=not progress, leave=False):
+    for i in progress_bar(range(len(path) - 1), desc=desc, progress=progress, leave=False):
         t, t_next = path[i], path[i + 1]
-        t_eval = 0 if t == CLEAN else t  # the clean end has no timestep: use the first one
-        eps = model.eps_fn(x, model.timesteps_tensor(t_eval, x.shape[0]), cond)
-        z = torch.randn(x.shape, generator=g).to(device=x.device, dtype=x.dtype) if eta > 0 else None
-        x_next, x0 = ddim_step(x, eps, _abar(model, t), _abar(model, t_next), eta=eta, noise=z, clip=clip,
-                                use_clipped_model_output=clipped_eps)
+        extra: dict = {}
+        step_eta = 0.0
+        if step is not None:
+            x_next, x0, eps, extra = step(i, x, t, t_next)
+            eps_dir = eps
+        else:
+            eps, eps_dir = eps_pair(x, t)
+            step_eta = float(eta(t)) if callable(eta) else float(eta)
+            z = None
+            if step_eta > 0:
+                if generator is None:
+                    raise ValueError(f"{desc}: eta={step_eta:g} at t={t} needs a generator for its noise")
+                z = torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
+            x_next, x0 = ddim_step(x, eps, abar(model, t), abar(model, t_next), eta=step_eta, noise=z, clip=clip,
+                                    use_clipped_model_output=clipped_eps,
+                                    eps_direction=None if eps_dir is eps else eps_dir)
         if not bool(x_next.abs().max() <= BLOWUP):  # NaN compares False
             raise NonFiniteError(f"{desc} blew up at step {i} (t={t} -> {t_next}): x_t became NaN, infinite or "
                                  f"larger than {BLOWUP:g} in magnitude "
                                  f"(eta={meta.get('eta')}, guidance_scale={meta.get('guidance_scale')}, model "
                                  f"{model.name}); lower guidance_scale/eta or check the model's weights")
         if callback is not None:
-            callback({"i": i, "t": t, "t_next": t_next, "x_t": x, "eps": eps, "x0_pred": x0, "x_next": x_next})
+            callback({"i": i, "t": t, "t_next": t_next, "x_t": x, "eps": eps, "eps_direction": eps_dir,
+                      "eta": step_eta, "x0_pred": x0, "x_next": x_next, **extra})
         xs.append(x_next)
         x0s.append(x0)
         x = x_next
@@ -195,7 +244,7 @@ def denoise(model: Model, x_t: torch.Tensor, t: int, *, steps: int = 50, eta: fl
             generator: torch.Generator | None = None, prompt: PromptLike | None = None,
             negative_prompt: PromptLike | None = None, guidance_scale: float | None = None, cond: CondLike = None,
             use_clipped_model_output: bool = False, callback: Callback | None = None,
-            progress: bool = True) -> Trajectory:
+            progress: bool | None = None) -> Trajectory:
     """Continue DDIM from (x_t, t) to the clean end on the ``steps``-step grid.
 
     The path is ``[t]`` followed by the grid points below t, then ``-1``. Used to finish a
@@ -225,17 +274,17 @@ def denoise(model: Model, x_t: torch.Tensor, t: int, *, steps: int = 50, eta: fl
     t = int(t)
     grid = ddim_timesteps(model, steps).tolist()
     path = [t] + [s for s in grid if s < t] + [CLEAN]
-    g = _generator(seed, generator) if eta > 0 else None
+    g = make_generator(seed, generator) if eta > 0 else None
     c = resolve_cond(model, prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale, cond=cond,
                      batch=x_t.shape[0])
-    clip = _clip_range(model)
+    clip = clip_range(model)
     clipped_eps = bool(use_clipped_model_output) and clip is not None
     if seed is None and generator is None and g is not None:
         seed = g.initial_seed()  # the drawn seed, so the run can be repeated
     meta = {"model": model.name, "direction": "denoise", "eta": eta, "steps": steps, "seed": seed,
             "use_clipped_model_output": clipped_eps, **(c.meta() if c is not None else {})}
-    return _run(model, x_t, path, eta=eta, g=g, clip=clip, clipped_eps=clipped_eps, cond=c, callback=callback,
-                progress=progress, desc="DDIM", meta=meta)
+    return ddim_loop(model, x_t, path, model_eps(model, c), eta=eta, generator=g, clip=clip, clipped_eps=clipped_eps,
+                     callback=callback, progress=progress, desc="DDIM", meta=meta)
 
 
 def sample(model: Model, n: int | None = None, *, noise: torch.Tensor | None = None, steps: int = 50,
@@ -243,7 +292,7 @@ def sample(model: Model, n: int | None = None, *, noise: torch.Tensor | None = N
            prompt: PromptLike | None = None, negative_prompt: PromptLike | None = None,
            guidance_scale: float | None = None,
            cond: CondLike = None, use_clipped_model_output: bool = False, callback: Callback | None = None,
-           progress: bool = True) -> Trajectory:
+           progress: bool | None = None) -> Trajectory:
     """Draw samples with DDIM: from ``noise`` (a given x_T, (B, *x_shape)) or n draws from ``seed``.
 
     Noise is drawn on the CPU from the seed, so a seed gives the same x_T on every device.
@@ -272,7 +321,7 @@ def sample(model: Model, n: int | None = None, *, noise: torch.Tensor | None = N
         n = check_int(n, "n", min=1)
     else:
         noise = model.check_x(noise, "noise")
-    g = _generator(seed, generator)
+    g = make_generator(seed, generator)
     if seed is None and generator is None and (noise is None or eta > 0):
         seed = g.initial_seed()  # the drawn seed, recorded so the run can be repeated
     if noise is None:
@@ -282,223 +331,3 @@ def sample(model: Model, n: int | None = None, *, noise: torch.Tensor | None = N
                    negative_prompt=negative_prompt, guidance_scale=guidance_scale, cond=cond,
                    use_clipped_model_output=use_clipped_model_output, callback=callback, progress=progress)
     return Trajectory(traj.timesteps, traj.xs, traj.x0_preds, {**traj.meta, "direction": "sample", "seed": seed})
-
-
-INVERSION_METHODS = ("fixed_point", "ddim")
-#: Residual stop of fixed-point inversion: RMS over one sample of (forward step of x_t) - x_{t-1}.
-#: A residual left at a high-noise step is amplified by everything sampling does below it: on the
-#: v-prediction ``shapes`` (32 own samples, seed 31, 50 steps) a 1e-4 residual at t ~ 850 grew to a
-#: round-trip RMSE of 0.15, and 6 of 32 samples missed 0.02 (found by restarting the sampler from each
-#: inverted x_t: the error entered between t = 380 and 880, not at the low-t steps that stall).
-#: 1e-5 gives max 0.0075 (0 of 32 over 0.02) for 1.4x the U-Net calls; 1e-6 max 0.0013 for 1.8x.
-#: The 9,050-step ``shapes`` is more sensitive still: at 1e-5 own sample 3 of seed 31 came back at
-#: 0.22 RMSE (restarting from its inverted x_t at t = 580 already gave 0.08); at 1e-6, 0.0018.
-INVERSION_TOL = 1e-6
-INVERSION_MAX_ITER = 50
-#: Stall stop of fixed-point inversion: a sample whose RMS residual fell by less than
-#: ``INVERSION_STALL_GAIN`` (relative) over its last ``INVERSION_STALL_WINDOW`` U-Net calls stops
-#: early (it is reported as unconverged, ``stalled``): more calls would not reach tol. Measured on
-#: 8 of ``shapes``' own samples, 50 steps: 5 stall at t=20 on a residual floor (up to 1.4e-3) that
-#: 50 calls do not lower either; the stop saves 11% of the U-Net calls, round trips are identical.
-INVERSION_STALL_WINDOW = 8
-INVERSION_STALL_GAIN = 0.01
-
-
-def _pick(value: Any, idx: torch.Tensor, batch: int) -> Any:
-    """Rows ``idx`` of every batch-B tensor in a (nested) conditioning structure; batch-1 tensors stay."""
-    if isinstance(value, torch.Tensor):
-        return value[idx] if value.dim() > 0 and value.shape[0] == batch else value
-    if isinstance(value, dict):
-        return {k: _pick(v, idx, batch) for k, v in value.items()}
-    return value
-
-
-def _subset_cond(c: Cond | None, idx: torch.Tensor, batch: int) -> Cond | None:
-    if c is None:
-        return None
-    return replace(c, cond=_pick(c.cond, idx, batch), uncond=_pick(c.uncond, idx, batch),
-                   cond_kwargs=_pick(dict(c.cond_kwargs), idx, batch),
-                   uncond_kwargs=_pick(dict(c.uncond_kwargs), idx, batch))
-
-
-def _rms(x: torch.Tensor) -> torch.Tensor:
-    return x.flatten(1).pow(2).mean(1).sqrt()
-
-
-def _invert_step(model: Model, x_prev: torch.Tensor, eps_guess: torch.Tensor, t: int, a_t: float, a_prev: float, *,
-                 clip: float | None, clipped_eps: bool, cond: Cond | None, tol: float, max_iter: int,
-                 history: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                            torch.Tensor]:
-    """Solve ``ddim_step(x_t, eps(x_t, t), a_t, a_prev, clip=...)[0] == x_prev`` for x_t, per sample.
-
-    Start from the plain DDIM inversion step with ``eps_guess``. The residual ``r = x_prev - F(x_t)``
-    (F the sampler's forward step) is preconditioned element-wise by the inverse of F's slope:
-    ``g = sqrt(a_t / a_prev)`` where x0 is not clipped (at fixed eps; ``x_t + g r`` is then the
-    usual fixed-point map ``sqrt(a_t) P(x_{t-1}; eps(x_t)) + sqrt(1 - a_t) eps(x_t)``) and
-    ``sqrt((1 - a_t) / (1 - a_prev))`` where it is clipped (x_t acts there only through eps, which
-    moves about as ``x_t / sqrt(1 - a_t)``). The map ``x -> x + g r`` is accelerated by Anderson
-    mixing over the last ``history`` iterates (AIDI, Pan et al. 2023), safeguarded: a trial that
-    does not lower the sample's RMS residual is rejected, its history cleared and its step halved,
-    so the residual never grows. A sample stops once its RMS residual is <= tol, or when it stalls
-    (less than ``INVERSION_STALL_GAIN`` relative progress over ``INVERSION_STALL_WINDOW`` calls).
-    Only the samples still running are passed to the U-Net: a converged sample costs nothing more.
-    Returns (x_t, eps(x_t), x0_pred, U-Net calls (B,), residual (B,), stalled (B,) bool).
-    """
-    b = x_prev.shape[0]
-    x_try, _ = ddim_step(x_prev, eps_guess, a_prev, a_t)
-    x_cur, f_cur = x_try.clone(), torch.zeros_like(x_prev)
-    eps, x0 = torch.empty_like(x_prev), torch.empty_like(x_prev)
-    calls = torch.zeros(b, dtype=torch.long)
-    resid = torch.full((b,), float("inf"), dtype=torch.float64)
-    damp = torch.ones(b, dtype=x_prev.dtype, device=x_prev.device)
-    hist_x: list[list[torch.Tensor]] = [[] for _ in range(b)]  # accepted iterates and their g r, per sample
-    hist_f: list[list[torch.Tensor]] = [[] for _ in range(b)]
-    active = torch.arange(b, device=x_prev.device)
-    trace: list[list[float]] = [[] for _ in range(b)]  # best residual after each call, per sample
-    stalled = torch.zeros(b, dtype=torch.bool)
-    g_free = (a_t / a_prev) ** 0.5
-    g_clip = ((1 - a_t) / (1 - a_prev)) ** 0.5 if a_prev < 1 else g_free
-    for _ in range(max_iter):
-        xa = x_try[active]
-        c = cond if len(active) == b else _subset_cond(cond, active, b)
-        e = model.eps_fn(xa, model.timesteps_tensor(t, len(active)), c)
-        fwd, x0a = ddim_step(xa, e, a_t, a_prev, clip=clip, use_clipped_model_output=clipped_eps)
-        r = x_prev[active] - fwd
-        gain = torch.full_like(xa, g_free)
-        if clip is not None:
-            raw_x0 = (xa - (1 - a_t) ** 0.5 * e) / a_t**0.5
-            gain = torch.where(raw_x0.abs() > clip, torch.full_like(xa, g_clip), gain)
-        f = gain * r
-        res = _rms(r).double().cpu()
-        for j, i in enumerate(active.tolist()):
-            calls[i] += 1
-            if res[j] <= resid[i]:  # accept (the first evaluation always is: resid starts at inf)
-                x_cur[i], f_cur[i], eps[i], x0[i], resid[i] = xa[j], f[j], e[j], x0a[j], res[j]
-                hist_x[i], hist_f[i] = (hist_x[i] + [xa[j].flatten()])[-history - 1:], \
-                    (hist_f[i] + [f[j].flatten()])[-history - 1:]
-                damp[i] = min(1.0, float(damp[i]) * 2)
-            else:  # reject: plain damped step from the last accepted iterate
-                hist_x[i], hist_f[i] = hist_x[i][-1:], hist_f[i][-1:]
-                damp[i] = float(damp[i]) / 2
-            trace[i].append(float(resid[i]))
-            w, tr = INVERSION_STALL_WINDOW, trace[i]
-            if len(tr) > w and tr[-1] > tol and tr[-1] >= (1 - INVERSION_STALL_GAIN) * tr[-1 - w]:
-                stalled[i] = True
-        keep = (resid[active.cpu()] > tol) & ~stalled[active.cpu()]
-        active = active[keep.to(active.device)]
-        if len(active) == 0:
-            break
-        x_try = x_cur.clone()
-        for i in active.tolist():
-            step = float(damp[i]) * f_cur[i]
-            if len(hist_f[i]) > 1 and float(damp[i]) == 1.0:
-                fs, xs_ = torch.stack(hist_f[i], 1), torch.stack(hist_x[i], 1)  # (N, m+1)
-                d_f, d_x = fs[:, 1:] - fs[:, :-1], xs_[:, 1:] - xs_[:, :-1]
-                gamma = torch.linalg.lstsq(d_f.double(), fs[:, -1:].double()).solution.to(d_f.dtype)
-                step = (f_cur[i].flatten() - ((d_x + d_f) @ gamma).flatten()).view_as(f_cur[i])
-            x_try[i] = x_cur[i] + step
-    return x_cur, eps, x0, calls, resid, stalled
-
-
-def invert(model: Model, x0: torch.Tensor, *, steps: int = 50, method: str = "fixed_point",
-           tol: float = INVERSION_TOL, max_iter: int = INVERSION_MAX_ITER, prompt: PromptLike | None = None,
-           negative_prompt: PromptLike | None = None, guidance_scale: float | None = None, cond: CondLike = None,
-           use_clipped_model_output: bool = False, callback: Callback | None = None,
-           progress: bool = True) -> Trajectory:
-    """Invert clean x0 (B, *x_shape) to the first sampling timestep, so that :func:`sample` gives it back.
-
-    The path is ``-1, 0, grid..., t_start``: it ends exactly where :func:`sample` starts.
-
-    ``method="fixed_point"`` (default): each step solves for the x_t whose forward DDIM step, as
-    :func:`sample` takes it (x0 clipping and ``use_clipped_model_output`` included: pass the same
-    values and prompt keywords to both), lands on the given x_{t-1}: fixed-point iteration from the
-    plain inversion step, preconditioned and Anderson-accelerated (AIDI / ReNoise / Pan et al.
-    2023), until the RMS residual of the forward step is <= ``tol`` (per sample, at most
-    ``max_iter`` U-Net calls per step; a sample that stalls stops earlier). Per-sample stopping:
-    a converged sample leaves the batch, the U-Net only sees the samples still iterating.
-    ``meta`` records ``iterations`` (U-Net calls) and ``residual`` per step (lists over steps of
-    per-sample lists), their summaries ``iterations_per_step`` (mean over samples) and
-    ``max_residual_per_step``, and ``unet_calls`` (per-sample U-Net evaluations in all, the
-    start included). A step that does not converge is logged as a warning with its step, t,
-    samples and residual and listed in ``meta["unconverged"]`` (step, t, samples, their
-    residuals and calls, whether each stalled), and a summary warning closes the run.
-
-    Clipping models (``clip_sample``, as the embedded ones): round trips are exact with
-    ``use_clipped_model_output=True`` on both sides (the README gives the measured errors). With
-    the raw eps (``sample``'s default) the clipped forward step is flat in x0 wherever x0 is
-    clipped, so it is neither one-to-one nor onto: some steps cannot converge, the round trip is
-    only closer than plain inversion, and the unconverged steps are reported.
-
-    ``method="ddim"``: plain DDIM inversion, eps evaluated at x_{t-1} (one U-Net call per step,
-    not exact; x0 is never clipped).
-
-    Text models: the prompt keywords as in :func:`sample`. Latent models invert latents:
-    ``model.encode_image(images)`` first. x0: (B, *x_shape), in [-clip, clip] when the
-    scheduler clips (sampling can only return values in that range).
-
-    >>> import diffgeo
-    >>> model = diffgeo.load("shapes")
-    >>> x0 = diffgeo.data.shapes.make_scenes(1, seed=7).images
-    >>> inv = invert(model, x0, steps=5, use_clipped_model_output=True, progress=False)
-    >>> back = sample(model, noise=inv.result, steps=5, use_clipped_model_output=True, progress=False).result
-    >>> bool((back - x0).pow(2).mean().sqrt() < 0.02), len(inv.meta["iterations"])
-    (True, 5)
-    """
-    x0 = model.check_x(x0, "x0")
-    method = check_choice(method, "method", INVERSION_METHODS)
-    tol = check_float(tol, "tol", min=0, min_open=True)
-    max_iter = check_int(max_iter, "max_iter", min=1)
-    use_clipped_model_output = check_bool(use_clipped_model_output, "use_clipped_model_output")
-    clip = _clip_range(model)
-    if method == "fixed_point" and clip is not None and float(x0.abs().max()) > clip + 1e-6:
-        raise ValueError(f"x0 has values in [{float(x0.min()):.3g}, {float(x0.max()):.3g}], outside the model's "
-                         f"clipping range [-{clip:g}, {clip:g}]: sampling can never return such an image; map images "
-                         "to [-1, 1] (2 * x - 1 for [0, 1] data)")
-    grid = ddim_timesteps(model, steps).tolist()[::-1]
-    path = [CLEAN] + grid
-    c = resolve_cond(model, prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale, cond=cond,
-                     batch=x0.shape[0])
-    clipped_eps = use_clipped_model_output and clip is not None
-    meta = {"model": model.name, "direction": "invert", "eta": 0.0, "steps": steps, "seed": None,
-            "method": method, **(c.meta() if c is not None else {})}
-    if method == "ddim":
-        return _run(model, x0, path, eta=0.0, g=None, clip=None, clipped_eps=False, cond=c, callback=callback,
-                    progress=progress, desc="DDIM inversion", meta=meta)
-    b = x0.shape[0]
-    xs, x0s, iterations, residuals, unconverged = [x0], [], [], [], []
-    x = x0
-    eps = model.eps_fn(x0, model.timesteps_tensor(0, b), c)
-    for i in tqdm(range(len(path) - 1), desc="fixed-point inversion", disable=not progress, leave=False):
-        t_prev, t = path[i], path[i + 1]
-        x_t, eps, x0_pred, iters, resid, stalled = _invert_step(
-            model, x, eps, t, _abar(model, t), _abar(model, t_prev), clip=clip, clipped_eps=clipped_eps, cond=c,
-            tol=float(tol), max_iter=max_iter)
-        iterations.append(iters.tolist())
-        residuals.append(resid.tolist())
-        bad = resid > tol
-        if bool(bad.any()):
-            worst = float(resid.max())
-            idx = bad.nonzero().flatten()
-            unconverged.append({"step": i, "t": t, "samples": idx.tolist(), "residual": worst,
-                                "residuals": resid[idx].tolist(), "stalled": stalled[idx].tolist(),
-                                "iterations": iters[idx].tolist()})
-            logger.warning("fixed-point inversion: step %d (t=%d) did not converge for %d of %d samples (%d stalled "
-                           "before max_iter=%d; RMS residual up to %.3g > tol %.3g, samples %s)", i, t, int(bad.sum()),
-                           b, int(stalled[idx].sum()), max_iter, worst, tol, idx.tolist()[:10])
-        if callback is not None:
-            callback({"i": i, "t": t_prev, "t_next": t, "x_t": x, "eps": eps, "x0_pred": x0_pred, "x_next": x_t,
-                      "iterations": iters, "residual": resid})
-        xs.append(x_t)
-        x0s.append(x0_pred)
-        x = x_t
-    meta.update({"tol": float(tol), "max_iter": max_iter, "use_clipped_model_output": clipped_eps,
-                 "iterations": iterations, "residual": residuals, "unconverged": unconverged,
-                 "iterations_per_step": [sum(row) / b for row in iterations],
-                 "max_residual_per_step": [max(row) for row in residuals],
-                 "unet_calls": sum(map(sum, iterations)) + b})
-    if unconverged:
-        logger.warning("fixed-point inversion: %d of %d steps left samples above tol %.3g (worst RMS residual %.3g at "
-                       "t=%d); the round trip is only as exact as these residuals (meta['unconverged'])",
-                       len(unconverged), len(path) - 1, tol, max(u["residual"] for u in unconverged),
-                       max(unconverged, key=lambda u: u["residual"])["t"])
-    return Trajectory(torch.tensor(path, dtype=torch.long), torch.stack(xs), torch.stack(x0s), meta)

@@ -19,9 +19,9 @@ from __future__ import annotations
 from typing import Protocol, Sequence, runtime_checkable
 
 import torch
-from tqdm.auto import tqdm
 
 from diffgeo.core.checks import check_int
+from diffgeo.core.progress import progress_bar
 from diffgeo.models.conditioning import normalise_prompts
 from diffgeo.models.model import Model
 from diffgeo.sampling.ddim import sample
@@ -56,7 +56,7 @@ def check_prompt_model(model: Model | PromptSampler, image_shape: tuple[int, ...
 
 def generate(model: Model | PromptSampler, prompts: Sequence[str], *, guidance_scale: float | None = None,
              steps: int = DEFAULT_STEPS, seed: int = 0, noise: torch.Tensor | None = None, batch_size: int = 250,
-             use_clipped_model_output: bool = False, progress: bool = True) -> torch.Tensor:
+             use_clipped_model_output: bool = False, progress: bool | None = None) -> torch.Tensor:
     """One guided DDIM sample per prompt: images (N, *image_shape) in [-1, 1], on the CPU.
 
     x_T: ``noise`` (N, *x_shape) when given, else drawn at once from ``seed``; the negative
@@ -84,7 +84,7 @@ def generate(model: Model | PromptSampler, prompts: Sequence[str], *, guidance_s
                          f"prompt; got {tuple(noise.shape)}")
     out = []
     with torch.no_grad():
-        for start in tqdm(range(0, len(prompts), batch_size), desc=f"sampling {model.name}", disable=not progress):
+        for start in progress_bar(range(0, len(prompts), batch_size), desc=f"sampling {model.name}", progress=progress):
             chunk = noise[start:start + batch_size].to(device=model.device, dtype=model.dtype)
             traj = sample(model, noise=chunk, prompt=prompts[start:start + batch_size], guidance_scale=guidance_scale,
                           steps=steps, use_clipped_model_output=use_clipped_model_output, progress=False)
@@ -94,7 +94,7 @@ def generate(model: Model | PromptSampler, prompts: Sequence[str], *, guidance_s
 
 def prompt_grid(model: Model | PromptSampler, prompts: Sequence[str], *, columns: int = 8,
                 guidance_scale: float | None = None, steps: int = DEFAULT_STEPS, seed: int = 0,
-                use_clipped_model_output: bool = False, progress: bool = True) -> torch.Tensor:
+                use_clipped_model_output: bool = False, progress: bool | None = None) -> torch.Tensor:
     """Images (len(prompts) * columns, C, H, W): row r holds ``columns`` samples of ``prompts[r]``;
     column j starts from the same x_T in every row, so rows differ by the prompt alone.
 

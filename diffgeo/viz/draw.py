@@ -1,9 +1,8 @@
-"""Figures: pure ``draw_*(ax, data)`` functions, and saving at the edge.
+"""Figures, part one: pure ``draw_*(ax, data)`` functions.
 
 Every figure of the package is drawn by a ``draw_*`` function onto axes it is given, so a
-notebook, a dashboard or a script can place it anywhere. Figures built here are plain
-``matplotlib.figure.Figure`` objects (no pyplot, no backend switching: a notebook's backend is
-never touched); :func:`save_figure` writes one atomically.
+notebook, a dashboard or a script can place it anywhere. Building a Figure and writing it (to a
+file, atomically, or to PNG bytes) is :mod:`diffgeo.viz.figures`, the one save path.
 
 >>> import torch
 >>> grid = image_grid(torch.zeros(6, 3, 4, 4), nrow=3)
@@ -13,17 +12,14 @@ never touched); :func:`save_figure` writes one atomically.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from diffgeo.core.io import atomic_path
 from diffgeo.data.shapes import COLOURS, CONTINUOUS, RANGES, SHAPES
 
-__all__ = ["image_grid", "save_image_grid", "labelled_grid", "save_figure", "draw_labelled_grid", "draw_h_statistics",
-           "h_statistics_figure", "draw_quality"]
+__all__ = ["image_grid", "draw_labelled_grid", "draw_h_statistics", "draw_quality"]
 __all__ += ["draw_images", "draw_spectra", "draw_curves", "draw_scatter", "draw_matrix"]  # dashboards
 
 
@@ -31,6 +27,10 @@ def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1, marks: Sequenc
     """Tile images (N, C, H, W) in [-1, 1] into an RGB array (rows*H, cols*W, 3) in [0, 1].
 
     ``marks``: optional per-image flags; flagged images get a red frame.
+   
+
+    >>> image_grid(torch.zeros(3, 1, 4, 4), nrow=2, marks=[True, False, False]).shape
+    (11, 11, 3)
     """
     x = ((images.detach().float().cpu().clamp(-1, 1) + 1) / 2)
     if x.shape[1] == 1:
@@ -73,45 +73,6 @@ def draw_labelled_grid(ax, images: torch.Tensor, row_labels: Sequence[str], *, n
         ax.set_title(title, fontsize=8)
 
 
-def labelled_grid(images: torch.Tensor, row_labels: Sequence[str], *, nrow: int, title: str | None = None,
-                  marks: Sequence[bool] | None = None):
-    """A Figure of :func:`draw_labelled_grid`, sized so that each pixel is drawn a few times larger.
-
-    >>> fig = labelled_grid(torch.zeros(4, 1, 8, 8), ["a", "b"], nrow=2, title="two rows")
-    >>> [t.get_text() for t in fig.axes[0].get_yticklabels()]
-    ['a', 'b']
-    """
-    from matplotlib.figure import Figure
-
-    rows = (images.shape[0] + nrow - 1) // nrow
-    h, w, pad = images.shape[-2], images.shape[-1], 1
-    height, width = rows * (h + pad) + pad, nrow * (w + pad) + pad
-    scale = max(2, 96 // h)
-    longest = max((len(s) for s in row_labels), default=0)
-    fig = Figure(figsize=(width * scale / 100 + 0.5 + 0.09 * longest, height * scale / 100 + 0.5), dpi=100)
-    draw_labelled_grid(fig.subplots(), images, row_labels, nrow=nrow, title=title, marks=marks)
-    fig.tight_layout()
-    return fig
-
-
-def save_figure(fig, path: str | Path, *, dpi: int | None = None) -> Path:
-    """Write a matplotlib Figure as an image (format from the suffix, default PNG), atomically:
-    a failed write leaves no partial file. Returns the path.
-
-    >>> import tempfile, pathlib
-    >>> from matplotlib.figure import Figure
-    >>> fig = Figure(figsize=(1, 1))
-    >>> draw_curves(fig.subplots(), [0, 1], {"a": [0, 1]}, xlabel="x", ylabel="y")
-    >>> save_figure(fig, pathlib.Path(tempfile.mkdtemp()) / "f.png").stat().st_size > 0
-    True
-    """
-    path = Path(path)
-    fmt = path.suffix[1:].lower() or "png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=dpi)
-    return path
-
-
 def draw_h_statistics(axes: Sequence, stats) -> None:
     """An :class:`~diffgeo.geometry.hstats.HStatistics` on three axes: mean ||h||, cosine of h between
     samples, cosine of h between consecutive steps, each over timesteps (noise on the left).
@@ -134,23 +95,6 @@ def draw_h_statistics(axes: Sequence, stats) -> None:
         if not ax.xaxis_inverted():
             ax.invert_xaxis()  # sampling runs from noise (large t) to data (t = 0)
         ax.grid(alpha=0.3)
-
-
-def h_statistics_figure(stats, title: str = ""):
-    """A Figure of :func:`draw_h_statistics` (three panels side by side) with a title.
-
-    >>> from diffgeo.geometry.hstats import HStatistics
-    >>> s = HStatistics(torch.tensor([500, 0]), torch.ones(2), torch.zeros(2), torch.tensor([1.0, float("nan")]))
-    >>> len(h_statistics_figure(s, "h").axes)
-    3
-    """
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 3.2), dpi=100)
-    draw_h_statistics(fig.subplots(1, 3), stats)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
 
 
 def draw_quality(axes: Sequence, report) -> None:
@@ -188,25 +132,6 @@ def draw_quality(axes: Sequence, report) -> None:
 def _floor_note(report, name: str) -> str:
     floor = report.floor.get(name)
     return f"\nexact data: <= {floor[1]:.3f} (95%)" if floor else ""
-
-
-def save_image_grid(images: torch.Tensor, path: str | Path, *, nrow: int = 8, scale: int = 4, title: str | None = None,
-                    marks: Sequence[bool] | None = None) -> Path:
-    """Save a grid of images as a PNG (atomic write); each pixel drawn ``scale`` times larger.
-
-    >>> import tempfile, pathlib
-    >>> save_image_grid(torch.zeros(4, 3, 8, 8), pathlib.Path(tempfile.mkdtemp()) / "g.png", nrow=2).suffix
-    '.png'
-    """
-    from matplotlib.figure import Figure
-
-    grid = image_grid(images, nrow=nrow, marks=marks)
-    fig = Figure(figsize=(grid.shape[1] * scale / 100, grid.shape[0] * scale / 100 + (0.35 if title else 0)), dpi=100)
-    ax = fig.add_axes((0, 0, 1, grid.shape[0] * scale / 100 / fig.get_figheight()))
-    draw_images(ax, images, nrow=nrow, marks=marks)
-    if title:
-        fig.suptitle(title, fontsize=9, y=0.995)
-    return save_figure(fig, path)
 
 
 # -- draw functions of the dashboards (diffgeo.widgets) ----------------------------------------
@@ -327,118 +252,3 @@ def draw_matrix(ax, matrix: torch.Tensor, labels: Sequence[str], *, title: str |
     ax.set_yticks(range(len(labels)), labels, fontsize=6)
     if title:
         ax.set_title(title, fontsize=9)
-
-
-# -- analyses (diffgeo.analyses results; duck-typed, so this module does not import them) --------
-__all__ += ["draw_band_vs_t", "draw_spectral_centroid", "draw_shared_tangents", "draw_basis_heatmap",
-            "draw_prompt_geometry", "draw_cond_uncond", "draw_curvedness", "draw_guidance_artefact"]
-
-
-def draw_band_vs_t(ax, ts: Sequence[int], mean: Sequence[float], low: Sequence[float], high: Sequence[float], *,
-                   label: str | None = None, ylabel: str = "", title: str | None = None) -> None:
-    """A curve over timesteps with its 95% band; t decreases to the right (sampling order).
-
-    >>> from matplotlib.figure import Figure
-    >>> ax = Figure().subplots()
-    >>> draw_band_vs_t(ax, [900, 500, 100], [0.1, 0.2, 0.3], [0.0, 0.1, 0.2], [0.2, 0.3, 0.4], label="a")
-    >>> bool(ax.xaxis_inverted()), len(ax.lines)
-    (True, 1)
-    """
-    ts = [int(t) for t in ts]
-    ax.plot(ts, [float(v) for v in mean], marker="o", ms=3, label=label)
-    ax.fill_between(ts, [float(v) for v in low], [float(v) for v in high], alpha=0.25)
-    if not ax.xaxis_inverted():
-        ax.invert_xaxis()
-    ax.set_xlabel("timestep t (noisy -> clean)")
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title, fontsize=9)
-    if label:
-        ax.legend(fontsize=7)
-
-
-def draw_spectral_centroid(ax, data) -> None:
-    """Analysis 1 (a CoarseToFine): mean spectral centroid of the basis vectors vs t with its band."""
-    draw_band_vs_t(ax, data.ts, data.mean, data.low, data.high, label=data.model,
-                   ylabel="spectral centroid (cycles/pixel)", title="1. coarse to fine")
-
-
-def draw_shared_tangents(ax, data) -> None:
-    """Analyses 2/3: one SharedTangents, or a dict name -> SharedTangents (one curve per model)."""
-    curves = data if isinstance(data, dict) else {data.model: data}
-    for name, c in curves.items():
-        draw_band_vs_t(ax, c.ts, c.mean, c.low, c.high, label=name,
-                       ylabel="mean pairwise Grassmann distance / max",
-                       title="2-3. distance between samples' tangent spaces")
-
-
-def draw_basis_heatmap(ax, data) -> None:
-    """Analysis 4 (a Discrepancy): mean Grassmann distance / max between a trajectory's bases at t and t'."""
-    draw_matrix(ax, data.heatmap / data.max_distance, [str(t) for t in data.ts],
-                title="4. basis distance across t (/ max)")
-
-
-def draw_prompt_geometry(ax, data) -> None:
-    """Analysis 5a (a PromptGeometry): tangent distance vs text-embedding distance, one point per prompt pair."""
-    p = len(data.prompts)
-    iu = [(i, j) for i in range(p) for j in range(i + 1, p)]
-    draw_scatter(ax, [float(data.text[i, j]) for i, j in iu], [float(data.tangent[i, j]) for i, j in iu],
-                 xlabel="text-embedding cosine distance", ylabel="tangent-space Grassmann distance",
-                 title=f"5a. prompts ({data.model}, t={data.t})")
-
-
-def draw_cond_uncond(ax, data) -> None:
-    """Analysis 5b (a CondUncond): distance between conditional and unconditional bases vs t."""
-    draw_band_vs_t(ax, data.ts, data.mean, data.low, data.high, label=f"{data.model}: {data.prompt!r}",
-                   ylabel="Grassmann distance / max", title="5b. cond vs uncond bases")
-
-
-def draw_curvedness(ax, data) -> None:
-    """Analysis 6 (a Curvedness): each definition's values over segments against its flat baseline (log)."""
-    names = list(data.values)
-    for i, name in enumerate(names):
-        v = data.values[name].double().clamp_min(1e-12).numpy()
-        f = data.flat[name].double().abs().clamp_min(1e-12).numpy()
-        ax.scatter(np.full(len(v), i - 0.1), v, color="C0", s=12, label="segments" if i == 0 else None)
-        ax.scatter(np.full(len(f), i + 0.1), f, color="C3", marker="x", s=12, label="flat baseline" if i == 0 else None)
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(names)), names, fontsize=7)
-    ax.set_title(f"6. curvedness ({data.model}, t={data.t})", fontsize=9)
-    ax.legend(fontsize=7)
-
-
-def draw_guidance_artefact(ax, data) -> None:
-    """Analysis 5c (a GuidanceArtefact): border chroma towards the complement colour, low vs high guidance."""
-    lo, hi = data.chroma_low.numpy(), data.chroma_high.numpy()
-    for a, b in zip(lo, hi):
-        ax.plot([0, 1], [a, b], color="0.7", lw=0.5)
-    ax.boxplot([lo, hi], positions=[0, 1], widths=0.3)
-    ax.set_xticks([0, 1], ["guidance 1.5", "guidance 4"])
-    ax.set_ylabel("border chroma towards complement")
-    ax.set_title("5c. guidance artefact", fontsize=9)
-
-
-__all__ += ["draw_edit_transfer"]
-
-
-def draw_edit_transfer(ax, data) -> None:
-    """Analysis 4b (a Discrepancy with ``transfer``): effect of v_1 found at t_i applied at t_j, relative to
-    v_1 found at t_j (1 on the diagonal)."""
-    draw_matrix(ax, data.transfer, [str(t) for t in data.ts],
-                title="4b. edit found at t (row) applied at t' (column)")
-    ax.set_ylabel("direction found at t", fontsize=8)
-    ax.set_xlabel("applied at t'", fontsize=8)
-
-
-def draw_edit_properties(ax, table) -> None:
-    """Mean change of the intended factor (with its spread over samples) and validity against
-    strength, for one :class:`diffgeo.editing.properties.EditProperties`."""
-    s, m, sd = table.strengths, table.mean_change, table.spread
-    ax.errorbar(s, m, yerr=sd, marker="o", capsize=3, label=f"{table.factor} -> {table.target}")
-    ax.plot(s, table.validity, marker="s", ls="--", label="valid")
-    for k, v in table.specificity.items():
-        ax.plot(s, v, marker="^", ls=":", label=f"{k} changed")
-    ax.axhline(0, color="0.7", lw=0.5)
-    ax.set_xlabel("strength", fontsize=8)
-    ax.set_title(f"{table.model} {table.space}-space: R^2 {table.r2:.2f}, flip {table.sign_flip}", fontsize=8)
-    ax.legend(fontsize=6)

@@ -8,7 +8,8 @@
   strength move of notebook 05's dashboard took a median 643 ms to the preview and 7.1 s to the
   full result with one thread, 5.3 s and 81 s with two (8x and 11x slower).
 - :func:`figure_png`: draw with the library's ``draw_*`` functions on a fresh matplotlib
-  ``Figure`` (no pyplot, so the notebook's backend is never touched) and return PNG bytes.
+  ``Figure`` (:func:`diffgeo.viz.figures.figure`; no pyplot, so the notebook's backend is never
+  touched) and return its PNG bytes (:func:`diffgeo.viz.figures.figure_bytes`).
 
 >>> memo = Memo(maxsize=2)
 >>> memo.get(("a", 1), lambda: 10), memo.get(("a", 1), lambda: 11), (memo.hits, memo.misses)
@@ -17,7 +18,6 @@
 
 from __future__ import annotations
 
-import io
 from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Callable, Hashable, Iterator
@@ -26,6 +26,7 @@ import torch
 
 from diffgeo.models.loading import load
 from diffgeo.sampling.ddim import sample
+from diffgeo.viz.figures import figure, figure_bytes
 
 __all__ = ["Memo", "torch_threads", "figure_png", "DASHBOARD_THREADS", "Stages"]
 
@@ -87,23 +88,15 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def figure_png(draw: Callable[[Any], None], *, size: tuple[float, float] = (6.0, 3.0), dpi: int = 100) -> bytes:
-    """PNG bytes of a figure of ``size`` inches drawn by ``draw(fig)`` (Agg canvas, no pyplot).
+    """PNG bytes of a figure of ``size`` inches drawn by ``draw(fig)``: :func:`diffgeo.viz.figures.figure`
+    then :func:`diffgeo.viz.figures.figure_bytes` (Agg canvas, no pyplot, the one save path).
 
     >>> from diffgeo.viz.draw import draw_curves
     >>> png = figure_png(lambda fig: draw_curves(fig.subplots(), [0, 1], {"a": [0, 1]}, xlabel="x", ylabel="y"))
     >>> png[:4]
     b'\\x89PNG'
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, dpi=dpi)
-    FigureCanvasAgg(fig)
-    draw(fig)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    return figure_bytes(figure(draw, size=size, dpi=dpi))
 
 
 def state_for(state_cls: Callable[..., Any], model: Any, state: Any, kwargs: dict[str, Any],

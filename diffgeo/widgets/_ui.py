@@ -21,7 +21,11 @@ Frames = Iterator[dict[str, bytes]]
 
 
 def widgets() -> Any:
-    """The ipywidgets module (imported lazily), with a clear error when it is missing."""
+    """The ipywidgets module (imported lazily), with a clear error when it is missing.
+
+    >>> widgets().__name__
+    'ipywidgets'
+    """
     try:
         import ipywidgets
     except ImportError as e:  # pragma: no cover - ipywidgets is a core dependency
@@ -119,7 +123,12 @@ class Dashboard:
 
 
 def slider(kind: str, **kwargs: Any) -> Any:
-    """An ipywidgets slider that fires only on release (``continuous_update=False``)."""
+    """An ipywidgets slider that fires only on release (``continuous_update=False``).
+
+    >>> s = slider("int", min=0, max=3, value=1, description="k")
+    >>> type(s).__name__, s.value, s.continuous_update
+    ('IntSlider', 1, False)
+    """
     cls = {"float": widgets().FloatSlider, "int": widgets().IntSlider, "select": widgets().SelectionSlider}[kind]
     return cls(continuous_update=False, style={"description_width": "initial"}, **kwargs)
 

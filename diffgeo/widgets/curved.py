@@ -8,7 +8,7 @@ solver's own noise). A segment's step-to-step rotation at the floor is indisting
 flat; its rotation per unit length is compared with ``(n_points - 1) * floor / chord``.
 
 >>> import diffgeo
->>> state = CurvednessState(load("shapes"), n=2, steps=4, k=2, n_points=3)
+>>> state = CurvednessState(diffgeo.load("shapes"), n=2, steps=4, k=2, n_points=3)
 >>> state.timesteps
 [750, 500, 250]
 """
@@ -20,8 +20,9 @@ from typing import Any, Callable
 
 import torch
 
-from diffgeo.geometry.pullback import local_basis
-from diffgeo.geometry.subspaces import curvedness, grassmann_distance
+from diffgeo.geometry.basis import local_basis
+from diffgeo.geometry.curvedness import curvedness
+from diffgeo.geometry.subspaces import grassmann_distance
 from diffgeo.sampling.ddim import ddim_timesteps, denoise
 from diffgeo.viz.draw import draw_curves, draw_images
 from diffgeo.widgets._core import Memo, SampledPath, figure_png, state_for
@@ -99,7 +100,16 @@ class CurvednessState(SampledPath):
 
 def draw_curvedness_view(fig: Any, view: CurvednessView, part: str) -> None:
     """``"segment"``: the denoised points of the segment; ``"profile"``: the rotation between
-    consecutive tangent spaces along the segment against the flat floor, and the three values."""
+    consecutive tangent spaces along the segment against the flat floor, and the three values.
+
+    >>> import diffgeo
+    >>> from matplotlib.figure import Figure
+    >>> state = CurvednessState(diffgeo.load("shapes"), n=2, steps=4, k=2, n_points=3)
+    >>> fig = Figure()
+    >>> draw_curvedness_view(fig, state.view(a=0, b=1, t=500), "profile")
+    >>> len(fig.axes)
+    1
+    """
 
     c = view.curvedness
     if part == "segment":
@@ -121,7 +131,13 @@ def draw_curvedness_view(fig: Any, view: CurvednessView, part: str) -> None:
 
 def curvedness_dashboard(model: Any = None, *, state: CurvednessState | None = None, **state_kwargs: Any) -> Any:
     """Two sample pickers and a timestep slider over a :class:`CurvednessState` (``model``
-    default: embedded ``shapes``)."""
+    default: embedded ``shapes``).
+
+    >>> import diffgeo
+    >>> dash = curvedness_dashboard(diffgeo.load("shapes"), n=2, steps=4, k=2, n_points=3)
+    >>> dash.last_ok, sorted(dash.controls), sorted(dash.figures)
+    (True, ['a', 'b', 't'], ['profile', 'segment'])
+    """
 
     state = state_for(CurvednessState, model, state, state_kwargs)
 

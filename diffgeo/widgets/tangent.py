@@ -7,7 +7,7 @@ from the other samples' bases at the same t and from its own basis at other time
 :func:`tangent_dashboard` is the ipywidgets front end (timestep slider, sample picker).
 
 >>> import diffgeo
->>> state = TangentState(load("shapes"), n=2, steps=4, k=2)
+>>> state = TangentState(diffgeo.load("shapes"), n=2, steps=4, k=2)
 >>> state.timesteps
 [750, 500, 250, 0]
 """
@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from diffgeo.geometry.pullback import local_basis
+from diffgeo.geometry.basis import local_basis
 from diffgeo.geometry.subspaces import grassmann_distance, radial_power_spectrum
 from diffgeo.sampling.ddim import ddim_timesteps
 from diffgeo.viz.draw import draw_curves, draw_images, draw_scatter, draw_spectra
@@ -104,7 +104,16 @@ class TangentState(SampledPath):
 def draw_tangent(fig: Any, view: TangentView, part: str) -> None:
     """Draw one part of a view: ``"basis"`` (the sample and its basis vectors, each scaled to its
     largest entry), ``"spectra"`` or ``"distances"``, with the ``draw_*`` functions of
-    :mod:`diffgeo.viz.draw`."""
+    :mod:`diffgeo.viz.draw`.
+
+    >>> import diffgeo
+    >>> from matplotlib.figure import Figure
+    >>> state = TangentState(diffgeo.load("shapes"), n=1, steps=4, k=2)
+    >>> fig = Figure()
+    >>> draw_tangent(fig, state.view(t=500, sample=0, compare=False), "basis")
+    >>> len(fig.axes)
+    1
+    """
 
     k = view.v.shape[0]
     if part == "basis":
@@ -134,7 +143,13 @@ def tangent_dashboard(model: Any = None, *, state: TangentState | None = None, c
                       **state_kwargs: Any) -> Any:
     """Timestep slider, sample picker and a 'compare' switch (initial value ``compare``: the
     distances to other samples and timesteps, which need all their bases) over a
-    :class:`TangentState` (``model`` default: embedded ``shapes``)."""
+    :class:`TangentState` (``model`` default: embedded ``shapes``).
+
+    >>> import diffgeo
+    >>> dash = tangent_dashboard(diffgeo.load("shapes"), n=2, steps=4, k=2, compare=False)
+    >>> dash.last_ok, sorted(dash.controls), sorted(dash.figures)
+    (True, ['compare', 'sample', 't'], ['basis', 'distances', 'spectra'])
+    """
 
     state = state_for(TangentState, model, state, state_kwargs)
 

@@ -11,7 +11,7 @@ every prompt gives from the same x_T.
 a timestep slider and a guidance slider.
 
 >>> import diffgeo
->>> state = TextState(load("shapes-text"), steps=3, k=2)
+>>> state = TextState(diffgeo.load("shapes-text"), steps=3, k=2)
 >>> sim = state.similarity(["a red circle", "a red circle", "a blue square"])
 >>> round(float(sim[0, 1]), 4), bool(sim[0, 2] < 1)
 (1.0, True)
@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from diffgeo.geometry.pullback import local_basis
+from diffgeo.geometry.basis import local_basis
 from diffgeo.geometry.subspaces import distance_matrix, grassmann_distance
 from diffgeo.sampling.ddim import ddim_timesteps, sample
 from diffgeo.viz.draw import draw_curves, draw_images, draw_matrix, draw_scatter
@@ -140,7 +140,17 @@ class TextState:
 
 def draw_text_view(fig: Any, view: TextView, part: str) -> None:
     """``"samples"``: each prompt's sample; ``"distances"``: the distance matrix, distance vs
-    similarity, and conditional vs unconditional over t."""
+    similarity, and conditional vs unconditional over t.
+
+    >>> import diffgeo
+    >>> from matplotlib.figure import Figure
+    >>> state = TextState(diffgeo.load("shapes-text"), steps=3, k=2)
+    >>> view = state.view(prompts=["a red circle", "a blue square"], t=state.timesteps[0], guidance_scale=2.0)
+    >>> fig = Figure()
+    >>> draw_text_view(fig, view, "distances")
+    >>> len(fig.axes)
+    3
+    """
 
     short = [p if len(p) <= 22 else p[:20] + ".." for p in view.prompts]
     if part == "samples":
@@ -163,7 +173,13 @@ def draw_text_view(fig: Any, view: TextView, part: str) -> None:
 def text_dashboard(model: Any = None, *, state: TextState | None = None, presets: dict[str, list[str]] | None = None,
                    **state_kwargs: Any) -> Any:
     """Prompt boxes (three, with presets), a timestep slider and a guidance slider over a
-    :class:`TextState` (``model`` default: embedded ``shapes-text``)."""
+    :class:`TextState` (``model`` default: embedded ``shapes-text``).
+
+    >>> import diffgeo
+    >>> dash = text_dashboard(diffgeo.load("shapes-text"), steps=3, k=2)
+    >>> dash.last_ok, sorted(dash.figures), [dash.controls[f"prompt{i}"].value != "" for i in (1, 2, 3)]
+    (True, ['distances', 'samples'], [True, True, True])
+    """
 
     state = state_for(TextState, model, state, state_kwargs, "shapes-text")
     presets = dict(presets or PRESETS)

@@ -6,13 +6,13 @@ by what the model's reader sees in it.
 :class:`TraversalState` holds the computation and its caches and knows nothing of widgets:
 the trajectory of each source (sampled, or the inversion of real scenes) is computed once; the
 local basis of each image at each t_edit once; each edited result once per parameter set. A
-strength move therefore costs one x-space edit (:func:`diffgeo.editing.edits.edit_x`, DDIM from
-t_edit) and one Asyrp run (:func:`diffgeo.editing.edits.asyrp`); the coarse preview (the x0 the model
+strength move therefore costs one x-space edit (:func:`diffgeo.editing.xspace.edit_x`, DDIM from
+t_edit) and one Asyrp run (:func:`diffgeo.editing.hspace.asyrp`); the coarse preview (the x0 the model
 predicts right after the x-space edit, one forward pass) is shown first.
 :func:`traversal_dashboard` is the ipywidgets front end.
 
 >>> import diffgeo
->>> state = TraversalState(load("shapes"), n=1, steps=4, k=2)
+>>> state = TraversalState(diffgeo.load("shapes"), n=1, steps=4, k=2)
 >>> state.timesteps, state.direction_names()[:3]
 ([750, 500, 250, 0], ['local basis v1', 'local basis v2', 'mean difference: red -> blue'])
 """
@@ -24,12 +24,13 @@ from typing import Any, Callable
 
 import torch
 
+import diffgeo.editing as editing
 import diffgeo.editing.directions as directions
-import diffgeo.editing.edits as editing
 from diffgeo.data.shapes import make_scenes, render, sample_factors
-from diffgeo.geometry.pullback import local_basis
+from diffgeo.geometry.basis import local_basis
 from diffgeo.models.zoo import entry
-from diffgeo.sampling.ddim import ddim_timesteps, denoise, invert, sample
+from diffgeo.sampling.ddim import ddim_timesteps, denoise, sample
+from diffgeo.sampling.inversion import invert
 from diffgeo.viz.draw import draw_images
 from diffgeo.widgets._core import Memo, Stages, figure_png, state_for
 from diffgeo.widgets._readout import readout
@@ -212,7 +213,7 @@ class TraversalState:
 
     def x_edit(self, strength: float, t_edit: int, direction: str, source: str = "samples", *,
                t_boost: int = 0, progress: Report | None = None) -> torch.Tensor:
-        """Clean images (n, *x_shape) from :func:`diffgeo.editing.edits.edit_x`: x_t moved by
+        """Clean images (n, *x_shape) from :func:`diffgeo.editing.xspace.edit_x`: x_t moved by
         ``strength`` along each image's direction at t_edit, then DDIM to the end (quality
         boosting below ``t_boost``, 0: off, noise seeded)."""
 
@@ -223,7 +224,7 @@ class TraversalState:
             v = self.x_direction(direction, t_edit, source, progress)
             with torch.no_grad():
                 return editing.edit_x(self.model, x_t, t_edit, v, strength=float(strength), steps=self.steps,
-                                      boost=t_boost or None, seed=self.seed, prompt=self.prompt,
+                                      t_boost=t_boost or None, seed=self.seed, prompt=self.prompt,
                                       progress=False).result
 
         return self.memo.get(key, compute)
@@ -294,7 +295,16 @@ class TraversalState:
 
 def draw_traversal(fig: Any, view: TraversalView, side: str) -> None:
     """Draw one side (``"x"`` or ``"h"``) of a view on a matplotlib figure with
-    :func:`diffgeo.viz.draw.draw_images`."""
+    :func:`diffgeo.viz.draw.draw_images`.
+
+    >>> import diffgeo
+    >>> from matplotlib.figure import Figure
+    >>> state = TraversalState(diffgeo.load("shapes"), n=1, steps=4, k=2)
+    >>> fig = Figure()
+    >>> draw_traversal(fig, state.view(strength=5.0, t_edit=500, direction="local basis v1"), "x")
+    >>> len(fig.axes)
+    1
+    """
 
     ax = fig.subplots()
     if side == "x" and view.x_images is None:
@@ -314,6 +324,11 @@ def draw_traversal(fig: Any, view: TraversalView, side: str) -> None:
 
 
 def figure_size(n: int) -> tuple[float, float]:
+    """Figure size (inches) of a row of ``n`` traversal images: 1.3 per image, at least 3.6 wide.
+
+    >>> figure_size(1), figure_size(4)
+    ((3.6, 2.2), (5.2, 2.2))
+    """
     return (max(3.6, 1.3 * n), 2.2)
 
 
@@ -321,7 +336,13 @@ def traversal_dashboard(model: Any = None, *, state: TraversalState | None = Non
                         **state_kwargs: Any) -> Any:
     """The traversal dashboard (display it, or its ``.widget``). ``model`` (default: embedded
     ``shapes``) and ``state_kwargs`` build a :class:`TraversalState`, or pass ``state``.
-    Controls: direction, strength (in units of ||v|| = 1 per image), t_edit, t_boost, source."""
+    Controls: direction, strength (in units of ||v|| = 1 per image), t_edit, t_boost, source.
+
+    >>> import diffgeo
+    >>> dash = traversal_dashboard(diffgeo.load("shapes"), n=1, steps=4, k=2)
+    >>> dash.last_ok, sorted(dash.figures), dash.controls["strength"].value
+    (True, ['h', 'x'], 0.0)
+    """
 
     state = state_for(TraversalState, model, state, state_kwargs)
 

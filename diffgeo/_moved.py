@@ -71,6 +71,11 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def install() -> None:
-    """Put the alias finder on ``sys.meta_path`` (once)."""
+    """Put the alias finder on ``sys.meta_path`` (once).
+
+    >>> install(); install()
+    >>> sum(isinstance(f, _Alias) for f in sys.meta_path)
+    1
+    """
     if not any(isinstance(f, _Alias) for f in sys.meta_path):
         sys.meta_path.append(_Alias())

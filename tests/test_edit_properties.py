@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from diffgeo.editing.directions import Direction
-from diffgeo.editing.properties import EditProperties, edit_statistics, evaluate, timestep_consistency
+from diffgeo.editing.properties import EditProperties, edit_statistics, edit_properties, timestep_consistency
 
 S = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0], dtype=torch.float64)
 
@@ -73,7 +73,7 @@ def test_real_shapes_table(shapes_model, tmp_path):
 
     dx, dh = factor_directions(shapes_model, "colour", "red", "blue", n=4, steps=5)
     d = dx if space == "x" else dh
-    t = evaluate(shapes_model, d, space=space, factor="colour", target="blue", n=4, steps=5, progress=False,
+    t = edit_properties(shapes_model, d, space=space, factor="colour", target="blue", n=4, steps=5, progress=False,
                  second=d, second_factor="colour", second_target="blue")
     assert len(t.mean_change) == len(t.spread) == len(t.validity) == 5
     assert all(math.isfinite(v) for v in t.mean_change + t.spread + t.validity)
@@ -95,7 +95,7 @@ def test_real_shapes_table(shapes_model, tmp_path):
     assert json.dumps(asdict(EditProperties.load(js))) == json.dumps(asdict(t))
     assert cs.read_text().count("\n") == 6
     with pytest.raises(ValueError, match="factor"):
-        evaluate(shapes_model, d, space=space, factor="texture", n=2, steps=5, progress=False)
+        edit_properties(shapes_model, d, space=space, factor="texture", n=2, steps=5, progress=False)
 
 
 def test_x_direction_is_the_scaled_clean_difference(shapes_model):

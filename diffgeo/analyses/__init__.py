@@ -9,7 +9,7 @@ dataset_complexity   3. curve 2 for each embedded model vs its data's complexity
 discrepancy          4. distances between one trajectory's bases across t (heatmap)
 text                 5. prompts vs tangent spaces, cond vs uncond vs t, the guidance artefact
 curvedness           6. curvedness of segments between samples vs a flat baseline
-asyrp                7. the Asyrp property table (diffgeo.editing.properties.evaluate)
+asyrp                7. the Asyrp property table (diffgeo.editing.properties.edit_properties)
 ===================  =====================================================================
 
 Every claim carries a number, a 95% bootstrap interval and a verdict from a rule fixed in code

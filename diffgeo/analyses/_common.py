@@ -166,7 +166,11 @@ PRESETS = {
 
 @functools.lru_cache(maxsize=4)
 def load_model(name_or_path: str) -> Any:
-    """``load`` once per process (sweep workers load each model once)."""
+    """``load`` once per process (sweep workers load each model once).
+
+    >>> load_model("digits") is load_model("digits"), load_model("digits").name
+    (True, 'digits')
+    """
 
     return load(name_or_path)
 

@@ -1,6 +1,6 @@
 """Analysis 7: the Asyrp property table (Kwon et al., ICLR 2023) as claims with intervals and verdicts.
 
-The table is measured by :func:`diffgeo.editing.properties.evaluate` (``python -m diffgeo edit
+The table is measured by :func:`diffgeo.editing.properties.edit_properties` (``python -m diffgeo edit
 properties --factor F``, saved as figures/edit_properties_<model>_<factor>_{x,h}.json / .csv /
 .png), which keeps the per-sample reads. :func:`property_claims` turns one h-space table into five
 claims, each a number with a 95% bootstrap interval over the n evaluation samples (resampled
@@ -41,7 +41,7 @@ from diffgeo.analyses._common import (INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, 
 from diffgeo.analyses.registry import Analysis, AnalysisResult, Context
 from diffgeo.core.sweep import model_fingerprint
 from diffgeo.editing.factors import FACTOR_DEFAULTS, factor_directions
-from diffgeo.editing.properties import EditProperties, edit_statistics, evaluate
+from diffgeo.editing.properties import EditProperties, edit_statistics, edit_properties
 from diffgeo.models.zoo import entry
 from diffgeo.readers import get_reader
 
@@ -348,7 +348,7 @@ def asyrp_properties(model: str, *, fast: bool = True, progress: bool = False,
         prompt = "" if m.is_conditional else None
         _, dh = factor_directions(m, f, a, b, n=16, steps=steps, prompt=prompt)
         second = factor_directions(m, f2, *pair2, n=16, steps=steps, prompt=prompt)[1] if f2 in classes else None
-        th = evaluate(m, dh, space="h", factor=f, target=b, n=n, steps=steps, prompt=prompt, second=second,
+        th = edit_properties(m, dh, space="h", factor=f, target=b, n=n, steps=steps, prompt=prompt, second=second,
                       second_factor=f2 if second is not None else None,
                       second_target=pair2[1] if second is not None else None, progress=progress)
         claims += _tagged(th, property_claims(th, source=f"computed now (n={n}, {steps} steps; no saved table in "
@@ -364,4 +364,4 @@ def _run(context: Context) -> AnalysisResult:
     return AnalysisResult(claims)
 
 
-ANALYSIS = Analysis("asyrp", "7. the Asyrp property table from diffgeo.editing.properties.evaluate", _run)
+ANALYSIS = Analysis("asyrp", "7. the Asyrp property table from diffgeo.editing.properties.edit_properties", _run)

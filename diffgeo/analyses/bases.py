@@ -24,7 +24,12 @@ __all__ = ["TrajectoryBases", "trajectory_bases", "collect_bases"]
 def trajectory_bases(model: str, sample: int, steps: int, ts: list[int], k: int, tol: float, seed: int,
                      prompt: str | None = None, branch: str = "cond") -> dict[str, Any]:
     """Sample ``seed + sample`` (DDIM, ``steps``, conditional branch of ``prompt`` at guidance 1) and its
-    bases at ``ts`` under ``branch``: v (T, k, *x_shape), s (T, k), x (T, *x_shape), n_products (T,)."""
+    bases at ``ts`` under ``branch``: v (T, k, *x_shape), s (T, k), x (T, *x_shape), n_products (T,).
+
+    >>> r = trajectory_bases("digits", 0, steps=4, ts=[750, 500], k=1, tol=1e-2, seed=0)
+    >>> r["v"].shape, r["s"].shape, len(r["n_products"])
+    (torch.Size([2, 1, 1, 16, 16]), torch.Size([2, 1]), 2)
+    """
 
     m = load_model(model)
     kw = {"prompt": prompt} if m.is_conditional else {}

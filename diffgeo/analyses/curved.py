@@ -48,7 +48,12 @@ class _Flat:
 def curvedness_pair(model: str, pair: int, steps: int, t: int, k: int, n_points: int, tol: float, seed: int
                     ) -> dict[str, Any]:
     """Curvedness of the segment between samples ``seed + 2 pair`` and ``seed + 2 pair + 1`` at t, and of
-    its flat baseline: {definition: value, "flat_" + definition: value}."""
+    its flat baseline: {definition: value, "flat_" + definition: value}.
+
+    >>> r = curvedness_pair("digits", 0, steps=4, t=500, k=1, n_points=3, tol=1e-2, seed=0)
+    >>> sorted(r) == sorted([*DEFINITIONS, *(f"flat_{d}" for d in DEFINITIONS)])
+    True
+    """
 
     m = load_model(model)
     with torch.no_grad():
@@ -79,7 +84,13 @@ class Curvedness:
 
 def segment_curvedness(model: str, preset: Preset, *, cache: str | Path | None = None, client: Any = None,
                        seed: int = 0, progress: bool | None = None) -> Curvedness:
-    """Claims 6a-6c: curvedness of ``preset.n_pairs`` segments between samples at the middle timestep."""
+    """Claims 6a-6c: curvedness of ``preset.n_pairs`` segments between samples at the middle timestep.
+
+    >>> p = Preset("doc", n_samples=2, steps=4, n_t=2, k=1, tol=1e-2, n_prompts=2, n_pairs=2, n_points=3, n_guidance=1)
+    >>> cv = segment_curvedness("digits", p, progress=False)
+    >>> [c.id for c in cv.claims], cv.t, cv.values["rotation"].shape, cv.flat["off_tangent"].shape
+    (['6a', '6b', '6c'], 250, torch.Size([2]), torch.Size([2]))
+    """
 
     m = load_model(model)
     grid = [int(s) for s in ddim_timesteps(m, preset.steps)]

@@ -84,6 +84,12 @@ def edit_transfer(tb: TrajectoryBases, *, progress: bool = False) -> torch.Tenso
     """How far the edit along v_1 found at t_i works at t_j: (N, T, T) ratio of the change in the final
     image when x_{t_j} is moved by ``EDIT_STRENGTH sqrt(n)`` along v_1(t_i) to the change along v_1(t_j)
     itself (1 on the diagonal). None when diffgeo.editing.xspace is not available or the points were not kept.
+
+    >>> from diffgeo.analyses import Preset, collect_bases
+    >>> p = Preset("doc", n_samples=1, steps=4, n_t=2, k=1, tol=1e-2, n_prompts=2, n_pairs=1, n_points=2, n_guidance=1)
+    >>> r = edit_transfer(collect_bases("digits", p, progress=False))
+    >>> r.shape, r[0].diagonal().tolist()
+    (torch.Size([1, 2, 2]), [1.0, 1.0])
     """
     if tb.x is None or tb.steps is None or edit_transfer_status() != "ran":
         return None

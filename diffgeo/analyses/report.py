@@ -107,6 +107,12 @@ def run_report(models: Sequence[str] | None = None, *, preset: str | Preset = "f
     :class:`~diffgeo.analyses.Preset`; analyses: names from ``diffgeo.analyses.ANALYSES`` (default
     all); cache: folder of the sweep cache (default ``out/cache``); client: a
     ``dask.distributed.Client`` or address for the sweeps.
+
+    >>> p = Preset("doc", n_samples=2, steps=4, n_t=2, k=1, tol=1e-2, n_prompts=2, n_pairs=1, n_points=2, n_guidance=1)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     r = run_report(["digits"], preset=p, out=d, analyses=["coarse_to_fine"], progress=False)
+    ...     r.html.is_file(), r.claims_json.is_file(), [c.id for c in r.claims]
+    (True, True, ['1'])
     """
     names = check_names(list(analyses) if analyses is not None else None)
     if isinstance(preset, str):

@@ -91,7 +91,11 @@ def text_applicable(model: str) -> str | None:
 
 def prompt_bases(model: str, sample: int, steps: int, t: int, prompts: list[str], k: int, tol: float, seed: int
                  ) -> dict[str, Any]:
-    """Bases at one x_t (sample ``seed + sample``, empty prompt, at t) under each prompt: v (P, k, *x_shape)."""
+    """Bases at one x_t (sample ``seed + sample``, empty prompt, at t) under each prompt: v (P, k, *x_shape).
+
+    >>> prompt_bases("shapes-text", 0, 4, 500, ["a red square", "a blue circle"], 1, 1e-2, 0)["v"].shape
+    torch.Size([2, 1, 3, 32, 32])
+    """
 
     m = load_model(model)
     with torch.no_grad():
@@ -121,7 +125,13 @@ class PromptGeometry:
 def prompt_geometry(model: str, preset: Preset, *, cache: str | Path | None = None, client: Any = None,
                     seed: int = 0, progress: bool | None = None) -> PromptGeometry:
     """Claim 5a: tangent-space distance between prompts vs their text-embedding distance (a ValueError
-    with the reason when the model has no text)."""
+    with the reason when the model has no text).
+
+    >>> p = Preset("doc", n_samples=2, steps=4, n_t=2, k=1, tol=1e-2, n_prompts=3, n_pairs=1, n_points=2, n_guidance=2)
+    >>> g = prompt_geometry("shapes-text", p, progress=False)
+    >>> len(g.prompts), g.tangent.shape, g.text.shape, g.claim.id
+    (3, torch.Size([3, 3]), torch.Size([3, 3]), '5a')
+    """
     why = text_applicable(model)
     if why is not None:
         raise ValueError(why)
@@ -192,7 +202,12 @@ def cond_uncond(cond: TrajectoryBases, uncond: TrajectoryBases) -> CondUncond:
 
 
 def guidance_samples(model: str, steps: int, n: int, guidance: float, seed: int) -> dict[str, Any]:
-    """n shapes-text samples at one guidance scale (raw guided eps), prompts 'a {colour} {shape}' cycling."""
+    """n shapes-text samples at one guidance scale (raw guided eps), prompts 'a {colour} {shape}' cycling.
+
+    >>> r = guidance_samples("shapes-text", steps=4, n=2, guidance=4.0, seed=0)
+    >>> r["images"].shape, len(r["colour"])
+    (torch.Size([2, 3, 32, 32]), 2)
+    """
 
     m = load_model(model)
     pairs = list(itertools.product(range(len(COLOURS)), range(len(SHAPES))))
@@ -231,7 +246,13 @@ class GuidanceArtefact:
 
 def guidance_artefact(model: str, preset: Preset, *, cache: str | Path | None = None, client: Any = None,
                       seed: int = 0, progress: bool | None = None) -> GuidanceArtefact:
-    """Claim 5c on shapes-text (the artefact's colours are known there only; a ValueError elsewhere)."""
+    """Claim 5c on shapes-text (the artefact's colours are known there only; a ValueError elsewhere).
+
+    >>> p = Preset("doc", n_samples=2, steps=4, n_t=2, k=1, tol=1e-2, n_prompts=2, n_pairs=1, n_points=2, n_guidance=2)
+    >>> g = guidance_artefact("shapes-text", p, progress=False)
+    >>> g.chroma_low.shape, g.chroma_high.shape, g.claim.id, g.claim.n
+    (torch.Size([2]), torch.Size([2]), '5c', 2)
+    """
     why = guidance_applicable(model)
     if why is not None:
         raise ValueError(why)

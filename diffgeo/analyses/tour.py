@@ -62,7 +62,14 @@ def _prompt_grids(out: Path, *, n: int, steps: int, seed: int, progress: bool) -
 def run_tour(model_name: str = "shapes", *, out: str | Path = "figures", n: int = 64, steps: int = 50, seed: int = 0,
              progress: bool | None = None) -> dict:
     """Sample, measure h, write figures to ``out``, and one prompt grid per embedded text model
-    (``tour_prompts_<name>.png``); returns the summary that is also saved as JSON."""
+    (``tour_prompts_<name>.png``); returns the summary that is also saved as JSON.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     s = run_tour("digits", out=d, n=2, steps=2, progress=False)
+    ...     s["model"], s["n"], (Path(d) / "tour_summary.json").is_file()
+    ('digits', 2, True)
+    """
     n, steps, seed = check_int(n, "n", min=1), check_int(steps, "steps", min=1), check_int(seed, "seed", min=0)
     out = check_output_folder(out, "out")
     t0 = time.time()

@@ -11,7 +11,7 @@ from diffgeo.data.digits import canonical_digit_caption, load_digits_images
 from diffgeo.data.shapes import make_scenes
 from diffgeo.editing.factors import FACTOR_DEFAULTS, factor_directions, properties_stem, save_properties_figure
 from diffgeo.editing.interval import PAPER_T_BOOST, PAPER_T_EDIT, edit_interval
-from diffgeo.editing.properties import _default_t_edit, evaluate, logger
+from diffgeo.editing.properties import _default_t_edit, edit_properties, logger
 from diffgeo.models.loading import load
 from diffgeo.sampling.ddim import sample
 from diffgeo.sampling.inversion import invert
@@ -124,7 +124,7 @@ def properties_main(argv: Sequence[str] | None = None) -> int:
     tables = []
     for space in ("x", "h"):
         if args.space in (space, "both"):
-            t = evaluate(model, dirs[space], space=space, factor=args.factor, target=b, n=args.n, steps=args.steps,
+            t = edit_properties(model, dirs[space], space=space, factor=args.factor, target=b, n=args.n, steps=args.steps,
                          t_edit=t_edit, second=seconds.get(space), second_factor=second_factor if seconds else None,
                          second_target=second_pair[1] if seconds else None, seed=args.seed, prompt=prompt,
                          progress=False if args.no_progress else None)

@@ -8,8 +8,9 @@ from diffgeo.editing.interval import (PAPER_T_BOOST, PAPER_T_EDIT, EditInterval,
 from diffgeo.editing.learned import DeltaNet, LearnedDirection, edit_losses, timestep_embedding, train_direction
 from diffgeo.editing.objectives import (CLIP_MEAN, CLIP_STD, ClipObjective, ProbeObjective, clip_directional_loss,
                                         clip_objective, probe_objective)
-from diffgeo.editing.properties import EditProperties, edit_statistics, evaluate, timestep_consistency, timestep_cosines
+from diffgeo.editing.properties import (EditProperties, edit_properties, edit_statistics, evaluate, timestep_consistency,
+                                        timestep_cosines)
 from diffgeo.editing.transfer import VIAS, Transfer, transfer_edit, transport_all, wilson
 from diffgeo.editing.xspace import X_METHODS, edit_image, edit_x
 
-__all__ = ['edit_x', 'edit_image', 'asyrp', 'edit_interval', 'EditInterval', 'default_interval', 'ssim', 'ssim_distance', 'lpips_distance', 'X_METHODS', 'PAPER_T_EDIT', 'PAPER_T_BOOST', 'Direction', 'mean_difference', 'pca', 'tangent', 'SPACES', 'EditProperties', 'evaluate', 'edit_statistics', 'timestep_consistency', 'timestep_cosines', 'factor_directions', 'properties_stem', 'save_properties_figure', 'FACTOR_DEFAULTS', 'Transfer', 'transfer_edit', 'transport_all', 'wilson', 'VIAS', 'DeltaNet', 'LearnedDirection', 'ProbeObjective', 'ClipObjective', 'probe_objective', 'clip_objective', 'clip_directional_loss', 'CLIP_MEAN', 'CLIP_STD', 'train_direction', 'edit_losses', 'timestep_embedding']
+__all__ = ['edit_x', 'edit_image', 'asyrp', 'edit_interval', 'EditInterval', 'default_interval', 'ssim', 'ssim_distance', 'lpips_distance', 'X_METHODS', 'PAPER_T_EDIT', 'PAPER_T_BOOST', 'Direction', 'mean_difference', 'pca', 'tangent', 'SPACES', 'EditProperties', 'edit_properties', 'evaluate', 'edit_statistics', 'timestep_consistency', 'timestep_cosines', 'factor_directions', 'properties_stem', 'save_properties_figure', 'FACTOR_DEFAULTS', 'Transfer', 'transfer_edit', 'transport_all', 'wilson', 'VIAS', 'DeltaNet', 'LearnedDirection', 'ProbeObjective', 'ClipObjective', 'probe_objective', 'clip_objective', 'clip_directional_loss', 'CLIP_MEAN', 'CLIP_STD', 'train_direction', 'edit_losses', 'timestep_embedding']

@@ -26,7 +26,7 @@ close to the unedited ``P_t(eps(x_t))`` (an L1 term). Here:
   constant dh closest in L2 to the per-sample edits). ``meta["spread"]`` records, per timestep,
   the mean relative distance of the per-sample f_t(h_i, t) from that mean: how much is lost.
   The result goes unchanged through :func:`diffgeo.asyrp` and
-  :func:`diffgeo.editing.properties.evaluate` (timestep consistency included).
+  :func:`diffgeo.editing.properties.edit_properties` (timestep consistency included).
 
 >>> import torch
 >>> f = DeltaNet(8, time_dim=16)

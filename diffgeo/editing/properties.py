@@ -1,6 +1,6 @@
 """Asyrp's claimed edit properties, each as a number, for x-space and h-space edits alike.
 
-:func:`evaluate` edits n samples of a model along a direction at several strengths (x-space:
+:func:`edit_properties` edits n samples of a model along a direction at several strengths (x-space:
 :func:`diffgeo.editing.xspace.edit_x` at ``t_edit``; h-space: :func:`diffgeo.editing.hspace.asyrp` on
 [T, t_edit], boosting off), reads every edited image with the model's reader (:mod:`diffgeo.models.zoo`
 names it) and reduces the reads with the pure function :func:`edit_statistics`:
@@ -34,6 +34,7 @@ import io as _io
 import json
 import logging
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -50,7 +51,7 @@ from diffgeo.models.zoo import entry
 from diffgeo.readers import get_reader
 from diffgeo.sampling.ddim import ddim_timesteps, denoise, sample
 
-__all__ = ["EditProperties", "evaluate", "edit_statistics", "timestep_consistency", "timestep_cosines"]
+__all__ = ["EditProperties", "edit_properties", "evaluate", "edit_statistics", "timestep_consistency", "timestep_cosines"]
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +234,7 @@ def _noisy(direction: Direction, scale: float, seed: int) -> Direction:
                      {**direction.meta, "noise": scale})
 
 
-def evaluate(model: Any, direction: Direction, *, space: str = "x", factor: str, target: Any = None,
+def edit_properties(model: Any, direction: Direction, *, space: str = "x", factor: str, target: Any = None,
              strengths: Sequence[float] = (-2, -1, 0, 1, 2), n: int = 16, steps: int = 20, t_edit: int | None = None,
              second: Direction | None = None, second_factor: str | None = None, second_target: Any = None,
              noise: float = 0.5, seed: int = 0, prompt: Any = None, progress: bool | None = None) -> EditProperties:
@@ -253,7 +254,7 @@ def evaluate(model: Any, direction: Direction, *, space: str = "x", factor: str,
     >>> import diffgeo
     >>> d = Direction(0.1 * torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([-1]),
     ...               "x", "shapes")
-    >>> t = evaluate(diffgeo.load("shapes"), d, factor="colour", strengths=(-1, 0, 1), n=2, steps=2, progress=False)
+    >>> t = edit_properties(diffgeo.load("shapes"), d, factor="colour", strengths=(-1, 0, 1), n=2, steps=2, progress=False)
     >>> t.space, t.factor, len(t.mean_change)
     ('x', 'colour', 3)
     """
@@ -265,7 +266,7 @@ def evaluate(model: Any, direction: Direction, *, space: str = "x", factor: str,
     direction.check(model, space)
     name = entry(model).reader
     if name is None:
-        raise ValueError(f"no reader is registered for {model.name} in diffgeo.models.zoo: evaluate needs one")
+        raise ValueError(f"no reader is registered for {model.name} in diffgeo.models.zoo: edit_properties needs one")
     reader = get_reader(name)
     if factor not in reader.classes:
         raise ValueError(f"factor {factor!r} is not read by the {name} reader: one of {', '.join(reader.classes)}")
@@ -349,3 +350,22 @@ def evaluate(model: Any, direction: Direction, *, space: str = "x", factor: str,
 def _default_t_edit(model: Any, steps: int) -> int:
     """The timestep of the ``steps``-step DDIM grid nearest 500 (the default t_edit)."""
     return min(ddim_timesteps(model, steps).tolist(), key=lambda t: abs(t - 500))
+
+
+def evaluate(*args: Any, **kwargs: Any) -> EditProperties:
+    """Deprecated name of :func:`edit_properties` (it read like the sample-quality evaluation of
+    :mod:`diffgeo.evaluation`); it warns and will be removed in the next release.
+
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     evaluate(None, None)
+    Traceback (most recent call last):
+    ...
+    TypeError: ...
+    >>> caught[0].category.__name__
+    'DeprecationWarning'
+    """
+    warnings.warn("diffgeo.editing.properties.evaluate is now edit_properties; the old name will be removed in the "
+                  "next release", DeprecationWarning, stacklevel=2)
+    return edit_properties(*args, **kwargs)

@@ -41,7 +41,14 @@ class PromptSampler(Protocol):
 
 
 def check_prompt_model(model: Model | PromptSampler, image_shape: tuple[int, ...] | None, what: str) -> None:
-    """A text-conditioned Model making images of ``image_shape`` (None: any), or a PromptSampler."""
+    """A text-conditioned Model making images of ``image_shape`` (None: any), or a PromptSampler.
+
+    >>> import diffgeo
+    >>> check_prompt_model(diffgeo.load("digits"), (1, 16, 16), "align")     # fine: returns None
+    >>> check_prompt_model(diffgeo.load("shapes"), None, "align")
+    Traceback (most recent call last):
+    ValueError: align needs a text-conditioned model; shapes is unconditional (UNet2DModel)
+    """
     if isinstance(model, Model):
         if not model.is_conditional:
             raise ValueError(f"{what} needs a text-conditioned model; {model.name} is unconditional "
@@ -62,6 +69,11 @@ def generate(model: Model | PromptSampler, prompts: Sequence[str], *, guidance_s
     x_T: ``noise`` (N, *x_shape) when given, else drawn at once from ``seed``; the negative
     prompt is ``""``. ``use_clipped_model_output``: see :func:`diffgeo.sample`. A
     :class:`PromptSampler` draws its own noise (guidance None: 1) and ignores the last two.
+
+    >>> import diffgeo
+    >>> images = generate(diffgeo.load("digits"), ["a 1", "a 7"], steps=2, seed=0, progress=False)
+    >>> images.shape, bool(images.abs().max() <= 1)
+    (torch.Size([2, 1, 16, 16]), True)
     """
     prompts = list(prompts)
     if not prompts:

@@ -30,7 +30,7 @@ chromium:
 	  || echo "WARNING: could not install Debian's chromium: tests/test_browser.py will be SKIPPED" >&2; }
 
 test: $(STAMP) chromium
-	$(VENV)/bin/lint-imports  # the layers contract in pyproject.toml: no upward import, no cycle
+	$(VENV)/bin/lint-imports --no-logo  # the layers contract in pyproject.toml: no upward import, no cycle
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VPY) -m pytest -q
 
 clean-venv:

@@ -3,7 +3,8 @@
 ``import diffgeo.pullback`` still works and warns; the alias forwards attribute access to the new
 module (e.g. :mod:`diffgeo.geometry`), which holds the same public names.
 
->>> import warnings
+>>> import sys, warnings
+>>> _ = sys.modules.pop("diffgeo.zoo", None)  # a fresh import, so that it warns here
 >>> with warnings.catch_warnings(record=True) as caught:
 ...     warnings.simplefilter("always")
 ...     from diffgeo.zoo import entry

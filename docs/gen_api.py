@@ -77,7 +77,7 @@ diffgeo.edit_interval(model, images, *, distance="ssim") -> EditInterval(t_edit,
 diffgeo.editing.mean_difference / pca / tangent -> Direction (k vectors, timesteps, space, model name)
 diffgeo.transfer_edit(model, source_basis, target_bases, direction, *, strength, vias=("h", "x")) -> Transfer
 diffgeo.editing.train_direction(model, objective, *, out, steps) -> LearnedDirection ; .to_direction(model)
-diffgeo.editing.evaluate(model, direction, *, space="x"|"h", factor, target) -> EditProperties
+diffgeo.editing.edit_properties(model, direction, *, space="x"|"h", factor, target) -> EditProperties
 # analyses, sweeps and the report
 diffgeo.analyses.bases_along(model, xs, ts, k) ; local_basis(..., init=previous_basis)   # warm start
 diffgeo.core.sweep.sweep(fn, grid, *, cache=DIR, client=None) -> SweepResult         # cached, resumable, Dask

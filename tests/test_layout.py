@@ -13,6 +13,8 @@ from pathlib import Path
 
 import tomllib
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "diffgeo"
 MODULES = sorted(PACKAGE.rglob("*.py"))
@@ -159,3 +161,49 @@ def test_lint_imports_fails_on_an_upward_import(tmp_path):
     assert done.returncode != 0, output
     assert "BROKEN" in output
     assert "toy.low.base -> toy.high.top" in output, output
+
+
+# The public names of diffgeo 0.1 under their old module paths (read off the 0.1 modules' __all__),
+# which must still import for one release, each with a DeprecationWarning naming the new home.
+OLD_NAMES = {
+    "diffgeo.checks": ["check_int", "check_float", "NonFiniteError", "check_output_folder"],
+    "diffgeo.io": ["save_tensors_json", "load_tensors_json", "atomic_path"],
+    "diffgeo.sweep": ["sweep", "grid_points", "model_fingerprint"],
+    "diffgeo.prompts": ["PromptSet", "digit_prompts", "shapes_prompts", "task_prompts"],
+    "diffgeo.loading": ["load", "list_models", "EMBEDDED_DIR"],
+    "diffgeo.text": ["Cond", "PromptEncoder", "resolve_cond", "default_guidance", "load_packaged_encoder"],
+    "diffgeo.hooks": ["capture", "add_to_output", "replace_output", "run_until"],
+    "diffgeo.zoo": ["Entry", "entry", "ENTRIES", "text_models"],
+    "diffgeo.generation": ["generate", "prompt_grid"],
+    "diffgeo.pullback": ["HMap", "LocalBasis", "h_map", "jvp", "vjp", "local_basis", "exact_basis"],
+    "diffgeo.hspace": ["HStatistics", "h_statistics", "h_along"],
+    "diffgeo.probe": ["ShapesProbe", "validity", "fit_scene", "load_probe"],
+    "diffgeo.evaluate": ["QualityReport", "quality_of", "evaluate_samples", "plot_report"],
+    "diffgeo.alignment": ["Alignment", "text_alignment", "save_prompt_grid"],
+    "diffgeo.directions": ["Direction", "mean_difference", "pca", "tangent"],
+    "diffgeo.edit_properties": ["EditProperties", "evaluate", "edit_statistics", "factor_directions"],
+    "diffgeo.learned_direction": ["DeltaNet", "LearnedDirection", "train_direction", "probe_objective",
+                                  "clip_objective"],
+    "diffgeo.transfer": ["Transfer", "transfer_edit", "wilson"],
+    "diffgeo.plotting": ["image_grid", "save_figure", "save_image_grid", "draw_images", "draw_matrix"],
+    "diffgeo.report": ["Report", "run_report"],
+    "diffgeo.tour": ["run_tour"],
+    "diffgeo.train": ["train", "export", "average", "held_out_loss", "get_recipe", "loss_weights"],
+}
+
+
+@pytest.mark.parametrize("old", sorted(OLD_NAMES))
+def test_old_module_paths_still_import_with_a_warning(old):
+    import importlib
+    import sys
+    import warnings
+
+    from diffgeo._moved import MOVED
+
+    sys.modules.pop(old, None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = importlib.import_module(old)
+    assert [w for w in caught if issubclass(w.category, DeprecationWarning) and MOVED[old] in str(w.message)], old
+    missing = [name for name in OLD_NAMES[old] if not hasattr(module, name)]
+    assert not missing, f"{old} lost {missing}"

@@ -308,11 +308,11 @@ def test_steps_beyond_the_schedule_leave_no_folder(tmp_path, capsys):
 
 
 def test_fast_only_changes_the_defaults(monkeypatch):
-    import diffgeo.analyses.tour
+    import diffgeo.cli.tour
     from diffgeo.cli import main
 
     seen = []
-    monkeypatch.setattr(diffgeo.analyses.tour, "run_tour", lambda model, **kw: seen.append(kw))
+    monkeypatch.setattr(diffgeo.cli.tour, "run_tour", lambda model, **kw: seen.append(kw))
     main(["tour", "--fast", "--n", "3", "--steps", "4", "--out", "unused"])
     main(["tour", "--fast", "--out", "unused"])
     main(["tour", "--steps", "7", "--out", "unused"])

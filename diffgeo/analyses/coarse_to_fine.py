@@ -75,6 +75,7 @@ def _draw_basis_vectors(ax: Any, tb: TrajectoryBases) -> None:
 def _run(context: Context) -> AnalysisResult:
     """Claim 1 on the primary model's bases, with the centroid curve and its basis vectors.
 
+    >>> from pathlib import Path
     >>> from diffgeo.analyses._common import PRESETS
     >>> from diffgeo.analyses.bases import toy_bases
     >>> ctx = Context(["toy"], PRESETS["tiny"], Path("."), trajectory_bases={"toy": toy_bases()})

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import diffgeo
-from diffgeo.editing.transfer import Transfer, transfer_edit, transport_all, wilson
+from diffgeo.editing.transfer import Transfer, transfer_edit, transport_all
+from diffgeo.evaluation.stats import wilson_interval
 
 T = 500
 STEPS = 10       # the edit's DDIM grid: 5 steps below t = 500
@@ -72,7 +73,7 @@ def test_nearby_targets_edit_like_the_source(shapes_model, points, basis_a):
     assert r.factor is not None, "A's edit changed no factor: raise STRENGTH"
     for j, via in enumerate(r.vias):
         k = int(round(float(r.same_way[j]) * N_NEAR))
-        lo, _hi = wilson(k, N_NEAR)
+        lo, _hi = wilson_interval(k, N_NEAR)
         assert lo > 0.5, (via, k, r.before.tolist(), r.after[j].tolist(), r.source_after)
         assert float(r.cos_nearest[j].min()) > 0.9, r.cos_nearest
 

@@ -9,8 +9,9 @@ from typing import Sequence
 import torch
 
 from diffgeo.cli._args import ArgumentParser, non_negative_int, positive_int
-from diffgeo.editing.transfer import transfer_edit, wilson
+from diffgeo.editing.transfer import transfer_edit
 from diffgeo.editing.xspace import edit_x
+from diffgeo.evaluation.stats import wilson_interval
 from diffgeo.geometry.basis import local_basis
 from diffgeo.models.loading import load
 from diffgeo.readers import get_reader
@@ -71,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         read = rd.read(model.decode(ctrl) if model.is_latent else ctrl)[r.factor]
         hit = (read == r.source_after) & (r.before != r.source_after)
         n_hit = int(hit.sum())
-        out["control_random_tangent"] = {"same_way": n_hit / a.n, "same_way_ci": list(wilson(n_hit, a.n)),
+        out["control_random_tangent"] = {"same_way": n_hit / a.n, "same_way_ci": list(wilson_interval(n_hit, a.n)),
                                          "changed": float((read != r.before).double().mean())}
     out.update(source_before=r.source_before, source_after=r.source_after, k=a.k, direction=a.direction,
                steps=a.steps, seed=a.seed)

@@ -31,7 +31,6 @@ direction, and reports:
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,6 +39,7 @@ import torch
 
 from diffgeo.core.checks import check_float, check_int
 from diffgeo.core.io import load_tensors_json, save_tensors_json
+from diffgeo.evaluation.stats import wilson_interval
 from diffgeo.editing.xspace import edit_x
 from diffgeo.geometry.basis import LocalBasis
 from diffgeo.geometry.subspaces import transport
@@ -52,18 +52,8 @@ logger = logging.getLogger(__name__)
 VIAS = ("h", "x")
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval (95% by default) of a fraction k / n; (nan, nan) for n = 0.
-
-    >>> [round(v, 3) for v in wilson(8, 8)]
-    [0.676, 1.0]
-    """
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+#: The old name of :func:`diffgeo.evaluation.stats.wilson_interval` (deprecated: removed in the next release).
+wilson = wilson_interval
 
 
 @dataclass(frozen=True)
@@ -121,7 +111,7 @@ class Transfer:
             for name in ("changed", "same_way"):
                 frac = float(getattr(self, name)[j])
                 row[name] = frac
-                row[name + "_ci"] = list(wilson(round(frac * n), n)) if frac == frac else [float("nan")] * 2
+                row[name + "_ci"] = list(wilson_interval(round(frac * n), n)) if frac == frac else [float("nan")] * 2
             out[f"via_{via}"] = row
         return out
 

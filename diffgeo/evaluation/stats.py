@@ -1,9 +1,8 @@
-"""Statistics on scipy: a binomial interval, a rank correlation and a bootstrap interval.
+"""Statistics on scipy: a binomial interval and a rank correlation.
 
 One place for the textbook statistics the package reports, computed by :mod:`scipy.stats`
 rather than by hand: :func:`wilson_interval` (``binomtest(...).proportion_ci(method="wilson")``),
-:func:`spearman` (``spearmanr``, average ranks for ties) and :func:`bootstrap_interval`
-(``scipy.stats.bootstrap``). scipy is imported when a function is first called.
+and :func:`spearman` (``spearmanr``, average ranks for ties). scipy is imported when a function is first called.
 
 >>> wilson_interval(8, 8)[0] > 0.6, spearman([1, 2, 3, 4], [1, 4, 9, 16])
 (True, 1.0)
@@ -11,14 +10,12 @@ rather than by hand: :func:`wilson_interval` (``binomtest(...).proportion_ci(met
 
 from __future__ import annotations
 
-import math
-import warnings
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["wilson_interval", "spearman", "bootstrap_interval"]
+__all__ = ["wilson_interval", "spearman"]
 
 
 def _array(x: Any) -> np.ndarray:
@@ -63,29 +60,3 @@ def spearman(a: Sequence[float] | torch.Tensor, b: Sequence[float] | torch.Tenso
     from scipy.stats import spearmanr
 
     return float(spearmanr(x, y).statistic)
-
-
-def bootstrap_interval(data: Sequence[float] | torch.Tensor, statistic: Callable[[np.ndarray], float] = np.mean, *,
-                       level: float = 0.95, n_resamples: int = 1000, seed: int = 0,
-                       method: str = "percentile") -> tuple[float, float, float]:
-    """(value, low, high): ``statistic`` of ``data`` (one value per independent unit) and its
-    bootstrap interval at ``level`` by :func:`scipy.stats.bootstrap` (``method``: "percentile",
-    "basic" or "BCa"), deterministic from ``seed``.
-
-    >>> x = np.random.default_rng(0).normal(size=400)
-    >>> v, lo, hi = bootstrap_interval(x)
-    >>> lo < v < hi, 0.15 < hi - lo < 0.25      # about 2 x 1.96 / sqrt(400)
-    (True, True)
-    """
-    x = _array(data)
-    if x.ndim != 1 or len(x) < 1:
-        raise ValueError(f"bootstrap_interval needs a 1-d sequence of at least one value, got shape {x.shape}")
-    from scipy.stats import bootstrap
-
-    value = float(statistic(x))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=RuntimeWarning)   # degenerate resamples: NaN bounds
-        res = bootstrap((x,), statistic, confidence_level=level, n_resamples=n_resamples, method=method,
-                        vectorized=False, random_state=np.random.default_rng(seed))
-    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    return value, (low if not math.isnan(low) else float("nan")), (high if not math.isnan(high) else float("nan"))

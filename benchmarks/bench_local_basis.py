@@ -284,10 +284,14 @@ def main_sd15(args) -> None:
     for k in args.ks:
         local_basis(model, x, 500, 2, cond=cond, seed=0, progress=False)  # warm-up (kernels, allocator)
         for t in args.timesteps:
-            r = measure(lambda: local_basis(model, x, t, k, cond=cond, seed=args.seed, progress=False), device)
+            budget = None if args.max_memory_gb is None else int(args.max_memory_gb * 2**30)
+            per_call = h_map(model, x, t, cond=cond, max_memory=budget).products_per_call()
+            r = measure(lambda: local_basis(model, x, t, k, cond=cond, seed=args.seed, progress=False,
+                                            max_memory=budget), device)
             b = r.out
             print(f"t={t} k={k}: {r.seconds:.2f} s, {b.n_products} products ({b.iterations} iterations), "
-                  f"max residual {float(b.residuals.max()):.1e}, peak {r.peak_mb:.0f} MB")
+                  f"max residual {float(b.residuals.max()):.1e}, peak {r.peak_mb:.0f} MB, "
+                  f"{per_call} products per call (max_memory {args.max_memory_gb} GiB)")
             if args.sd15_reference:
                 f = h_map(model, x, t, cond=cond)
                 ref = measure(lambda: reference_local_basis(f, k, seed=args.seed), device)
@@ -309,6 +313,8 @@ def main() -> None:
     p.add_argument("--sweep-blocks", action="store_true", help="time block sizes at the first timestep")
     p.add_argument("--sd15", action="store_true", help="SD-1.5-sized random U-Net (for GPU machines)")
     p.add_argument("--sd15-reference", action="store_true", help="also run the reference on it (slow)")
+    p.add_argument("--max-memory-gb", type=float, default=None,
+                   help="memory budget of the products (default: half the free memory of the device)")
     args = p.parse_args()
     if args.sd15:
         if args.ks == [10, 50]:

@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; torch {torch.__version__}")
     from diffgeo.widgets import traversal_dashboard
 
-    dash = traversal_dashboard(n=args.n, steps=args.steps, k=args.k)  # samples, bases, first view: cached
-    dash.controls["strength"].value = 1.0  # warm-up move
-    values = iter([(-1) ** i * (2.0 + 0.5 * i) for i in range(10_000)])
+    dash = traversal_dashboard(n=args.n, steps=args.steps, k=args.k, direction="local basis v1")  # cached
+    dash.controls["strength"].value = 0.05  # warm-up move (strength in units of ||x_t||: the slider spans +-1)
+    values = iter([(-1) ** i * (0.1 + 0.0005 * i) for i in range(1_800)])
     print("\n| neighbour | threads | preview median (ms) | full median (ms) | full min-max (ms) |")
     print("|---|---|---|---|---|")
     for neighbour in (["none", "busy"] if args.neighbour == "both" else [args.neighbour]):

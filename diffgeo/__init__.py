@@ -23,6 +23,7 @@ from diffgeo.editing.transfer import Transfer, transfer_edit
 from diffgeo.editing.xspace import edit_image, edit_x
 from diffgeo.evaluation.alignment import text_alignment
 from diffgeo.geometry.basis import LocalBasis, exact_basis, local_basis
+from diffgeo.geometry.batched import local_bases
 from diffgeo.geometry.curvedness import Curvedness, curvedness
 from diffgeo.geometry.pullback import HMap, h_map
 from diffgeo.geometry.subspaces import (distance_matrix, grassmann_distance, principal_angles, projection_distance,
@@ -37,7 +38,8 @@ __all__ = [
     # models and sampling
     "Model", "load", "list_models", "Trajectory", "sample", "denoise", "invert", "ddim_timesteps",
     # geometry
-    "HMap", "LocalBasis", "h_map", "local_basis", "exact_basis", "principal_angles", "grassmann_distance",
+    "HMap", "LocalBasis", "h_map", "local_basis", "local_bases", "exact_basis", "principal_angles",
+    "grassmann_distance",
     "projection_distance", "distance_matrix", "radial_power_spectrum", "spectral_centroid", "transport",
     "transport_agreement", "Curvedness", "curvedness",
     # evaluation and editing

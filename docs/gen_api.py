@@ -25,7 +25,8 @@ SIGNATURES = '''\
 diffgeo.load(name_or_path, *, device=None, dtype=None, h_module="mid_block") -> Model
 diffgeo.list_models() -> list[str]
 Model: unet, scheduler, name, device, dtype, x_shape, h_shape, alphas_cumprod, num_train_timesteps,
-       is_conditional, is_latent, vae, text, provenance
+       is_conditional, is_latent, vae, text, provenance, guidance, clipped_eps (what guidance_scale=None /
+       use_clipped_model_output=None stand for; from the zoo entry)
        eps(x_t, t, *, prompt=None, negative_prompt=None, branch=None, guidance_scale=None, cond=None)
        h(x_t, t, *, ...same keywords)               # x_t (B, *x_shape), t int or (B,) in [0, T-1]
        eps_fn(x_t, t_b, cond), h_fn(x_t, t_b, cond)  # unchecked, for torch.func transforms
@@ -35,13 +36,17 @@ Model: unet, scheduler, name, device, dtype, x_shape, h_shape, alphas_cumprod, n
 diffgeo.models.resolve_cond(model, prompt=None, *, negative_prompt=None, branch=None, guidance_scale=None,
                             cond=None, batch=None, default_branch=None) -> Cond | None
 diffgeo.models.default_guidance(model) -> float       # what guidance_scale=None means (diffgeo.models.zoo)
-Cond: cond, uncond, branch, guidance_scale, prompt, negative_prompt; with_branch(), meta()
+Cond: cond, uncond, branch, guidance_scale, cond_kwargs, uncond_kwargs (SDXL: added_cond_kwargs), prompt,
+      negative_prompt; with_branch(), meta()
 # the registry (diffgeo.models.zoo): per-model guidance, prompts, reader, training recipe and data
-diffgeo.models.entry(model_or_name) -> Entry(name, guidance, prompts, task, reader, alignment_n, recipe, data)
+diffgeo.models.entry(model_or_name) -> Entry(name, guidance, prompts, task, reader, alignment_n, recipe, data,
+                                             analysis_prompts, real_images, clipped_eps)
 # sampling (DDIM), t is always the scheduler's integer timestep
 diffgeo.sample(model, n=None, *, noise=None, steps=50, eta=0.0, seed=None, generator=None,
                prompt=None, negative_prompt=None, guidance_scale=None, cond=None,
-               use_clipped_model_output=False, callback=None, progress=True) -> Trajectory
+               use_clipped_model_output=None, callback=None, progress=True) -> Trajectory
+# the schedule follows the scheduler config as DDIMScheduler does (spacing, steps_offset, set_alpha_to_one,
+# prediction type, zero-SNR betas): diffgeo.sampling.schedule (final_abar, prev_timesteps, step_abars)
 diffgeo.invert(model, x0, *, steps=50, ...) -> Trajectory       # ends exactly where sample() starts
 diffgeo.denoise(model, x_t, t, *, steps=50, eta=0.0, ...) -> Trajectory   # continue from any (x_t, t)
 Trajectory: timesteps (S+1,) [-1 = clean end], xs (S+1, B, ...), x0_preds (S, B, ...), meta; save()/load()

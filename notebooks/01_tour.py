@@ -27,7 +27,7 @@
 import os
 
 FAST = os.environ.get("DIFFGEO_FAST") == "1"
-N, STEPS, K = (4, 6, 2) if FAST else (32, 50, 6)
+N, STEPS, K = (4, 6, 2) if FAST else (16, 20, 6)
 TOL = 1e-2 if FAST else 1e-3   # local-basis tolerance: looser is faster
 
 # %%
@@ -36,9 +36,9 @@ import torch
 
 import diffgeo
 from diffgeo.geometry.hstats import h_statistics
-from diffgeo.viz.draw import draw_images, image_grid
-from diffgeo.viz.figures import h_statistics_figure
 from diffgeo.readers.probe import validity
+from diffgeo.viz.draw import draw_images
+from diffgeo.viz.figures import h_statistics_figure
 
 torch.set_num_threads(1)  # one thread: fast and robust next to other work (benchmarks/bench_widgets.py)
 model = diffgeo.load("shapes")
@@ -70,6 +70,40 @@ draw_images(ax, traj.x0_preds[picks, 0], nrow=6,
 plt.show()
 
 # %% [markdown]
+# ## Where h sits
+# h is the output of the U-Net's middle block: the most compressed representation of x_t, drawn
+# here from the model's own configuration.
+
+# %%
+from diffgeo.viz.draw import draw_h_pca, draw_unet
+
+fig, ax = plt.subplots(figsize=(7, 3.2))
+draw_unet(ax, dict(model.unet.config), model.h_shape)
+plt.show()
+
+# %% [markdown]
+# ## h itself
+# h of every sample at one timestep, projected on its two principal components, each point in
+# the colour the attribute probe reads in the sample's final image and its marker by shape.
+# *What to notice:* whether samples of one colour cluster already at this t.
+# *Reference:* points of one colour spread over the whole plot would mean h does not know the
+# colour yet.
+
+# %%
+from diffgeo.data.shapes import COLOURS
+from diffgeo.readers import get_reader
+
+mid = len(traj.timesteps) // 2
+t_mid = int(traj.timesteps[mid])
+with torch.no_grad():
+    h = model.h(traj.xs[mid], t_mid)
+read = get_reader("shapes").read(traj.result)
+fig, ax = plt.subplots(figsize=(4.5, 4))
+draw_h_pca(ax, h, [COLOURS[int(c)] for c in read["colour"]], [("o", "s", "^")[int(s)] for s in read["shape"]],
+           legend={c: c for c in COLOURS}, title=f"h at t={t_mid}, {N} samples (o circle, s square, ^ triangle)")
+plt.show()
+
+# %% [markdown]
 # ## h along the path
 # How large h is, how similar it is across samples, and how fast it changes, over timesteps.
 
@@ -85,11 +119,9 @@ h_statistics_figure(stats, "h along the DDIM path")
 # finds them without ever forming J.
 
 # %%
-from diffgeo.widgets import TraversalState
-
-state = TraversalState(model, n=1, seed=0, steps=STEPS, k=K, tol=TOL)   # sample 0 of the grid above, cached
-t = state.timesteps[len(state.timesteps) // 2]
-basis = state.basis("samples", t, 0)                  # = diffgeo.local_basis(model, x_t, t, K, seed=0, tol=TOL)
+t = t_mid
+x_t = traj.xs[mid][:1]                                    # sample 0 at t
+basis = diffgeo.local_basis(model, x_t, t, K, seed=0, tol=TOL, progress=False)
 v = basis.v / basis.v.flatten(1).abs().amax(1).view(-1, 1, 1, 1)
 fig, ax = plt.subplots(figsize=(2 * K, 2))
 draw_images(ax, v, nrow=K, captions=[f"v{j + 1} s={float(s):.3g}" for j, s in enumerate(basis.s)],
@@ -98,12 +130,16 @@ plt.show()
 
 # %% [markdown]
 # ## Editing along it
-# Move x_t along v1 and denoise (`diffgeo.denoise`): the computation behind the traversal
-# dashboard of notebook 05, here for a row of strengths.
+# `diffgeo.edit_x` moves x_t along v1 and denoises to the end; strength 0 is the original.
+# The strengths are fractions of ||x_t|| (the traversal dashboard of notebook 05 uses the same
+# units). *What to notice:* small steps change one attribute, large ones leave the data.
 
 # %%
-strengths = [-20, -10, 0, 10, 20]
-row = torch.cat([state.x_edit(s, t, "local basis v1") for s in strengths])
+fractions = [-0.5, -0.25, 0.0, 0.25, 0.5]
+with torch.no_grad():
+    row = torch.cat([diffgeo.edit_x(model, x_t, t, basis.v[0], strength=f * float(x_t.norm()), steps=STEPS,
+                                    progress=False).result for f in fractions])
 fig, ax = plt.subplots(figsize=(8, 2))
-draw_images(ax, row, nrow=len(strengths), captions=[f"{s:+d}" for s in strengths], title=f"x_t + s v1 at t={t}, denoised")
+draw_images(ax, row, nrow=len(fractions), captions=[f"{f:+g} ||x_t||" + (" (original)" if f == 0 else "")
+                                                   for f in fractions], title=f"x_t + s v1 at t={t}, denoised")
 plt.show()

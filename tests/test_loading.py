@@ -169,3 +169,145 @@ def test_float_t_is_refused(shapes_model):
 def test_bad_h_module(shapes_model):
     with pytest.raises(ValueError, match="mid_block"):
         diffgeo.load("shapes", h_module="middle")
+
+
+# -- half precision, accelerate, hub ids without network (issues 28 and 30) ----------------------------
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, "fp16"])
+def test_half_precision_load_samples_finite_output(tmp_path, device, dtype):
+    torch.manual_seed(2)
+    folder = save_unet_folder(tmp_path / "m", UNet2DModel(**tiny_unet_config()).eval(),
+                              DDIMScheduler(num_train_timesteps=1000))
+    half = diffgeo.load(folder, device=device, dtype=dtype)
+    want = diffgeo.core.checks.check_dtype(dtype)
+    assert half.dtype == want and all(p.dtype == want for p in half.unet.parameters())
+    full = diffgeo.load(folder, device=device)
+    x_T = torch.randn(2, *full.x_shape, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        a = diffgeo.sample(half, noise=x_T.to(want), steps=4, progress=False).result
+        b = diffgeo.sample(full, noise=x_T, steps=4, progress=False).result
+    assert a.dtype == want and bool(torch.isfinite(a).all())
+    # float16 keeps 11 and bfloat16 8 significant bits (relative rounding <= 2^-9 per operation): a 10%
+    # relative difference after a few layers and 4 steps is far above that, far below a wrong load (~100%).
+    assert ((a.float() - b).norm() / b.norm()).item() < 0.1
+    # geometry on a half-precision model runs in float32 or says clearly why not (before any product)
+    try:
+        basis = diffgeo.local_basis(half, x_T[:1].to(want), 500, 2, max_iter=2, progress=False)
+    except TypeError as err:
+        assert "float32" in str(err)
+    else:
+        assert basis.v.dtype == torch.float32 and bool(torch.isfinite(basis.v).all())
+
+
+def test_half_precision_the_device_cannot_run_is_refused_before_loading(tmp_path, monkeypatch):
+    folder = save_unet_folder(tmp_path / "m", UNet2DModel(**tiny_unet_config()))
+
+    def no_half_conv(x, *args, **kwargs):  # what CPU builds without float16 convolutions raise
+        raise RuntimeError(f'"slow_conv2d_cpu" not implemented for {str(x.dtype)!r}')
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", no_half_conv)
+    with pytest.raises(ValueError, match=r"dtype=torch.float16 does not run on cpu .*not implemented.*bfloat16"):
+        diffgeo.load(folder, device="cpu", dtype=torch.float16)
+
+
+def test_accelerate_is_installed_and_loading_does_not_warn_about_it(tmp_path):
+    import logging
+
+    from diffusers.utils import is_accelerate_available
+
+    assert is_accelerate_available()  # low-memory loading (diffusers' low_cpu_mem_usage) needs it
+    folder = save_unet_folder(tmp_path / "m", UNet2DModel(**tiny_unet_config()))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    loggers = [logging.getLogger(n) for n in ("diffusers", "transformers", "diffgeo")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        diffgeo.load(folder, device="cpu")
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+    assert not [r for r in records if "accelerate" in r.getMessage()]
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache of our own, and a record of every socket connect attempted."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    attempts = []
+    real = socket.socket.connect
+
+    def record(self, address):
+        attempts.append(address)
+        return real(self, address)  # conftest's guard refuses anything but localhost
+
+    monkeypatch.setattr(socket.socket, "connect", record)
+    return tmp_path / "hub", attempts
+
+
+def _network_on(monkeypatch):
+    """HF_HUB_OFFLINE off, the hub at an address (no DNS look-up) that conftest's socket guard refuses."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://198.51.100.1")
+
+
+def test_hub_id_offline_and_not_cached_fails_at_once(hub_cache):
+    _, attempts = hub_cache
+    with pytest.raises(FileNotFoundError) as err:
+        diffgeo.load("someorg/somemodel", device="cpu")
+    msg = str(err.value)
+    assert "someorg/somemodel" in msg and "not in the local Hugging Face cache" in msg and "HF_HUB_OFFLINE" in msg
+    assert "local folder" in msg and "config.json" not in msg
+    assert attempts == []
+
+
+def test_hub_id_with_unreachable_hub_fails_at_once(hub_cache, monkeypatch):
+    _, attempts = hub_cache
+    _network_on(monkeypatch)
+    with pytest.raises(FileNotFoundError, match="cannot be reached") as err:
+        diffgeo.load("someorg/somemodel", device="cpu")
+    assert "not in the local Hugging Face cache" in str(err.value) and "config.json" not in str(err.value)
+    assert attempts == [("198.51.100.1", 443)]  # one connection attempt (refused by conftest), no retries
+
+
+def test_cli_model_argument_checks_the_hub_id_before_any_work(hub_cache):
+    from diffgeo.cli._args import check_model_arg
+
+    _, attempts = hub_cache
+    with pytest.raises(ValueError, match="--model: someorg/somemodel: this model is not in the local Hugging Face "
+                                         "cache"):
+        check_model_arg("someorg/somemodel")
+    assert attempts == []
+
+
+def test_hub_offline_set_after_import_is_respected(hub_cache, monkeypatch):
+    from huggingface_hub import constants
+
+    _, attempts = hub_cache
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE"):
+        diffgeo.load("someorg/somemodel", device="cpu")
+    assert attempts == []
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_cached_hub_id_loads_without_network(hub_cache, monkeypatch, offline):
+    cache, _ = hub_cache
+    repo = cache / "models--someorg--somemodel"
+    torch.manual_seed(3)
+    unet = UNet2DModel(**tiny_unet_config()).eval()
+    save_unet_folder(repo / "snapshots" / ("0" * 40), unet, DDIMScheduler(num_train_timesteps=1000))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    if not offline:  # the network is "on" but the hub cannot be reached: the cached copy is used
+        _network_on(monkeypatch)
+    model = diffgeo.load("someorg/somemodel", device="cpu")
+    x = torch.randn(2, *model.x_shape)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eps(x, 300), unet(x, torch.tensor([300, 300])).sample, rtol=0, atol=1e-6)

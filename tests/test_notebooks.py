@@ -40,3 +40,33 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     assert "dashboard callback failed" not in text, text
     if path.stem in THEMES[1:]:  # the widget notebooks show live dashboards
         assert [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+
+
+def test_jupyterlab_opens_the_py_notebooks_as_notebooks():
+    """Binder installs a settings override that makes jupytext's notebook view the default viewer
+    of Python files; the viewer's name is the one the installed jupytext registers."""
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    override = json.loads((root / "binder" / "overrides.json").read_text())
+    viewer = override["@jupyterlab/docmanager-extension:plugin"]["defaultViewers"]["python"]
+    from jupytext_config.labconfig import LabConfig
+
+    assert viewer == "Jupytext Notebook"
+    config = LabConfig(settings_file=root / "does-not-exist.json")
+    config.set_default_viewer("python")
+    assert config.get_viewers()["python"] == viewer  # what jupytext-config itself would write
+    assert "share/jupyter/lab/settings/overrides.json" in (root / "binder" / "postBuild").read_text()
+
+
+def test_both_binder_badges_use_the_one_repository_the_readme_states():
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    stated = re.search(r"Binder repository: `([^`]+)`", readme)
+    assert stated, "the README states the Binder repository once"
+    links = re.findall(r"https://mybinder\.org/v2/gh/([^/]+/[^/]+)/HEAD\?(labpath|urlpath)=", readme)
+    assert {kind for _, kind in links} == {"labpath", "urlpath"}, "a Lab badge and a Voila badge"
+    assert {repo for repo, _ in links} == {stated[1]}
+    voila = re.search(r"urlpath=voila%2Frender%2F([^)\s]+)", readme)[1].replace("%2F", "/")
+    assert (Path(__file__).resolve().parents[1] / voila.replace(".ipynb", ".py")).is_file()

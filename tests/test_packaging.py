@@ -53,7 +53,16 @@ def test_binder_names_the_same_packages_with_cpu_only_torch():
     floor = re.fullmatch(r">=(\d+)\.(\d+)", runtime["torch"])
     pinned = tuple(int(x) for x in binder["torch"][2:].split("+")[0].split(".")[:2])
     assert floor and pinned >= (int(floor[1]), int(floor[2]))
-    assert {k: v for k, v in binder.items() if k != "torch"} == {k: v for k, v in runtime.items() if k != "torch"}
+    # every other package pinned (==) to a version that satisfies pyproject's floor
+    from packaging.specifiers import SpecifierSet
+
+    for name, spec in binder.items():
+        if name != "torch":
+            assert re.fullmatch(r"==[0-9][0-9A-Za-z.]*", spec), f"binder pins {name} with {spec!r}, not =="
+            assert spec[2:] in SpecifierSet(runtime[name]), f"binder's {name}{spec} misses pyproject's {runtime[name]}"
+    constraints = _names((ROOT / ".ci" / "constraints.txt").read_text().splitlines())
+    for name, spec in constraints.items():  # the same versions as CI's constraints
+        assert binder.get(name, "").split("+")[0] == spec, (name, binder.get(name), spec)
 
 
 def test_dev_extra_carries_the_notebook_stack_and_test_tools():

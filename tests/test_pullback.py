@@ -63,7 +63,7 @@ def noisy_x(shapes_model):
     t = 100
     a = shapes_model.alphas_cumprod[t].float()
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
-    return (a.sqrt() * x0 + (1 - a).sqrt() * noise).to(shapes_model.dtype), t
+    return (a.sqrt() * x0 + (1 - a).sqrt() * noise).to(shapes_model.device, shapes_model.dtype), t
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +156,9 @@ def test_exact_jacobian_columns_match_central_differences(tiny):
 
 def test_truncated_map_equals_mid_block_of_a_full_forward(tiny, shapes_model, noisy_x):
     for model, x, t in ((tiny, torch.randn(1, *tiny.x_shape, dtype=torch.float64), 700), (shapes_model, *noisy_x)):
+        x = x.to(model.device)
         with capture(model.unet) as cap:
-            model.unet(x, torch.tensor([t])).sample
+            model.unet(x, torch.tensor([t], device=model.device)).sample
         assert torch.allclose(h_map(model, x, t).value(), cap.value[0], rtol=1e-5, atol=1e-5)
     # and its J v equals finite differences of the full forward's mid-block output (float64)
     x = torch.randn(1, *tiny.x_shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)

@@ -183,10 +183,11 @@ def test_inversion_then_sampling_reconstructs_own_samples(shapes_model):
     assert rmse < RECONSTRUCTION_RMSE_BOUND, rmse
 
 
-def reference_ddim(unet, alphas_cumprod, x, timesteps, clip=1.0, prediction_type="epsilon"):
+def reference_ddim(unet, alphas_cumprod, x, timesteps, clip=1.0, prediction_type="epsilon", clipped_eps=False):
     """Deterministic DDIM written here from the formulas in docs/science.md: P_t(eps) =
     (x_t - sqrt(1 - a_t) eps) / sqrt(a_t), clipped to [-clip, clip] (the model's clip_sample), then
-    x_prev = sqrt(a_prev) P_t + sqrt(1 - a_prev) eps with the unclipped eps; a_prev = 1 after t = 0.
+    x_prev = sqrt(a_prev) P_t + sqrt(1 - a_prev) eps with the unclipped eps (``clipped_eps``: eps
+    recomputed from the clipped x0, (x_t - sqrt(a_t) P_t) / sqrt(1 - a_t)); a_prev = 1 after t = 0.
     A v-prediction U-Net's output is converted first: eps = sqrt(a_t) v + sqrt(1 - a_t) x_t."""
     for t, t_prev in zip(timesteps[:-1], timesteps[1:]):
         a = alphas_cumprod[t].double()
@@ -195,13 +196,16 @@ def reference_ddim(unet, alphas_cumprod, x, timesteps, clip=1.0, prediction_type
         if prediction_type == "v_prediction":
             eps = a.sqrt() * eps + (1 - a).sqrt() * x.double()
         x0 = ((x.double() - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-clip, clip)
+        if clipped_eps:
+            eps = (x.double() - a.sqrt() * x0) / (1 - a).sqrt()
         x = (a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps).to(x.dtype)
     return x
 
 
-@pytest.mark.parametrize("t, grid", [(500, [500, 400, 300, 200, 100, 0, -1]),          # on the 10-step grid
-                                     (515, [515, 500, 400, 300, 200, 100, 0, -1])])  # off it: joins the grid
-def test_denoise_from_an_intermediate_t_matches_a_hand_written_ddim(shapes_model, t, grid):
+@pytest.mark.parametrize("t, grid, clipped", [
+    (500, [500, 400, 300, 200, 100, 0, -1], None),          # on the 10-step grid; the model's default eps
+    (515, [515, 500, 400, 300, 200, 100, 0, -1], False)])  # off it: joins the grid; the raw eps
+def test_denoise_from_an_intermediate_t_matches_a_hand_written_ddim(shapes_model, t, grid, clipped):
     m = shapes_model
     assert m.scheduler.config.clip_sample and m.scheduler.config.clip_sample_range == 1.0
     abar = DDIMScheduler.from_config(m.scheduler.config).alphas_cumprod  # diffusers' schedule, not ours
@@ -210,8 +214,10 @@ def test_denoise_from_an_intermediate_t_matches_a_hand_written_ddim(shapes_model
     g = torch.Generator().manual_seed(1)
     x_t = abar[t].sqrt() * make_scenes(2, seed=8).images + (1 - abar[t]).sqrt() * torch.randn(2, 3, 32, 32, generator=g)
     with torch.no_grad():
-        tr = diffgeo.denoise(m, x_t, t, steps=10, progress=False)
-        ref = reference_ddim(m.unet, abar, x_t, grid, prediction_type=m.prediction_type)
+        tr = diffgeo.denoise(m, x_t, t, steps=10, progress=False, use_clipped_model_output=clipped)
+        # the embedded models' zoo entry makes None mean the clipped eps (diffgeo.models.zoo, clipped_eps=True)
+        ref = reference_ddim(m.unet, abar, x_t, grid, prediction_type=m.prediction_type,
+                             clipped_eps=clipped is None)
     assert tr.timesteps.tolist() == grid
     assert close(tr.result, ref), float((tr.result - ref).abs().max())
 
@@ -320,8 +326,10 @@ def test_one_loop_guards_and_reports_every_driver(shapes_model):
     from diffgeo.editing.xspace import edit_x
 
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad(), pytest.raises(NonFiniteError, match=r"x-space edit blew up at step 0 \(t=500"):
+    with torch.no_grad(), pytest.raises(NonFiniteError, match=r"x-space edit: the step edit at t=500 .*lower strength"):
         edit_x(shapes_model, x, 500, torch.ones(3, 32, 32), strength=1e20, steps=4, progress=False)
+    with torch.no_grad(), pytest.raises(NonFiniteError, match=r"Asyrp blew up at step 0 \(t=750.*lower strength"):
+        asyrp(shapes_model, x, torch.ones(128, 8, 8), strength=1e30, t_edit=500, t_boost=0, steps=4, progress=False)
     seen = []
     with torch.no_grad():
         tr = asyrp(shapes_model, x, torch.ones(128, 8, 8), strength=1.0, t_edit=500, t_boost=0, steps=4,
@@ -329,3 +337,23 @@ def test_one_loop_guards_and_reports_every_driver(shapes_model):
     assert [d["t"] for d in seen] == tr.timesteps[:-1].tolist() == [750, 500, 250, 0]
     edited = [not torch.equal(d["eps"], d["eps_direction"]) for d in seen]
     assert edited == [True, True, False, False]  # P_t sees the edited h on t >= t_edit only
+
+
+def test_guard_on_the_device_reports_the_first_bad_step(shapes_model):
+    """The flag is read every GUARD_EVERY steps and at the end, not per step; the error still names the first bad
+    step and its t. Ground truth: a direction function that turns NaN from t = 498 on (step 2 of the 6-step grid
+    830, 664, 498, ...): later steps are NaN too, the first is step 2."""
+    from diffgeo.core.checks import NonFiniteError
+    from diffgeo.editing.hspace import asyrp
+    from diffgeo.sampling.ddim import GUARD_EVERY
+
+    assert GUARD_EVERY > 6  # so that this blow-up is found at the end, after steps 3-5 ran on NaN
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    grid = _diffusers_grid(shapes_model, 6)
+    bad_from = grid[2]
+
+    def direction(t):
+        return torch.full((1, 128, 8, 8), float("nan") if t <= bad_from else 0.0)
+
+    with torch.no_grad(), pytest.raises(NonFiniteError, match=rf"blew up at step 2 \(t={bad_from} -> {grid[3]}\)"):
+        asyrp(shapes_model, x, direction, strength=1.0, t_edit=0, t_boost=0, steps=6, progress=False)

@@ -5,9 +5,9 @@ The reference for sampling, prompt encoding and decoding is diffusers' own
 hook on ``unet.mid_block`` during a full U-Net forward with the pipeline's prompt embeddings.
 
 Tolerance of the pipeline equivalence: max |ours - diffusers| <= 1e-4 on latents of magnitude
-about 1 (float32, 10 DDIM steps; measured 1.1e-5 with eps-, 4.5e-6 with v-prediction). The only convention that differs is the
-last DDIM step: diffgeo always ends at alpha-bar = 1 (the clean end), diffusers at
-``final_alpha_cumprod``, which is 1 only with ``set_alpha_to_one=True``; the reference runs with it.
+about 1 (float32, 10 DDIM steps; measured 1.1e-5 with eps-, 4.5e-6 with v-prediction). The reference here runs with
+``set_alpha_to_one=True``; SD 1.5's own config (final alpha ``alphas_cumprod[0]``, ``steps_offset`` 1) is
+checked against the pipeline in tests/test_scheduler_fidelity.py.
 """
 
 from __future__ import annotations
@@ -106,16 +106,16 @@ def sd_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def sd_model(sd_folder):
-    return diffgeo.load(sd_folder, device="cpu")
+def sd_model(sd_folder, device):
+    return diffgeo.load(sd_folder, device=device)
 
 
 @pytest.fixture(scope="module")
-def sd_pipe(sd_folder):
+def sd_pipe(sd_folder, device):
     from diffusers import StableDiffusionPipeline
 
     return StableDiffusionPipeline.from_pretrained(sd_folder, safety_checker=None, requires_safety_checker=False,
-                                                   use_safetensors=True)
+                                                   use_safetensors=True).to(device)
 
 
 def _copy(folder, tmp_path):
@@ -132,10 +132,10 @@ def test_load_pipeline_folder(sd_model):
     assert sd_model.text.max_length == TOK_LEN
 
 
-def test_encode_prompt_matches_pipeline(sd_model, sd_pipe):
+def test_encode_prompt_matches_pipeline(sd_model, sd_pipe, device):
     prompts = ["a red circle", "a blue square"]
     ours = sd_model.encode_prompt(prompts)
-    ref, ref_neg = sd_pipe.encode_prompt(prompts, "cpu", 1, True, ["", "blue"])
+    ref, ref_neg = sd_pipe.encode_prompt(prompts, device, 1, True, ["", "blue"])
     assert ours.shape == (2, TOK_LEN, 32)
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
     torch.testing.assert_close(sd_model.encode_prompt(["", "blue"]), ref_neg, rtol=0, atol=1e-6)
@@ -144,7 +144,7 @@ def test_encode_prompt_matches_pipeline(sd_model, sd_pipe):
 
 # -- the pipeline equivalence ---------------------------------------------------------------------------
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-def test_guided_ddim_reproduces_stable_diffusion_pipeline(sd_model, sd_pipe, prediction_type):
+def test_guided_ddim_reproduces_stable_diffusion_pipeline(sd_model, sd_pipe, device, prediction_type):
     from diffusers import DDIMScheduler
 
     sched_cfg = dict(sd_pipe.scheduler.config, prediction_type=prediction_type, set_alpha_to_one=True)
@@ -153,7 +153,7 @@ def test_guided_ddim_reproduces_stable_diffusion_pipeline(sd_model, sd_pipe, pre
                           text=sd_model.text)
     assert model.prediction_type == prediction_type
     prompts, negatives, scale = ["a red circle", "a blue square"], ["", "blue"], 5.0
-    x_T = torch.randn(2, *model.x_shape, generator=torch.Generator().manual_seed(3))
+    x_T = torch.randn(2, *model.x_shape, generator=torch.Generator().manual_seed(3)).to(device)
     ref_states = []
 
     def keep(pipe, i, t, kwargs):
@@ -191,11 +191,11 @@ def test_empty_prompt_generation_is_the_unconditional_branch(sd_model):
 
 
 # -- h --------------------------------------------------------------------------------------------------
-def test_h_is_the_mid_block_output_of_a_full_forward(sd_model, sd_pipe):
-    x = torch.randn(2, *sd_model.x_shape, generator=torch.Generator().manual_seed(1))
-    t = torch.tensor([700, 300])
+def test_h_is_the_mid_block_output_of_a_full_forward(sd_model, sd_pipe, device):
+    x = torch.randn(2, *sd_model.x_shape, generator=torch.Generator().manual_seed(1)).to(device)
+    t = torch.tensor([700, 300], device=device)
     prompts = ["a red circle", "a blue square"]
-    emb, neg = sd_pipe.encode_prompt(prompts, "cpu", 1, True, None)
+    emb, neg = sd_pipe.encode_prompt(prompts, device, 1, True, None)
     seen = []
     handle = sd_pipe.unet.mid_block.register_forward_hook(lambda m, i, o: seen.append(o))
     try:
@@ -218,15 +218,15 @@ def test_h_is_the_mid_block_output_of_a_full_forward(sd_model, sd_pipe):
     torch.testing.assert_close(h_dict, h_c, rtol=0, atol=1e-6)
 
 
-def test_any_named_module_as_h(sd_folder, sd_pipe):
-    model = diffgeo.load(sd_folder, device="cpu", h_module="down_blocks.0")
-    x = torch.randn(1, *model.x_shape, generator=torch.Generator().manual_seed(2))
-    emb = sd_pipe.encode_prompt("a red circle", "cpu", 1, False)[0]
+def test_any_named_module_as_h(sd_folder, sd_pipe, device):
+    model = diffgeo.load(sd_folder, device=device, h_module="down_blocks.0")
+    x = torch.randn(1, *model.x_shape, generator=torch.Generator().manual_seed(2)).to(device)
+    emb = sd_pipe.encode_prompt("a red circle", device, 1, False)[0]
     seen = []
     handle = sd_pipe.unet.down_blocks[0].register_forward_hook(lambda m, i, o: seen.append(o[0]))
     try:
         with torch.no_grad():
-            sd_pipe.unet(x, torch.tensor([400]), encoder_hidden_states=emb)
+            sd_pipe.unet(x, torch.tensor([400], device=device), encoder_hidden_states=emb)
     finally:
         handle.remove()
     with torch.no_grad():
@@ -234,8 +234,8 @@ def test_any_named_module_as_h(sd_folder, sd_pipe):
     torch.testing.assert_close(h, seen[0], rtol=0, atol=1e-5)
 
 
-def test_decode_encode_image_and_invert(sd_model, sd_pipe):
-    img = torch.rand(1, *sd_model.image_shape, generator=torch.Generator().manual_seed(4)) * 2 - 1
+def test_decode_encode_image_and_invert(sd_model, sd_pipe, device):
+    img = (torch.rand(1, *sd_model.image_shape, generator=torch.Generator().manual_seed(4)) * 2 - 1).to(device)
     with torch.no_grad():
         z = sd_model.encode_image(img)
         ref = sd_pipe.vae.encode(img).latent_dist.mean * sd_pipe.vae.config.scaling_factor
@@ -346,7 +346,8 @@ def test_text_encoder_width_must_match_cross_attention(sd_folder, tmp_path):
 
 
 def test_unet_needing_added_conditioning(sd_model):
-    """SDXL-like U-Nets: prompts are refused; h works once the extra conditioning is supplied."""
+    """An SDXL-like U-Net with one text encoder (no pooled projection): prompts are refused; h works once the
+    extra conditioning is supplied (a full SDXL pipeline with both encoders: tests/test_sdxl.py)."""
     unet = _tiny_unet(addition_embed_type="text_time", addition_time_embed_dim=4,
                       projection_class_embeddings_input_dim=32 + 6 * 4)
     model = diffgeo.Model(unet, _scheduler(), name="sdxl-like", text=sd_model.text)

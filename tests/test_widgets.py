@@ -13,13 +13,14 @@ from diffgeo.viz.draw import draw_images
 pytest.importorskip("ipywidgets")
 
 N, STEPS, K = 2, 4, 2  # grid 750, 500, 250, 0; two images, two basis vectors: ~10 s here
+S = 0.2  # a strength in the dashboard's relative units: x_t moves by 0.2 ||x_t|| (h_t by 0.2 mean ||h_t||)
 
 
 @pytest.fixture(scope="module")
 def traversal(shapes_model):
     from diffgeo.widgets import traversal_dashboard
 
-    return traversal_dashboard(shapes_model, n=N, steps=STEPS, k=K)
+    return traversal_dashboard(shapes_model, n=N, steps=STEPS, k=K, direction="local basis v1")
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,10 @@ def reference(shapes_model):
     return x_t, torch.stack([b.v[0] for b in bases]), bases
 
 
+def _norms(x):  # ||x_t|| of each image, written out: sqrt of the sum of squares over its pixels
+    return x.pow(2).sum(dim=(1, 2, 3)).sqrt().view(-1, 1, 1, 1)
+
+
 def test_strength_slider_redraws_what_the_library_gives(traversal, reference, shapes_model):
     from diffgeo.widgets._core import figure_png
     from diffgeo.widgets._readout import readout
@@ -40,7 +45,7 @@ def test_strength_slider_redraws_what_the_library_gives(traversal, reference, sh
     assert dash.last_ok and dash.controls["t_edit"].value == 500
     png_at_0 = dash.figures["x"].value
     misses = dash.state.memo.misses
-    dash.controls["strength"].value = 9.0
+    dash.controls["strength"].value = S
     assert dash.last_ok, dash.status.value
     assert dash.figures["x"].value != png_at_0 and dash.figures["h"].value
     # only the edits were computed (the preview, the x-space result, the Asyrp result): no
@@ -48,13 +53,13 @@ def test_strength_slider_redraws_what_the_library_gives(traversal, reference, sh
     assert dash.state.memo.misses - misses == 3
     x_t, v, _ = reference
     with torch.no_grad():
-        expected = diffgeo.denoise(shapes_model, x_t + 9.0 * v, 500, steps=STEPS, progress=False).result
+        expected = diffgeo.denoise(shapes_model, x_t + S * _norms(x_t) * v, 500, steps=STEPS, progress=False).result
     torch.testing.assert_close(dash.view.x_images, expected, atol=1e-5, rtol=0)
     captions, marks = readout(shapes_model, expected)
 
     def draw(fig):
         draw_images(fig.subplots(), expected, nrow=N, captions=captions, marks=marks,
-                    title="x-space: v1 +9.0, t=500")
+                    title=f"x-space: v1 {S:+.2f}, t=500")
 
     from diffgeo.widgets.traversal import figure_size
 
@@ -62,16 +67,26 @@ def test_strength_slider_redraws_what_the_library_gives(traversal, reference, sh
 
 
 def test_asyrp_side_equals_the_library_call(traversal, reference, shapes_model):
-    """The h side: Asyrp from the same x_T along u1 of the first image's basis at t_edit."""
-    import diffgeo.editing.directions as directions; import diffgeo.editing as editing
+    """The h side: Asyrp from the same x_T along u1 of the first image's basis at t_edit, scaled at
+    each step to S times the samples' mean ||h_t|| (h read off the sampling path directly)."""
+    import diffgeo.editing as editing
 
     dash = traversal
-    dash.controls["strength"].value = 9.0
+    dash.controls["strength"].value = S
     _, _, bases = reference
     with torch.no_grad():
-        x_T = diffgeo.sample(shapes_model, N, steps=STEPS, seed=0, progress=False).xs[0]
-        expected = editing.asyrp(shapes_model, x_T, directions.tangent(bases[0], 0, space="h", model="shapes"),
-                                 strength=9.0, t_edit=500, t_boost=0, steps=STEPS, seed=0, progress=False).result
+        traj = diffgeo.sample(shapes_model, N, steps=STEPS, seed=0, progress=False)
+        ts = traj.timesteps.tolist()
+        norms = {t: float(shapes_model.h(traj.xs[i], t).flatten(1).norm(dim=1).mean())
+                 for i, t in enumerate(ts) if t >= 0}  # the path's last label (-1) is the clean end
+        u = bases[0].u[0].reshape(shapes_model.h_shape)
+        u = u / u.norm()
+
+        def dh(t):  # the callable form of an h direction: one vector per timestep
+            return (u * norms[int(t)])[None]
+
+        expected = editing.asyrp(shapes_model, traj.xs[0], dh, strength=S, t_edit=500, t_boost=0, steps=STEPS,
+                                 seed=0, progress=False).result
     torch.testing.assert_close(dash.view.h_images, expected, atol=1e-5, rtol=0)
 
 
@@ -79,30 +94,48 @@ def test_preview_is_the_predicted_x0_after_the_edit(traversal, reference, shapes
     """The coarse preview: x0 = (x - sqrt(1 - abar) eps) / sqrt(abar), clipped as the scheduler
     clips (written out here from the DDIM definition, not taken from the sampler)."""
     x_t, v, _ = reference
-    x = x_t + 4.0 * v
+    x = x_t + 0.1 * _norms(x_t) * v
     with torch.no_grad():
         eps = shapes_model.eps(x, 500)
     a = float(shapes_model.alphas_cumprod[500])
     x0 = ((x - (1 - a) ** 0.5 * eps) / a ** 0.5).clamp(-1, 1)
-    preview = traversal.state.view(strength=4.0, t_edit=500, direction="local basis v1", preview=True)
+    preview = traversal.state.view(strength=0.1, t_edit=500, direction="local basis v1", preview=True)
     torch.testing.assert_close(preview.x_images, x0, atol=1e-5, rtol=0)
 
 
 def test_moving_back_is_served_from_the_cache(traversal):
     dash = traversal
-    dash.controls["strength"].value = 3.0
+    dash.controls["strength"].value = 0.1
     misses = dash.state.memo.misses
-    dash.controls["strength"].value = 9.0
+    dash.controls["strength"].value = S
     assert dash.state.memo.misses == misses and dash.last_ok
 
 
-def test_a_failing_callback_shows_a_message_and_the_dashboard_stays_live(traversal):
+def test_a_failing_callback_shows_a_message_and_the_dashboard_stays_live(traversal, monkeypatch):
     dash = traversal
-    dash.controls["t_boost"].value = 750  # above t_edit = 500: refused
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a broken edit")
+
+    monkeypatch.setattr(dash.state, "x_edit", broken)
+    dash.controls["strength"].value = 0.45
     assert not dash.last_ok
-    assert "t_boost" in dash.status.value and "still live" in dash.status.value
-    dash.controls["t_boost"].value = 0
+    assert "a broken edit" in dash.status.value and "still live" in dash.status.value
+    monkeypatch.undo()
+    dash.controls["strength"].value = S
     assert dash.last_ok and dash.status.value == ""
+
+
+def test_t_boost_offers_only_values_below_t_edit(traversal):
+    dash = traversal
+    c = dash.controls
+    assert 750 not in c["t_boost"].options and list(c["t_boost"].options) == [0, 250]  # t_edit = 500
+    c["t_boost"].value = 250
+    assert dash.last_ok and dash.view.t_boost == 250
+    c["t_edit"].value = 250  # t_boost 250 no longer fits: it falls back to 0 (off), no error
+    assert dash.last_ok and list(c["t_boost"].options) == [0] and c["t_boost"].value == 0
+    c["t_edit"].value = 500
+    assert dash.last_ok and list(c["t_boost"].options) == [0, 250]
 
 
 def test_dashboard_callbacks_run_on_one_torch_thread_and_restore(traversal):
@@ -146,3 +179,24 @@ def test_states_refuse_bad_parameters_clearly(shapes_model):
         state.view(strength=1.0, t_edit=123, direction="local basis v1")
     with pytest.raises(ValueError, match="direction must be"):
         state.view(strength=1.0, t_edit=500, direction="nowhere")
+
+
+def test_traversal_defaults_to_a_shipped_named_direction_and_reproduces_its_edit(shapes_model):
+    """The default direction is the first shipped named direction; at the default strength the
+    dashboard shows exactly what diffgeo.editing.named.named_edit gives with the shipped strength."""
+    from diffgeo.editing.named import list_named, load_named, named_edit, named_info
+    from diffgeo.widgets import traversal_dashboard
+
+    names = list_named("shapes")
+    dash = traversal_dashboard(shapes_model, n=1, steps=STEPS, k=1)
+    assert dash.controls["direction"].value == "named: " + names[0] and dash.last_ok, dash.status.value
+    row = named_info("shapes", names[0])
+    t_edit = dash.controls["t_edit"].value
+    with torch.no_grad():
+        x_T = diffgeo.sample(shapes_model, 1, steps=STEPS, seed=0, progress=False).xs[0]
+        _, expected = named_edit(shapes_model, x_T, load_named("shapes", names[0]),
+                                 info={**row, "t_edit": t_edit, "steps": STEPS},
+                                 strength=float(row["strength"]), steps=STEPS)
+    shown = dash.view.x_images if row["space"] == "x" else dash.view.h_images
+    torch.testing.assert_close(shown, expected, atol=1e-5, rtol=0)
+    assert row["method"] in dash.view.h_note + dash.view.x_note

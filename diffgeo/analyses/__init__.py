@@ -8,25 +8,30 @@ shared_tangents      2. mean pairwise Grassmann distance between samples' bases 
 dataset_complexity   3. curve 2 for each embedded model vs its data's complexity
 discrepancy          4. distances between one trajectory's bases across t (heatmap)
 text                 5. prompts vs tangent spaces, cond vs uncond vs t, the guidance artefact
-curvedness           6. curvedness of segments between samples vs a flat baseline
-asyrp                7. the Asyrp property table (diffgeo.editing.properties.edit_properties)
+curvedness           6. curvedness of segments between samples vs an untrained network
+asyrp                7. Asyrp's h-space properties on its own objects (asyrp_objects; asyrp.py reads saved tables)
 ===================  =====================================================================
 
-Every claim carries a number, a 95% bootstrap interval and a verdict from a rule fixed in code
-beside it (:class:`Claim`). :func:`bases_along` computes warm-started bases along a trajectory.
+Every claim carries its source, a statistic, its null, the excess over the null with a 95% interval
+(BCa or a permutation test) and a verdict from a versioned rule fixed in code
+(:mod:`diffgeo.analyses.rules`, :class:`Claim`). :func:`bases_along` computes warm-started bases along a trajectory.
 :data:`ANALYSES` is the report's registry (name -> :class:`Analysis`, the protocol in
 :mod:`diffgeo.analyses.registry`): each analysis module exposes one ``ANALYSIS`` object.
 """
 
-from diffgeo.analyses import asyrp, coarse_to_fine, curved, dataset_complexity, discrepancy, shared_tangents, text
+from diffgeo.analyses import (asyrp_objects, coarse_to_fine, curved, dataset_complexity, discrepancy,
+                              edit_quality, shared_tangents, text)
 from diffgeo.analyses._common import (INCONCLUSIVE, NOT_REPRODUCED, PRESETS, REPRODUCED, SKIPPED, Claim, Preset,
                                       bases_along, bootstrap_ci, sign_verdict)
 from diffgeo.analyses.bases import TrajectoryBases, collect_bases
 from diffgeo.analyses.registry import Analysis, AnalysisResult, Context, FigureSpec
+from diffgeo.analyses.rules import (RULE_VERSIONS, TOO_FEW, UNTESTABLE, measured_claim, rule_digest,
+                                    untestable_claim)
 
 __all__ = ["ANALYSES", "Analysis", "AnalysisResult", "Context", "FigureSpec", "Claim", "Preset", "PRESETS",
            "bases_along", "bootstrap_ci", "sign_verdict", "collect_bases", "TrajectoryBases", "check_names",
-           "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "SKIPPED"]
+           "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "SKIPPED", "UNTESTABLE", "TOO_FEW", "RULE_VERSIONS",
+           "rule_digest", "measured_claim", "untestable_claim"]
 
 #: The registry: name -> analysis, in report order (one line per analysis module).
 ANALYSES: dict[str, Analysis] = {a.name: a for a in (
@@ -36,7 +41,8 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
     discrepancy.ANALYSIS,
     text.ANALYSIS,
     curved.ANALYSIS,
-    asyrp.ANALYSIS,
+    asyrp_objects.ANALYSIS,
+    edit_quality.ANALYSIS,
 )}
 
 

@@ -26,8 +26,13 @@ REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, SKIPPED = "reproduced", "not reproduce
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim as measured: ``value`` with the 95% bootstrap interval [ci_low, ci_high] over ``n``
-    resampled units, and the verdict of ``rule`` (a sentence fixed in code before the run)."""
+    """One claim as measured: ``value`` of the statistic over ``n`` resampled units (``unit``), the
+    verdict of ``rule`` (a sentence fixed in code before the run, versioned in ``rule_version``).
+
+    With a null (:mod:`diffgeo.analyses.rules`): ``null`` says what the statistic is compared with,
+    ``null_value`` its value, ``excess`` the effect over the null, and [ci_low, ci_high] is the 95%
+    interval of the excess; without one (older claims) the interval is of ``value``. ``source``:
+    the paper and where the sentence stands in it."""
 
     id: str
     analysis: str
@@ -41,6 +46,12 @@ class Claim:
     rule: str
     verdict: str
     note: str = ""
+    source: str = ""
+    null: str = ""
+    null_value: float = float("nan")
+    excess: float = float("nan")
+    unit: str = ""
+    rule_version: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,11 +163,16 @@ class Preset:
 
 
 PRESETS = {
-    # the papers' protocol in shape: many samples, 20 timesteps, k = 50
-    "full": Preset("full", n_samples=100, steps=20, n_t=20, k=50, tol=1e-3, n_prompts=12, n_pairs=20, n_points=9,
+    # the papers' 20 timesteps and k = 50, with n from the interval widths of the fast run (issue 27): at n = 6 the
+    # widest BCa half-widths relative to their excess (4b, 8, 6a-c) call for n >= 9 samples / 7 segments for a
+    # half-width of a third of the effect; 24 samples (intervals half as wide as fast's) and 12 segments leave room
+    # for the smaller effects at k = 50; 12 prompts give the Mantel test 66 pairs. About 6-7 CPU-hours on one
+    # thread (fast's CPU times scaled linearly: 200x the bases, 20x the curvedness); the papers' 100 samples
+    # would be about 4x that.
+    "full": Preset("full", n_samples=24, steps=20, n_t=20, k=50, tol=1e-3, n_prompts=12, n_pairs=12, n_points=9,
                    n_guidance=256),
-    # make demo: minutes on 2 CPU cores
-    "fast": Preset("fast", n_samples=6, steps=10, n_t=4, k=5, tol=1e-3, n_prompts=6, n_pairs=3, n_points=4,
+    # make demo: about 3.5 CPU-minutes on one thread (issue 27); n_pairs 5: the rules' minimum units
+    "fast": Preset("fast", n_samples=6, steps=10, n_t=4, k=5, tol=1e-3, n_prompts=6, n_pairs=5, n_points=4,
                    n_guidance=32),
     # the tests: seconds
     "tiny": Preset("tiny", n_samples=3, steps=4, n_t=3, k=2, tol=1e-3, n_prompts=3, n_pairs=2, n_points=3,

@@ -3,6 +3,8 @@
 Analyses 1, 2, 3, 4 and 5b all read the same thing: for N samples, the top-k local bases at n_t
 timesteps of each sample's DDIM trajectory. :func:`collect_bases` runs one sweep point per
 sample (a warm-started :func:`~diffgeo.analyses.bases_along` over its timesteps) and stacks them.
+:func:`seed_floor` recomputes each sample's first (cold) basis from another random start: the
+distance between the two is the noise floor of the basis computation (the null of "same subspace").
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import torch
 
 from diffgeo.analyses._common import Preset, bases_along, load_model
 from diffgeo.core.sweep import model_fingerprint, sweep
+from diffgeo.geometry.basis import local_basis
 from diffgeo.sampling.ddim import ddim_timesteps
 from diffgeo.sampling.ddim import sample as ddim_sample
 
-__all__ = ["TrajectoryBases", "trajectory_bases", "collect_bases"]
+__all__ = ["TrajectoryBases", "trajectory_bases", "collect_bases", "seed_floor", "other_seed_basis"]
 
 
 def trajectory_bases(model: str, sample: int, steps: int, ts: list[int], k: int, tol: float, seed: int,
@@ -97,3 +100,52 @@ def collect_bases(model: str, preset: Preset, *, cache: str | Path | None = None
     n_products = sum(sum(r["n_products"]) for r in res.results)
     x = torch.stack([r["x"] for r in res.results])
     return TrajectoryBases(model, ts, v, s, tuple(m.x_shape), prompt, branch, int(n_products), x, preset.steps)
+
+
+#: the random start of the seed floor's second basis is seed + this
+FLOOR_SEED_OFFSET = 7919
+
+
+def other_seed_basis(model: str, sample: int, steps: int, t: int, k: int, tol: float, seed: int,
+                     prompt: str | None = None, branch: str = "cond") -> dict[str, Any]:
+    """The cold basis at t of sample ``seed + sample``'s trajectory (as in :func:`trajectory_bases`), from the
+    random start ``seed + FLOOR_SEED_OFFSET`` instead of ``seed``: v (k, *x_shape).
+
+    >>> other_seed_basis("digits", 0, steps=4, t=750, k=1, tol=1e-2, seed=0)["v"].shape
+    torch.Size([1, 1, 16, 16])
+    """
+    m = load_model(model)
+    kw = {"prompt": prompt} if m.is_conditional else {}
+    with torch.no_grad():
+        traj = ddim_sample(m, 1, steps=steps, seed=seed + sample, progress=False, **kw)
+    grid = [int(u) for u in traj.timesteps]
+    map_kw = {"prompt": prompt, "branch": branch} if m.is_conditional else {}
+    b = local_basis(m, traj.xs[grid.index(t), 0], t, k, tol=tol, seed=seed + FLOOR_SEED_OFFSET, progress=False,
+                    **map_kw)
+    return {"v": b.v}
+
+
+def seed_floor(tb: TrajectoryBases, preset: Preset, *, cache: str | Path | None = None, client: Any = None,
+               seed: int = 0, progress: bool | None = None) -> torch.Tensor:
+    """(N,) Grassmann distance between each sample's basis at its first timestep and the same point's basis
+    from another random start (the noise floor of a distance between bases).
+
+    >>> from diffgeo.analyses import Preset
+    >>> p = Preset("doc", n_samples=2, steps=4, n_t=2, k=1, tol=1e-2, n_prompts=2, n_pairs=1, n_points=2, n_guidance=1)
+    >>> tb = collect_bases("digits", p, progress=False)
+    >>> seed_floor(tb, p, progress=False).shape
+    torch.Size([2])
+    """
+    if tb.steps is None:
+        raise ValueError("seed_floor needs bases from collect_bases (their trajectories' steps are known)")
+    m = load_model(tb.model)
+    points = [{"model": tb.model, "sample": i, "steps": tb.steps, "t": tb.ts[0], "k": tb.v.shape[2],
+               "tol": preset.tol, "seed": seed, "prompt": tb.prompt, "branch": tb.branch} for i in range(tb.v.shape[0])]
+    res = sweep(other_seed_basis, points, cache=cache, client=client, progress=progress,
+                context={"model": model_fingerprint(m)}, desc=f"seed floor {tb.model}")
+    out = torch.zeros(len(points), dtype=torch.float64)
+    for a, r in enumerate(res.results):
+        w = r["v"].reshape(tb.v.shape[2], -1).double()
+        cos = torch.linalg.svdvals(tb.v[a, 0] @ w.T).clamp(0, 1)
+        out[a] = torch.arccos(cos).square().sum().sqrt()
+    return out

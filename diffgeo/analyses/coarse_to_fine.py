@@ -1,5 +1,7 @@
 """Analysis 1: coarse to fine. The local basis is low-frequency at early (noisy) timesteps and
-high-frequency late (Park et al. 2023): the spectral centroid of the basis vectors rises as t falls."""
+high-frequency late (Park et al. 2023): the spectral centroid of the basis vectors rises as t falls.
+For reference the note gives the centroid of random directions (white noise, the null of "no
+frequency preference"), from :func:`diffgeo.evaluation.nulls.random_directions_like`."""
 
 from __future__ import annotations
 
@@ -8,20 +10,25 @@ from typing import Any
 
 import torch
 
-from diffgeo.analyses._common import SIGN_RULE, Claim, bootstrap_ci, sign_verdict
+from diffgeo.analyses._common import Claim, bootstrap_ci
+from diffgeo.analyses.rules import N_BOOT, excess_verdict, measured_claim
 from diffgeo.analyses.bases import TrajectoryBases
 from diffgeo.analyses.registry import Analysis, AnalysisResult, Context, FigureSpec
+from diffgeo.evaluation.nulls import random_directions_like
+from diffgeo.evaluation.stats import bca_interval
 from diffgeo.geometry.subspaces import spectral_centroid
 from diffgeo.viz.draw import draw_images
 from diffgeo.viz.results import draw_spectral_centroid
 
 __all__ = ["CoarseToFine", "coarse_to_fine", "basis_images", "ANALYSIS"]
 
+SOURCE = ("Park et al., NeurIPS 2023 (arXiv 2307.12868), abstract: \"the model focuses on low-frequency components "
+          "early in the generative process and attunes to high-frequency details later\"")
 SENTENCE = "The local basis is coarse (low spatial frequency) at early timesteps and fine late."
 STATISTIC = ("mean spectral centroid (cycles/pixel) of the basis vectors at the last (least noisy) timestep minus "
-             "at the first, bootstrap over samples")
+             "at the first")
+NULL = "no change with t (0); the note gives random directions' (white noise) centroid"
 EXPECTED_SIGN = +1  # fixed before any run: the claim says late > early
-RULE = SIGN_RULE
 
 
 @dataclass(frozen=True)
@@ -43,17 +50,22 @@ def coarse_to_fine(tb: TrajectoryBases) -> CoarseToFine:
 
     >>> from diffgeo.analyses.bases import toy_bases
     >>> r = coarse_to_fine(toy_bases())          # point-like basis vectors: the same centroid at every t
-    >>> r.centroid.shape, r.claim.verdict
-    (torch.Size([3, 3]), 'inconclusive')
+    >>> r.centroid.shape, r.claim.excess, r.claim.verdict
+    (torch.Size([3, 3]), 0.0, 'too few units')
     """
     n, t_count, k = tb.v.shape[:3]
     imgs = tb.v.reshape(n * t_count * k, *tb.x_shape)
     centroid = spectral_centroid(imgs).reshape(n, t_count, k).mean(-1)
     curves = [bootstrap_ci(n, lambda i, j=j: float(centroid[i, j].mean())) for j in range(t_count)]
     mean, low, high = (torch.tensor([c[q] for c in curves], dtype=torch.float64) for q in range(3))
-    value, lo, hi = bootstrap_ci(n, lambda i: float((centroid[i, -1] - centroid[i, 0]).mean()))
-    claim = Claim("1", "coarse_to_fine", tb.model, SENTENCE, f"{STATISTIC} (t={tb.ts[-1]} vs t={tb.ts[0]})",
-                  value, lo, hi, n, RULE, sign_verdict(lo, hi, EXPECTED_SIGN))
+    value, lo, hi = bca_interval(n, lambda i: float((centroid[i, -1] - centroid[i, 0]).mean()), n_boot=N_BOOT)
+    noise = spectral_centroid(random_directions_like(torch.ones(tb.x_shape, dtype=torch.float64), 32)).mean()
+    claim = measured_claim("1", "coarse_to_fine", tb.model, SENTENCE, SOURCE,
+                           f"{STATISTIC} (t={tb.ts[-1]} vs t={tb.ts[0]})", value=value, null=NULL, null_value=0.0,
+                           excess=(value, lo, hi), n=n, unit="samples", rule="excess",
+                           verdict=excess_verdict(lo, hi, n=n, sign=EXPECTED_SIGN),
+                           note=f"centroid {float(mean[0]):.3g} at t={tb.ts[0]}, {float(mean[-1]):.3g} at t={tb.ts[-1]}; "
+                                f"random directions {float(noise):.3g}")
     return CoarseToFine(tb.model, list(tb.ts), centroid, mean, low, high, claim)
 
 

@@ -38,6 +38,8 @@ from typing import Any, Callable, Sequence
 from diffgeo.analyses import ANALYSES, PRESETS, Claim, Preset, check_names
 from diffgeo.analyses._common import SKIPPED, load_model
 from diffgeo.analyses.registry import Context, FigureSpec
+from diffgeo.analyses.rules import TOO_FEW, UNTESTABLE
+from diffgeo.core.checks import check_output_folder
 from diffgeo.core.sweep import check_cache, model_fingerprint
 from diffgeo.viz.figures import figure, save_figure
 
@@ -120,17 +122,21 @@ def run_report(models: Sequence[str] | None = None, *, preset: str | Preset = "f
             raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
         preset = PRESETS[preset]
     models = list(models or DEFAULT_MODELS)
-    out = check_out(out)
+    try:  # before loading, creating or removing anything: a file or a read-only parent is refused
+        check_output_folder(out, "out")
+    except (TypeError, ValueError) as err:
+        raise ReportWriteError(f"cannot write the report: {err}; pass a writable folder") from None
     load_model.cache_clear()  # a folder's weights may have changed since the last call in this process
-    cache_root = Path(cache) if cache is not None else out / "cache"
-    for old in ("report.html", "claims.json"):  # a failed run must not leave an old report looking current
-        (out / old).unlink(missing_ok=True)
-    context = Context(models, preset, out, client=client, seed=seed, progress=progress)
+    context = Context(models, preset, Path(out), client=client, seed=seed, progress=progress)
     w0, c0 = time.perf_counter(), time.process_time()
     notes: list[str] = []
     claims: list[Claim] = []
     figures: dict[str, FigureSpec] = {}
     loaded = {m: context.timed("load models", lambda m=m: load_model(m)) for m in models}
+    out = check_out(out)  # a bad model failed above: no folder made, no old report removed
+    cache_root = Path(cache) if cache is not None else out / "cache"
+    for old in ("report.html", "claims.json"):  # a failed run must not leave an old report looking current
+        (out / old).unlink(missing_ok=True)
     for m, model in loaded.items():
         context.caches[m] = cache_root / _safe(m)
         notes += check_cache(context.caches[m], {"model": model_fingerprint(model)})
@@ -152,7 +158,8 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
 
 
-_COLOURS = {"reproduced": "#d4f4d4", "not reproduced": "#f8d0d0", "inconclusive": "#f4ecc8", SKIPPED: "#e4e4e4"}
+_COLOURS = {"reproduced": "#d4f4d4", "not reproduced": "#f8d0d0", "inconclusive": "#f4ecc8", SKIPPED: "#e4e4e4",
+            UNTESTABLE: "#dcdcf4", TOO_FEW: "#ececec"}
 
 
 def _html(models: list[str], preset: Preset, claims: list[Claim], notes: list[str], images: dict[str, bytes],
@@ -163,9 +170,12 @@ def _html(models: list[str], preset: Preset, claims: list[Claim], notes: list[st
     for c in claims:
         rows.append(
             f"<tr style='background:{_COLOURS.get(c.verdict, '#fff')}'><td>{e(c.id)}</td><td>{e(c.model)}</td>"
-            f"<td>{e(c.sentence)}</td><td>{e(c.statistic)}</td><td>{_fmt(c.value)}</td>"
-            f"<td>[{_fmt(c.ci_low)}, {_fmt(c.ci_high)}]</td><td>{c.n}</td><td><b>{e(c.verdict)}</b></td>"
-            f"<td>{e(c.rule)}{'<br><i>' + e(c.note) + '</i>' if c.note else ''}</td></tr>")
+            f"<td>{e(c.sentence)}{'<br><small>' + e(c.source) + '</small>' if c.source else ''}</td>"
+            f"<td>{e(c.statistic)}</td><td>{_fmt(c.value)}</td><td>{e(c.null)}<br>{_fmt(c.null_value)}</td>"
+            f"<td>{_fmt(c.excess)}</td><td>[{_fmt(c.ci_low)}, {_fmt(c.ci_high)}]</td><td>{c.n}<br>"
+            f"<small>{e(c.unit)}</small></td><td><b>{e(c.verdict)}</b></td>"
+            f"<td>{e(c.rule)}<br><small>{e(c.rule_version)}</small>"
+            f"{'<br><i>' + e(c.note) + '</i>' if c.note else ''}</td></tr>")
     figs = "".join(f"<figure><img alt='{e(name)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
                    f"<figcaption>{e(name)}.png</figcaption></figure>" for name, png in images.items())
     times = "".join(f"<tr><td>{e(k)}</td><td>{v['wall_s']:.1f}</td><td>{v['cpu_s']:.1f}</td></tr>"
@@ -179,10 +189,13 @@ figure{{display:inline-block;margin:8px}}img{{max-width:560px}}</style></head><b
 <h1>diffgeo report</h1>
 <p>diffgeo {e(importlib.metadata.version("diffgeo"))} &middot; models: {e(', '.join(models))} &middot; preset <b>{e(preset.name)}</b>:
 {preset.n_samples} samples, {preset.steps} DDIM steps, {preset.n_t} timesteps, k={preset.k}, tol={preset.tol}.
-Each verdict comes from the rule written beside it, fixed in code before the run; intervals are 95% bootstrap.</p>
+Each verdict comes from the versioned rule written beside it, fixed in code before the run
+(diffgeo.analyses.rules); each claim is set against a null and its interval (95% BCa bootstrap over the unit
+named, or a permutation test) is of the excess over that null. "untestable here": the design cannot answer it (the
+reason is in the note); "too few units": fewer units than the rules' minimum, no verdict.</p>
 <h2>Claims</h2>
-<table><tr><th>#</th><th>model</th><th>claim</th><th>statistic</th><th>value</th><th>95% CI</th><th>n</th>
-<th>verdict</th><th>rule / note</th></tr>{''.join(rows)}</table>
+<table><tr><th>#</th><th>model</th><th>claim (source)</th><th>statistic</th><th>value</th><th>null</th><th>excess</th>
+<th>95% CI of the excess</th><th>n (unit)</th><th>verdict</th><th>rule (version) / note</th></tr>{''.join(rows)}</table>
 <h2>Figures</h2>{figs}
 <h2>Notes</h2><ul>{note_items}</ul>
 <h2>Time</h2><table><tr><th>part</th><th>wall s</th><th>CPU s</th></tr>{times}</table>

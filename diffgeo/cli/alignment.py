@@ -7,7 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from diffgeo.cli._args import ArgumentParser, non_negative_int, positive_int
+from diffgeo.cli._args import ArgumentParser, non_negative_float, non_negative_int, positive_int, preflight
+from diffgeo.core.checks import check_output_folder
 from diffgeo.core.io import atomic_path
 from diffgeo.data.prompts import PHRASINGS, TASKS
 from diffgeo.evaluation.alignment import GUIDANCE_SWEEP, _jsonable, log, save_prompt_grid, sweep, text_alignment
@@ -31,15 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", choices=text_models())
     parser.add_argument("--n", type=positive_int, default=None, help="samples per guidance scale (default: the model's in "
                                                             "diffgeo.models.zoo)")
-    parser.add_argument("--scales", type=float, nargs="+", default=list(GUIDANCE_SWEEP))
+    parser.add_argument("--scales", type=non_negative_float, nargs="+", default=list(GUIDANCE_SWEEP))
     parser.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS)
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--columns", type=positive_int, default=8, help="samples per prompt in the grid")
-    parser.add_argument("--guidance", type=float, default=None,
+    parser.add_argument("--guidance", type=non_negative_float, default=None,
                         help="guidance scale of the grid (default: the model's in diffgeo.models.zoo)")
     parser.add_argument("--out", type=Path, default=Path("figures"))
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    preflight(parser, lambda: check_output_folder(args.out, "--out"))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     model = load(args.model)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from diffgeo.cli._args import ArgumentParser, check_model_arg, non_negative_int, positive_int, preflight
+from diffgeo.cli.edit_image import main as image_main
+from diffgeo.core.checks import check_output_folder
 from diffgeo.data.digits import canonical_digit_caption, load_digits_images
 from diffgeo.data.shapes import make_scenes
 from diffgeo.editing.factors import FACTOR_DEFAULTS, factor_directions, properties_stem, save_properties_figure
@@ -32,16 +38,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = ArgumentParser(prog="diffgeo edit", description=main.__doc__.partition(">>>")[0])
     if argv is None:
         argv = sys.argv[1:]
+    if list(argv[:1]) == ["image"]:
+        return image_main(list(argv[1:]))
     if list(argv[:1]) == ["properties"]:
 
         return properties_main(list(argv[1:]))
-    p.add_argument("what", choices=("interval", "roundtrip", "properties"))
+    p.add_argument("what", choices=("interval", "roundtrip", "properties", "image"))
     p.add_argument("--model", default="shapes")
-    p.add_argument("--n", type=int, default=8)
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--n", type=positive_int, default=8)
+    p.add_argument("--steps", type=positive_int, default=50)
     p.add_argument("--distance", default="ssim", choices=("ssim", "lpips"))
-    p.add_argument("--seed", type=int, default=987_654)
+    p.add_argument("--seed", type=non_negative_int, default=987_654)
     args = p.parse_args(argv)
+    checks = [lambda: check_model_arg(args.model)]
+    if args.what == "interval" and args.distance == "lpips":
+        checks.append(_has_lpips)
+    preflight(p, *checks)
 
     model = load(args.model)
     if model.x_shape == (3, 32, 32):
@@ -53,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         idx = torch.randperm(len(d.labels), generator=torch.Generator().manual_seed(args.seed))[:args.n]
         images, prompt = d.images[idx].clamp(-1, 1), [canonical_digit_caption(int(c)) for c in d.labels[idx]]
     else:
-        raise SystemExit(f"no real images for {args.model}: use shapes, shapes-text or digits")
+        raise ValueError(f"--model {args.model}: no real images for it; use shapes, shapes-text or digits")
     out: dict[str, Any] = {"model": model.name}
     with torch.no_grad():
         if args.what == "interval":
@@ -71,10 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "unconverged_steps": len(inv.meta.get("unconverged", []))}
 
     sys.stdout.write(json.dumps(out, indent=1) + "\n")
-import json
-import sys
+    return 0
 
-from diffgeo.cli._args import ArgumentParser
+
+def _has_lpips() -> bool:
+    if importlib.util.find_spec("lpips") is None:
+        raise ImportError("--distance lpips needs the optional 'lpips' package (pip install 'diffgeo[lpips]'; it "
+                          "needs torchvision); the offline default is --distance ssim")
+    return True
 
 
 def properties_main(argv: Sequence[str] | None = None) -> int:
@@ -99,16 +115,17 @@ def properties_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--a", default=None, help="class edited from (default per factor)")
     p.add_argument("--b", default=None, help="class edited to: the target (default per factor)")
     p.add_argument("--no-composition", action="store_true")
-    p.add_argument("--n", type=int, default=32, help="evaluation samples")
-    p.add_argument("--n-direction", type=int, default=16, help="images per group for the directions")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation samples")
+    p.add_argument("--n", type=positive_int, default=32, help="evaluation samples")
+    p.add_argument("--n-direction", type=positive_int, default=16, help="images per group for the directions")
+    p.add_argument("--steps", type=positive_int, default=10)
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the evaluation samples")
     p.add_argument("--space", default="both", choices=("x", "h", "both"))
     p.add_argument("--out", default="figures")
     p.add_argument("--prompt", default=None, help="text models: generation prompt, also used for h (default '': "
                    "unconditional samples; the prompt of a pins the samples to a)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    preflight(p, lambda: check_model_arg(args.model), lambda: check_output_folder(args.out, "--out"))
 
     a0, b0, second_factor, second_pair = FACTOR_DEFAULTS[args.factor]
     a, b = args.a or a0, args.b or b0

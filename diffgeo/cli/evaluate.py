@@ -6,7 +6,8 @@ import json
 import logging
 from pathlib import Path
 
-from diffgeo.cli._args import ArgumentParser, positive_int
+from diffgeo.cli._args import ArgumentParser, check_model_arg, non_negative_int, positive_int, preflight
+from diffgeo.core.checks import check_output_folder
 from diffgeo.core.io import atomic_path
 from diffgeo.evaluation.plots import plot_invalid, plot_report
 from diffgeo.evaluation.quality import evaluate_digits, log, quality_of, sample_images
@@ -25,10 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="shapes")
     parser.add_argument("--n", type=positive_int, default=512)
     parser.add_argument("--steps", type=positive_int, default=50)
-    parser.add_argument("--seed", type=int, default=1234,
+    parser.add_argument("--seed", type=non_negative_int, default=1234,
                         help="the first batch's seed (the next batches add 1, 2, ...)")
     parser.add_argument("--out", type=Path, default=Path("figures"))
     args = parser.parse_args(argv)
+    preflight(parser, lambda: check_model_arg(args.model), lambda: check_output_folder(args.out, "--out"))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.model == "digits":  # a figure of merit against the real digits (no figure)
         quality = evaluate_digits(load("digits"), n=min(args.n, 450))

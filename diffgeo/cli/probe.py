@@ -6,8 +6,8 @@ import logging
 import time
 from pathlib import Path
 
-from diffgeo.cli._args import ArgumentParser
-from diffgeo.core.io import save_tensors_json
+from diffgeo.cli._args import ArgumentParser, check_output_file, non_negative_int, positive_int, preflight
+from diffgeo.core.io import result_path, save_tensors_json
 from diffgeo.readers.probe import PROBE_PATH, evaluate_probe, load_probe, log, train_probe
 
 
@@ -20,10 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     SystemExit: 2
     """
     parser = ArgumentParser(prog="diffgeo probe", description="Train and ship the shapes probe.")
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=positive_int, default=2000)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--out", type=Path, default=PROBE_PATH)
     args = parser.parse_args(argv)
+    preflight(parser, lambda: check_output_file(result_path(args.out)))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.time()
     probe = train_probe(steps=args.steps, seed=args.seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from diffgeo.analyses.tour import run_tour
-from diffgeo.cli._args import ArgumentParser, non_negative_int, positive_int, run_main
+from diffgeo.cli._args import ArgumentParser, check_model_arg, non_negative_int, positive_int, preflight, run_main
 from diffgeo.core.checks import check_output_folder
 
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     # Explicit values win over --fast: --fast only changes the defaults.
     n = args.n if args.n is not None else (8 if args.fast else 64)
     steps = args.steps if args.steps is not None else (10 if args.fast else 50)
-    run_main(lambda: check_output_folder(args.out))  # before anything is loaded
+    preflight(parser, lambda: check_model_arg(args.model), lambda: check_output_folder(args.out))  # before any work
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     run_main(lambda: run_tour(args.model, out=args.out, n=n, steps=steps, seed=args.seed))
     return 0

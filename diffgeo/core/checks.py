@@ -4,36 +4,26 @@ Every checker takes the value and the argument's ``name`` and either returns the
 canonical form (a Python ``int``, ``float``, ``bool``, ``str``, ``Path``, ``torch.dtype``) or
 raises with the argument's name in the message. The exception family is the standard one:
 
-- :class:`TypeError`: the value has the wrong type (a string where a number goes, a bool where
-  an integer goes, a ``Model`` where a module goes);
-- :class:`ValueError`: the type is right but the value is not (out of range, NaN or infinite,
-  empty, wrong shape, on the meta device);
-- :class:`NonFiniteError` (a ``ValueError``): a computation went non-finite, e.g. a sampling
-  step; the message names the step and the timestep;
-- file problems raise :class:`OSError` subclasses (``FileNotFoundError``, ``IsADirectoryError``,
-  ``PermissionError``) naming the file, and a file whose contents are wrong a ``ValueError``.
+- :class:`TypeError`: the wrong type (a string where a number goes, a bool where an integer goes);
+- :class:`ValueError`: the right type, a wrong value (out of range, NaN, empty, wrong shape, meta);
+- :class:`NonFiniteError` (a ``ValueError``): a computation went non-finite (names step and t);
+- :class:`OSError` subclasses for file problems, naming the file; a file with wrong contents: ValueError.
 
 Nothing else escapes the public functions for bad input. Bools are never integers or numbers
 here (``True`` as a step count is a mistake, not 1); numpy and 0-d torch integers are integers.
 
 >>> check_int(np.int64(3), "steps", min=1)
 3
->>> check_int(True, "steps")
-Traceback (most recent call last):
-...
-TypeError: steps must be an integer, got bool True
->>> check_float(float("nan"), "eta", min=0)
-Traceback (most recent call last):
-...
-ValueError: eta must be a non-negative finite number, got nan
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import operator
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -43,7 +33,7 @@ import torch
 __all__ = ["NonFiniteError", "check_int", "check_float", "check_bool", "check_str", "check_choice", "check_seed",
            "check_generator", "check_seed_generator", "check_dtype", "check_tensor", "check_finite",
            "check_timesteps", "check_path", "check_module",
-           "check_output_folder"]
+           "check_output_folder", "check_keywords"]
 
 
 class NonFiniteError(ValueError, FloatingPointError):
@@ -131,7 +121,6 @@ def check_float(value: Any, name: str, *, min: float | None = None, max: float |
 
 def check_bool(value: Any, name: str) -> bool:
     """Strictly a bool (``True``/``False``, numpy bool): ``"no"``, ``0`` or ``None`` are refused.
-
     >>> check_bool("no", "use_clipped_model_output")
     Traceback (most recent call last):
     ...
@@ -171,7 +160,6 @@ def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
 
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds; Generator.seed() draws them
 
-
 def check_seed(seed: Any, name: str = "seed") -> int | None:
     """None (draw one) or an integer in [0, 2**64 - 1] (what ``torch.Generator.manual_seed`` takes).
 
@@ -185,7 +173,6 @@ def check_seed(seed: Any, name: str = "seed") -> int | None:
 
 def check_generator(generator: Any, name: str = "generator") -> torch.Generator | None:
     """None or a CPU ``torch.Generator`` (noise is drawn on the CPU so a seed means the same on every device).
-
     >>> check_generator(None), check_generator(torch.Generator().manual_seed(0)).device.type
     (None, 'cpu')
     """
@@ -201,7 +188,6 @@ def check_generator(generator: Any, name: str = "generator") -> torch.Generator 
 
 def check_seed_generator(seed: Any, generator: Any) -> tuple[int | None, torch.Generator | None]:
     """Both checked; giving both is refused (the record would name a seed that was not used).
-
     >>> check_seed_generator(7, torch.Generator())
     Traceback (most recent call last):
     ...
@@ -370,8 +356,8 @@ def check_module(module: Any, name: str = "unet") -> torch.nn.Module:
 
 
 def check_output_folder(path: Any, name: str = "--out") -> Path:
-    """A folder results can be written to, checked without creating anything: it is a folder or
-    does not exist yet, and its nearest existing parent is a writable folder.
+    """A folder results can be written to, checked without creating anything (but a probe file, removed):
+    a folder or not there yet, and its nearest existing parent a writable folder.
 
     >>> import tempfile
     >>> with tempfile.NamedTemporaryFile() as f:
@@ -388,6 +374,26 @@ def check_output_folder(path: Any, name: str = "--out") -> Path:
         parent = parent.parent
     if not parent.is_dir():
         raise ValueError(f"{name} {folder} cannot be created: {parent} is a file")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{name} {folder} is not writable ({parent} is read-only)")
+    try:  # permission bits do not tell for root, read-only mounts or /proc: try a hidden file, removed at once
+        fd, probe = tempfile.mkstemp(prefix=".diffgeo-write-test-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError:
+        raise ValueError(f"{name} {folder} is not writable ({parent} is read-only)") from None
     return folder
+
+
+def check_keywords(kwargs: dict, fn: Any, name: str, taken: Sequence[str] = ()) -> dict:
+    """Refuse, before any work, keywords ``fn`` does not take (or the caller passes itself: ``taken``).
+
+    >>> check_keywords({"strenght": 1}, lambda x, *, strength: x, "edit")
+    Traceback (most recent call last):
+    ...
+    TypeError: edit got an unexpected keyword 'strenght'; it takes: strength, x
+    """
+    allowed = {p.name for p in inspect.signature(fn).parameters.values()
+               if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - set(taken)
+    if set(kwargs) - allowed:
+        raise TypeError(f"{name} got an unexpected keyword {', '.join(map(repr, sorted(set(kwargs) - allowed)))}; "
+                        f"it takes: {', '.join(sorted(allowed))}")
+    return kwargs

@@ -39,8 +39,11 @@ import errno
 import hashlib
 import json
 import os
+import re
+import socket
 import stat
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -51,7 +54,7 @@ from safetensors.torch import load_file, save_file
 
 from diffgeo.core.checks import check_path, check_str
 
-__all__ = ["atomic_path", "result_path", "save_tensors_json", "load_tensors_json", "content_record", "SUFFIX",
+__all__ = ["atomic_path", "is_stale_temporary", "result_path", "save_tensors_json", "load_tensors_json", "content_record", "SUFFIX",
            "FORMAT"]
 
 SUFFIX = ".safetensors"
@@ -82,6 +85,49 @@ def _os_error(err: OSError, path: Path, doing: str) -> OSError:
     return new
 
 
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _writer_tag() -> str:
+    """``PID-HOST``: who writes a temporary file (HOST: 8 hex digits of the host name's SHA-256)."""
+    return f"{os.getpid()}-{_HOST}"
+
+
+_TMP_NAME = re.compile(r"^\..+\.(\d+)-([0-9a-f]{8})\.[A-Za-z0-9_]+\.tmp$")
+
+
+def is_stale_temporary(path: str | os.PathLike, max_age: float) -> bool:
+    """Whether ``path`` is a hidden temporary file of :func:`atomic_path` whose writer is gone: its name
+    records a process of this host that no longer runs, or (writer unknown: another host, an older
+    name) it was last modified over ``max_age`` seconds ago. A live writer's file is never stale.
+
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> with atomic_path(folder / "a.txt") as tmp:
+    ...     is_stale_temporary(tmp, max_age=0.0)   # this process is writing it
+    False
+    """
+    path = Path(path)
+    match = _TMP_NAME.match(path.name)
+    if match is not None and match.group(2) == _HOST:
+        pid = int(match.group(1))
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
+    if not path.name.startswith(".") or not path.name.endswith(".tmp"):
+        return False
+    try:
+        return time.time() - path.stat().st_mtime > max_age
+    except FileNotFoundError:
+        return False
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` only if the body succeeds.
@@ -103,7 +149,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                                 f"(e.g. {path / ('result' + SUFFIX)})", str(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_writer_tag()}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise _os_error(err, path, "write") from None
     os.close(fd)

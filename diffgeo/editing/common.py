@@ -15,9 +15,9 @@ import torch
 
 from diffgeo.core.checks import check_int
 from diffgeo.models.conditioning import Cond, resolve_cond
-from diffgeo.sampling.ddim import CLEAN, clip_range, ddim_timesteps
+from diffgeo.sampling.ddim import CLEAN, clip_range, ddim_timesteps, resolve_clipped
 
-__all__ = ["check_prompt", "check_grid_t", "check_boost", "boosting", "edit_setup", "renamed"]
+__all__ = ["check_prompt", "check_grid_t", "check_boost", "boosting", "edit_setup", "edit_hint", "renamed"]
 
 
 def check_prompt(model: Any, prompt: Any, what: str = "prompt") -> None:
@@ -75,20 +75,31 @@ def boosting(t_boost: int, eta: float = 1.0) -> Callable[[int], float]:
 
 def edit_setup(model: Any, x: torch.Tensor, steps: int, prompt: Any, negative_prompt: Any,
                guidance_scale: float | None,
-               use_clipped_model_output: bool) -> tuple[list[int], Cond | None, float | None, bool]:
+               use_clipped_model_output: bool | None) -> tuple[list[int], Cond | None, float | None, bool]:
     """What an edit's DDIM run needs for x (B, *x_shape): the ``steps`` grid (descending), the
-    resolved conditioning, the x0 clipping and whether eps is recomputed from the clipped x0.
+    resolved conditioning, the x0 clipping and whether eps is recomputed from the clipped x0
+    (``use_clipped_model_output``: True/False, or None for the model's default; "no" and the like are refused).
 
     >>> import diffgeo
     >>> m = diffgeo.load("shapes")
-    >>> edit_setup(m, torch.zeros(1, 3, 32, 32), 4, None, None, None, True)
+    >>> edit_setup(m, torch.zeros(1, 3, 32, 32), 4, None, None, None, None)
     ([750, 500, 250, 0], None, 1.0, True)
     """
+    clipped_eps = resolve_clipped(model, use_clipped_model_output)
     grid = ddim_timesteps(model, steps).tolist()
     c = resolve_cond(model, prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale, cond=None,
                      batch=x.shape[0])
-    clip = clip_range(model)
-    return grid, c, clip, bool(use_clipped_model_output) and clip is not None
+    return grid, c, clip_range(model), clipped_eps
+
+
+def edit_hint(what: str) -> str:
+    """The fix a blow-up of an edit names (:func:`~diffgeo.sampling.ddim.ddim_loop`'s ``hint``).
+
+    >>> edit_hint("strength")
+    'lower strength (the edit pushed x_t off the data), or check the direction for NaN/inf values'
+    """
+    return f"lower {what} (the edit pushed x_t off the data), or check the direction for NaN/inf values"
+
 
 
 def renamed(func: str, old: str, new: str, old_value: Any, new_value: Any, default: Any = None) -> Any:

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import torch
 
 import diffgeo.models.hooks as hooks
+from diffgeo.core.checks import SEED_MAX, check_int
 from diffgeo.core.io import load_tensors_json, save_tensors_json
 from diffgeo.models.conditioning import resolve_cond
 from diffgeo.sampling.ddim import ddim_timesteps, sample
@@ -130,10 +131,26 @@ class Direction:
 
 
 def _timesteps_arg(model: Any, timesteps: Sequence[int] | None, steps: int) -> list[int]:
-
-    ts = sorted(int(t) for t in (ddim_timesteps(model, steps).tolist() if timesteps is None else timesteps))
-    for t in ts:
-        model.check_t(t)
+    """The timesteps, ascending: each an integer (not 500.7, not the string "500") of the schedule, no repeats."""
+    if timesteps is None:
+        return sorted(int(t) for t in ddim_timesteps(model, check_int(steps, "steps", min=1)).tolist())
+    if isinstance(timesteps, (str, bytes)):
+        raise TypeError(f"timesteps must be a sequence of integer timesteps, got the string {timesteps!r} "
+                        "(write [500], not '500')")
+    if isinstance(timesteps, torch.Tensor):
+        if timesteps.is_floating_point() or timesteps.is_complex() or timesteps.dtype == torch.bool:
+            raise TypeError(f"timesteps must be integer timesteps, got a {timesteps.dtype} tensor")
+        timesteps = timesteps.reshape(-1).tolist()
+    try:
+        values = list(timesteps)
+    except TypeError:
+        raise TypeError(f"timesteps must be a sequence of integer timesteps, got {type(timesteps).__name__}") from None
+    if not values:
+        raise ValueError("timesteps is empty; give at least one timestep (or None for the steps-step DDIM grid)")
+    ts = sorted(check_int(t, f"timesteps[{i}]", min=0, max=model.num_train_timesteps - 1)
+                for i, t in enumerate(values))
+    if len(set(ts)) != len(ts):
+        raise ValueError(f"timesteps has repeated values {values}; give each timestep once")
     return ts
 
 
@@ -174,9 +191,13 @@ def mean_difference(model: Any, images_a: torch.Tensor, images_b: torch.Tensor, 
     """
     for name, x in (("images_a", images_a), ("images_b", images_b)):
         model.check_x(x, name)
+        if not model.is_latent and float(x.detach().abs().max()) > 1.01:
+            raise ValueError(f"{name} must be images in [-1, 1], got values up to {float(x.detach().abs().max()):g} "
+                             "(map [0, 255] images with x / 127.5 - 1, [0, 1] images with 2 * x - 1)")
     if model.is_conditional and prompt is None:
         raise ValueError(f"{model.name} is text-conditioned: pass prompt= for h (prompt='' is the empty prompt)")
     ts = _timesteps_arg(model, timesteps, steps)
+    seed = check_int(seed, "seed", min=0, max=SEED_MAX - model.num_train_timesteps)
     vecs = []
     with torch.no_grad():
         for t in ts:
@@ -207,10 +228,16 @@ def pca(model: Any, x_T: torch.Tensor, component: int = 0, *, steps: int = 50, p
 
 
     x_T = model.check_x(x_T, "x_T")
+    if len(x_T) < 2:
+        raise ValueError(f"pca needs at least 2 samples in x_T, got {len(x_T)}: one sample has no variance, so "
+                         "no principal component (its 'component' would be an arbitrary axis)")
     if model.is_conditional and prompt is None:
         raise ValueError(f"{model.name} is text-conditioned: pass prompt= for h (prompt='' is the empty prompt)")
-    if not isinstance(component, int) or not 0 <= component < len(x_T):
-        raise ValueError(f"component must be an integer in [0, {len(x_T) - 1}] (N samples give N components)")
+    component = check_int(component, "component", min=0)
+    if component >= len(x_T) - 1:
+        raise ValueError(f"component must be an integer in [0, {len(x_T) - 2}]: N={len(x_T)} centred samples span "
+                         f"at most N - 1 = {len(x_T) - 1} components")
+    steps = check_int(steps, "steps", min=1)
     hs: list[torch.Tensor] = []
     with torch.no_grad(), hooks.capture(model.unet, model.h_module) as cap:
         traj = sample(model, noise=x_T, steps=steps, prompt=prompt, progress=progress,

@@ -16,11 +16,24 @@ import diffgeo.data.shapes as shapes
 from diffgeo.data.digits import load_digits_images
 from diffgeo.editing.directions import Direction, mean_difference
 from diffgeo.editing.properties import EditProperties, _default_t_edit
+from diffgeo.readers.probe import validity
 from diffgeo.readers.shapes import SIZE_EDGES, SIZES
 from diffgeo.viz.figures import figure, save_figure
 from diffgeo.viz.results import draw_edit_properties
 
-__all__ = ["FACTOR_DEFAULTS", "factor_directions", "properties_stem", "save_properties_figure"]
+__all__ = ["FACTOR_DEFAULTS", "factor_directions", "properties_stem", "save_properties_figure", "SCENE_CLASSES",
+           "read_scene", "BINNED"]
+
+#: Continuous shapes factors the table reads as classes: factor -> (class names, inner bin edges), equal
+#: thirds of the factor's range in :data:`diffgeo.data.shapes.RANGES` (size: :data:`~diffgeo.readers.shapes.SIZES`).
+BINNED: dict[str, tuple[tuple[str, ...], tuple[float, float]]] = {
+    "size": (SIZES, SIZE_EDGES),
+    "background": (("dark", "medium", "light"), (-0.8 + 1.0 / 3.0, -0.8 + 2.0 / 3.0)),
+    "x": (("left", "centre", "right"), (11.0 + 10.0 / 3.0, 11.0 + 20.0 / 3.0)),
+}
+#: Every factor of a shapes scene the edit-quality table edits, with its classes.
+SCENE_CLASSES: dict[str, tuple[str, ...]] = {"colour": shapes.COLOURS, "shape": shapes.SHAPES,
+                                             **{k: v[0] for k, v in BINNED.items()}}
 
 #: factor -> (a, b, second factor, (second a, second b)): the default edit a -> b of the command line
 #: and the direction it is composed with (None: the reader reads no second factor, e.g. digits).
@@ -30,6 +43,26 @@ FACTOR_DEFAULTS: dict[str, tuple[str, str, str | None, tuple[str, str] | None]] 
     "size": ("small", "large", "colour", ("red", "blue")),
     "digit": ("1", "7", None, None),
 }
+
+
+def read_scene(images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every factor of shapes scenes (N, 3, 32, 32) in [-1, 1], read by the probe (:func:`~diffgeo.readers.probe.validity`):
+    {"colour", "shape", "size", "background", "x": (N,) int64 class indices into :data:`SCENE_CLASSES`,
+    "valid": (N,) bool, "continuous": {"size", "x", "y", "background": (N,) float}}.
+
+    >>> from diffgeo.data.shapes import make_scenes
+    >>> s = make_scenes(16, seed=2)
+    >>> r = read_scene(s.images)
+    >>> bool((r["colour"] == s.factors.colour).float().mean() > 0.9), sorted(r["continuous"])
+    (True, ['background', 'size', 'x', 'y'])
+    """
+    val = validity(images)
+    f = val.factors
+    out: dict[str, Any] = {"colour": f.colour, "shape": f.shape, "valid": val.valid,
+                           "continuous": {k: getattr(f, k).float() for k in shapes.CONTINUOUS}}
+    for name, (_classes, edges) in BINNED.items():
+        out[name] = torch.bucketize(getattr(f, name).float(), torch.tensor(edges))
+    return out
 
 
 def _group_images(model: Any, factor: str, a: str, b: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,19 +84,19 @@ def _group_images(model: Any, factor: str, a: str, b: str, n: int, seed: int) ->
 
     if tuple(model.x_shape) != (3, shapes.RESOLUTION, shapes.RESOLUTION):
         raise ValueError(f"factor {factor!r} needs a shapes model (x of shape (3, 32, 32)), not {model.name}")
-    names = {"colour": shapes.COLOURS, "shape": shapes.SHAPES, "size": SIZES}
+    names = SCENE_CLASSES
     if factor not in names:
-        raise ValueError(f"factor must be one of {', '.join(FACTOR_DEFAULTS)}, got {factor!r}")
+        raise ValueError(f"factor must be one of {', '.join([*names, 'digit'])}, got {factor!r}")
     for c in (a, b):
         if c not in names[factor]:
             raise ValueError(f"{c!r} is not a class of {factor!r}: one of {', '.join(names[factor])}")
     f = shapes.sample_factors(n, seed=seed)
-    if factor == "size":
-        lo, hi = shapes.RANGES["size"]
-        edges = [lo, *SIZE_EDGES, hi]
-        mid = {c: (edges[i] + edges[i + 1]) / 2 for i, c in enumerate(SIZES)}
-        return (shapes.render(f.replace(size=torch.full((n,), mid[a]))),
-                shapes.render(f.replace(size=torch.full((n,), mid[b]))))
+    if factor in BINNED:
+        lo, hi = shapes.RANGES[factor]
+        edges = [lo, *BINNED[factor][1], hi]
+        mid = {c: (edges[i] + edges[i + 1]) / 2 for i, c in enumerate(names[factor])}
+        return (shapes.render(f.replace(**{factor: torch.full((n,), mid[a])})),
+                shapes.render(f.replace(**{factor: torch.full((n,), mid[b])})))
     ia, ib = names[factor].index(a), names[factor].index(b)
     field_ = getattr(f, factor)
     return (shapes.render(f.replace(**{factor: field_ * 0 + ia})),

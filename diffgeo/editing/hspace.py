@@ -25,8 +25,8 @@ from typing import Any, Callable
 import torch
 
 import diffgeo.models.hooks as hooks
-from diffgeo.core.checks import check_float
-from diffgeo.editing.common import boosting, check_boost, check_grid_t, check_prompt, edit_setup, renamed
+from diffgeo.core.checks import check_float, check_seed
+from diffgeo.editing.common import boosting, check_boost, check_grid_t, check_prompt, edit_hint, edit_setup, renamed
 from diffgeo.editing.directions import Direction
 from diffgeo.editing.interval import default_interval
 from diffgeo.models.conditioning import Cond
@@ -94,7 +94,7 @@ def asyrp_eps(model: Any, cond: Cond | None, dh: Callable[[int], torch.Tensor], 
 def asyrp(model: Any, x_T: torch.Tensor | None = None, direction: Any = None, *, strength: float = 1.0,
           t_edit: int | None = None, t_boost: int | None = None, steps: int = 50, prompt: Any = None,
           negative_prompt: Any = None, guidance_scale: float | None = None, seed: int | None = None,
-          use_clipped_model_output: bool = False, distance: str | Callable | None = None,
+          use_clipped_model_output: bool | None = None, distance: str | Callable | None = None,
           callback: Callback | None = None, progress: bool | None = None,
           noise_or_x_T: torch.Tensor | None = None) -> Trajectory:
     """Asyrp: sample from x_T (B, *x_shape) editing h by ``strength * dh(t)`` in the x0 prediction only.
@@ -109,7 +109,9 @@ def asyrp(model: Any, x_T: torch.Tensor | None = None, direction: Any = None, *,
     ``diffgeo.sample(model, noise=x_T, steps=steps)``. Text models: ``prompt`` is required.
     ``callback``: called after each DDIM step with its dict (:func:`~diffgeo.sampling.ddim.ddim_loop`;
     ``eps`` is the edited eps of P_t, ``eps_direction`` the plain one). ``noise_or_x_T=`` is the
-    deprecated old name of ``x_T``.
+    deprecated old name of ``x_T``. ``use_clipped_model_output``: None is the model's default
+    (:func:`diffgeo.sample`). A blow-up (``strength=1e30``, a direction function returning NaN) raises
+    :class:`~diffgeo.core.checks.NonFiniteError` with its step and t.
 
     >>> import diffgeo
     >>> m = diffgeo.load("shapes")
@@ -122,9 +124,12 @@ def asyrp(model: Any, x_T: torch.Tensor | None = None, direction: Any = None, *,
     if x_T is None or direction is None:
         raise TypeError("asyrp() needs x_T (B, *x_shape) and direction")
     strength = check_float(strength, "strength")
+    seed = check_seed(seed)
     x_T = model.check_x(x_T, "x_T")
     check_prompt(model, prompt)
     dh = _h_delta(model, direction)
+    grid, c, clip, clipped_eps = edit_setup(model, x_T, steps, prompt, negative_prompt, guidance_scale,
+                                            use_clipped_model_output)  # checked before the interval is computed
     if t_edit is None or t_boost is None:
         interval = default_interval(model, distance)
         t_edit = interval.t_edit if t_edit is None else t_edit
@@ -136,8 +141,6 @@ def asyrp(model: Any, x_T: torch.Tensor | None = None, direction: Any = None, *,
                 t_boost = t_edit
     t_edit = check_grid_t(model, t_edit, "t_edit")
     t_boost = check_boost(model, t_boost, t_edit)
-    grid, c, clip, clipped_eps = edit_setup(model, x_T, steps, prompt, negative_prompt, guidance_scale,
-                                            use_clipped_model_output)
     path = grid + [CLEAN]
     g = make_generator(seed, None) if t_boost > 0 else None
     meta = {"model": model.name, "direction": "asyrp", "strength": strength, "t_edit": t_edit, "t_boost": t_boost,
@@ -145,5 +148,5 @@ def asyrp(model: Any, x_T: torch.Tensor | None = None, direction: Any = None, *,
             "edit": direction.meta if isinstance(direction, Direction) else None,
             **(c.meta() if c is not None else {})}
     return ddim_loop(model, x_T, path, asyrp_eps(model, c, dh, strength, t_edit), eta=boosting(t_boost), generator=g,
-                     clip=clip, clipped_eps=clipped_eps, callback=callback, progress=progress, desc="Asyrp",
-                     meta=meta)
+                     clip=clip, clipped_eps=clipped_eps, steps=steps, callback=callback, progress=progress,
+                     desc="Asyrp", meta=meta, hint=edit_hint("strength"))

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import torch
 
+from diffgeo.core.checks import SEED_MAX, check_float, check_int
 from diffgeo.core.sweep import model_fingerprint
 from diffgeo.editing.common import check_prompt
 from diffgeo.models.conditioning import resolve_cond
@@ -179,14 +180,27 @@ def edit_interval(model: Any, images: torch.Tensor, *, distance: str | Callable 
     >>> 0 <= iv.t_boost <= iv.t_edit < 1000
     True
     """
+    n_t = model.num_train_timesteps
+    stride = check_int(stride, "stride", min=1)
+    if stride >= n_t:
+        raise ValueError(f"stride={stride} leaves only t=0 of the {n_t} training timesteps: the rule needs a curve; "
+                         f"give a stride in [1, {n_t - 1}] (e.g. 20)")
+    seed = check_int(seed, "seed", min=0, max=SEED_MAX)
+    images = model.check_x(images, "images")
+    if not model.is_latent and float(images.detach().abs().max()) > 1.01:
+        raise ValueError(f"images must be in [-1, 1], got values up to {float(images.detach().abs().max()):g} (map "
+                         "[0, 255] images with x / 127.5 - 1, [0, 1] images with 2 * x - 1)")
+    if model.is_conditional:
+        check_prompt(model, prompt)
+    if thresholds is not None:
+        if isinstance(thresholds, (str, bytes)) or not hasattr(thresholds, "__len__") or len(thresholds) != 2:
+            raise ValueError(f"thresholds must be two numbers (edit, boost), got {thresholds!r}")
+        thresholds = (check_float(thresholds[0], "thresholds[0]"), check_float(thresholds[1], "thresholds[1]"))
     fn, name, default_thr = _distance(distance)
     thr = thresholds or default_thr
     if thr is None or len(thr) != 2:
         raise ValueError("a custom distance needs thresholds=(edit, boost)")
-    images = model.check_x(images, "images")
-    if model.is_conditional:
-        check_prompt(model, prompt)
-    ts = torch.arange(0, model.num_train_timesteps, stride)
+    ts = torch.arange(0, n_t, stride)
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(images.shape, generator=g).to(images)
     c = resolve_cond(model, prompt, default_branch="cond", batch=len(images))

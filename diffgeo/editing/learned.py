@@ -251,6 +251,8 @@ def edit_losses(model: Any, f: Callable[[torch.Tensor, torch.Tensor], torch.Tens
     >>> total.shape, float(l1)   # f = 0 edits nothing
     (torch.Size([]), 0.0)
     """
+    x0 = x0.to(model.device)  # inputs on any device: the losses are computed on the model's
+    z = z.to(device=model.device, dtype=x0.dtype)
     a = model.alphas_cumprod[t.cpu()].to(model.device, x0.dtype).view(-1, *[1] * (x0.dim() - 1))
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * z
     tb = t.to(model.device)

@@ -24,6 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from diffgeo.core.checks import check_int
+from diffgeo.data.shapes import CONTINUOUS as REGRESSED
+from diffgeo.data.shapes import RANGES
+from diffgeo.editing.factors import BINNED
 from diffgeo.models.zoo import entry
 from diffgeo.readers import get_reader
 
@@ -47,28 +50,72 @@ def _reader_logits(reader: Any) -> tuple[Callable[[torch.Tensor], dict[str, torc
 
 @dataclass(frozen=True)
 class ProbeObjective:
-    """Cross-entropy of the reader's read of ``factor`` on the edited images towards ``target``.
+    """Cross-entropy of the reader's read of ``factor`` on the edited images towards ``target``,
+    plus ``keep`` times the terms that keep the other factors: the cross-entropy of every other
+    factor the reader scores towards the original's read of it, and (readers with a ``probe`` that
+    also regresses continuous factors, the shapes probe: size, x, y, background) the smooth-L1
+    distance between the edited and the original regression (the edited factor's own regression,
+    size, excepted when it is the factor).
 
     Called as ``objective(x_edit, x_orig) -> (B,)`` with images (B, C, H, W) in [-1, 1]."""
 
     reader: Any
     factor: str
     target: int
+    keep: float = 0.0
 
     def __call__(self, x_edit: torch.Tensor, x_orig: torch.Tensor) -> torch.Tensor:
-        logits = _reader_logits(self.reader)[0](x_edit.float())[self.factor]
-        return F.cross_entropy(logits, torch.full((len(x_edit),), self.target, dtype=torch.long,
-                                                  device=logits.device), reduction="none")
+        scores = _reader_logits(self.reader)[0]
+        logits = scores(x_edit.float())
+        if self.factor in logits:
+            loss = F.cross_entropy(logits[self.factor], torch.full((len(x_edit),), self.target, dtype=torch.long,
+                                                                   device=logits[self.factor].device),
+                                   reduction="none")
+        else:  # a binned continuous factor of the probe: pull its regression to the target bin's centre
+            col = REGRESSED.index(self.factor)
+            edges = [0.0, *[(e - RANGES[self.factor][0]) / (RANGES[self.factor][1] - RANGES[self.factor][0])
+                            for e in BINNED[self.factor][1]], 1.0]
+            centre = (edges[self.target] + edges[self.target + 1]) / 2
+            loss = 4.0 * (self.reader.probe(x_edit.float())[-1][:, col] - centre).abs()
+        if self.keep == 0.0:
+            return loss
+        with torch.no_grad():
+            orig = scores(x_orig.float())
+        for f, lg in logits.items():
+            if f != self.factor:
+                loss = loss + self.keep * F.cross_entropy(lg, orig[f].argmax(1), reduction="none")
+        probe = getattr(self.reader, "probe", None)
+        if isinstance(probe, torch.nn.Module):
+            r_edit = probe(x_edit.float())[-1]
+            with torch.no_grad():
+                r_orig = probe(x_orig.float())[-1]
+            # the shapes probe regresses (size, x, y, background) in [0, 1] units; a factor keeps its own
+            cols = [i for i, name in enumerate(REGRESSED) if name != self.factor]
+            d = F.smooth_l1_loss(r_edit[:, cols], r_orig[:, cols], beta=0.02, reduction="none").sum(1)
+            loss = loss + self.keep * 20 * d
+        return loss
 
     def describe(self) -> dict[str, Any]:
-        return {"objective": "probe", "reader": self.reader.name, "factor": self.factor,
-                "target": str(self.reader.classes[self.factor][self.target])}
+        names = self.reader.classes[self.factor] if self.factor in self.reader.classes else BINNED[self.factor][0]
+        out = {"objective": "probe", "reader": self.reader.name, "factor": self.factor,
+               "target": str(names[self.target])}
+        if self.keep:
+            out["keep"] = self.keep
+        return out
 
 
 def probe_objective(model: Any, factor: str = "colour", target: str | int = "blue", *,
-                    reader: Any = None) -> ProbeObjective:
+                    reader: Any = None, keep: float | bool = 0.0) -> ProbeObjective:
     """The attribute-probe objective for ``model``'s reader (:mod:`diffgeo.models.zoo` names it; or
     ``reader=``): push the read of ``factor`` towards the class ``target`` (name or index).
+    ``keep`` (a weight; True = 1): also keep the original's other factors (see :class:`ProbeObjective`).
+    Readers with a regressing ``probe`` (shapes) also train the binned continuous factors of
+    :data:`~diffgeo.editing.factors.BINNED` (size, background, x): L1 of the regression to the
+    target bin's centre.
+
+    >>> import diffgeo
+    >>> probe_objective(diffgeo.load("shapes"), "colour", "blue", keep=True).describe()["keep"]
+    1.0
 
     >>> import diffgeo
     >>> probe_objective(diffgeo.load("shapes"), "shape", "circle").describe()["target"]
@@ -81,12 +128,15 @@ def probe_objective(model: Any, factor: str = "colour", target: str | int = "blu
             raise ValueError(f"no reader is registered for {getattr(model, 'name', model)!r} in diffgeo.models.zoo: pass "
                              "reader= or use clip_objective")
         reader = get_reader(name)
-    classes = reader.classes
+    classes = dict(reader.classes)
+    regressed = isinstance(getattr(reader, "probe", None), torch.nn.Module)
+    if regressed:  # the shapes probe also regresses size, x, y, background: binned, they train too
+        classes.update({f: v[0] for f, v in BINNED.items() if f not in classes})
     if factor not in classes:
         raise ValueError(f"factor={factor!r} is not read by the {reader.name} reader: known factors are "
                          f"{', '.join(classes)}")
     trainable = _reader_logits(reader)[1]
-    if factor not in trainable:
+    if factor not in trainable and not (regressed and factor in BINNED):
         raise ValueError(f"the {reader.name} reader reads {factor!r} without class scores to train on: trainable "
                          f"factors are {', '.join(trainable)}")
     names = [str(c) for c in classes[factor]]
@@ -99,7 +149,10 @@ def probe_objective(model: Any, factor: str = "colour", target: str | int = "blu
         if not 0 <= index < len(names):
             raise ValueError(f"target={index} is not a class index of {factor!r}: give 0..{len(names) - 1} or a name "
                              f"({', '.join(names)})")
-    return ProbeObjective(reader, factor, index)
+    keep = float(keep)
+    if not keep >= 0.0:
+        raise ValueError(f"keep must be a weight >= 0 (or True/False), got {keep!r}")
+    return ProbeObjective(reader, factor, index, keep)
 
 
 def _features(out: Any) -> torch.Tensor:

@@ -150,6 +150,32 @@ def _check_bases(source: Any, targets: Any) -> list[LocalBasis]:
     return list(targets)
 
 
+def _check_in_tangent_space(source: LocalBasis, direction: int | torch.Tensor) -> None:
+    """Refuse a vector direction with (numerically) no part in A's tangent space: its coordinates
+    V_A d are then rounding noise, |V_A d| ~ eps |d|, and transporting them as a unit vector would
+    edit along noise. The bound sqrt(eps) of the working precision (3.5e-4 in float32) can fire there."""
+    if not isinstance(direction, torch.Tensor):
+        k = len(source.s)
+        if check_int(direction, "direction", min=0) >= k:
+            raise ValueError(f"direction index {direction} is out of range: the source basis has k={k} vectors")
+        return
+    if tuple(direction.shape) != tuple(source.v.shape[1:]):
+        raise ValueError(f"direction has shape {tuple(direction.shape)}; A's tangent vectors have shape "
+                         f"{tuple(source.v.shape[1:])}")
+    if not direction.is_floating_point() or not bool(torch.isfinite(direction).all()):
+        raise ValueError("direction must be a finite floating-point vector")
+    d = direction.reshape(-1).double()
+    norm = float(d.norm())
+    if norm == 0.0:
+        raise ValueError("direction is the zero vector: it has no direction to transport")
+    eps = max(torch.finfo(direction.dtype).eps, torch.finfo(source.v.dtype).eps)
+    inside = float((source.v_flat.double() @ d).norm()) / norm
+    if inside <= eps ** 0.5:
+        raise ValueError(f"direction is orthogonal to A's tangent space: only {inside:.1e} of its norm lies in "
+                         f"span(v_A) (below sqrt(eps) = {eps ** 0.5:.1e} of {direction.dtype}), which is rounding "
+                         "noise; transport a vector of A's tangent space (e.g. an index i for v_i)")
+
+
 def transport_all(source: LocalBasis, targets: Sequence[LocalBasis], direction: int | torch.Tensor, *,
                   via: str = "h") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Transport ``direction`` of ``source`` into each target: (directions (B, *x_shape), |cos| with each
@@ -213,13 +239,18 @@ def transfer_edit(model: Any, source: LocalBasis, targets: Sequence[LocalBasis],
 
     targets = _check_bases(source, targets)
     strength = check_float(strength, "strength")
-    steps = check_int(steps, "steps", min=1)
+    steps = check_int(steps, "steps", min=1, max=model.num_train_timesteps)
+    if isinstance(vias, (str, bytes)):
+        raise TypeError(f"vias must be a sequence of values among {VIAS}, got the string {vias!r} (write ['h'])")
     vias = tuple(vias)
     if not vias or any(v not in VIAS for v in vias) or len(set(vias)) != len(vias):
         raise ValueError(f"vias must be distinct values among {VIAS}, got {vias!r}")
-    src_model = source.meta.get("model")
-    if src_model is not None and src_model != model.name:
-        raise ValueError(f"the bases were computed on model {src_model!r}, not {model.name!r}")
+    for what, b in [("source", source), *((f"targets[{j}]", b) for j, b in enumerate(targets))]:
+        made_on = b.meta.get("model")
+        if made_on is not None and made_on != model.name:
+            raise ValueError(f"{what} is a basis of model {made_on!r}, not {model.name!r}: compute every basis on "
+                             "the model you edit with")
+    _check_in_tangent_space(source, direction)
     t = int(source.t)
     rd = _reader(model, reader)
     if rd is not None and factor is not None and factor not in rd.classes:

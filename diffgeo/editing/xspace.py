@@ -19,11 +19,20 @@ from typing import Any
 
 import torch
 
-from diffgeo.core.checks import check_float, check_int
-from diffgeo.editing.common import boosting, check_boost, check_grid_t, check_prompt, edit_setup, renamed
+from diffgeo.core.checks import NonFiniteError, check_bool, check_float, check_int, check_keywords, check_seed
+from diffgeo.editing.common import boosting, check_boost, check_grid_t, check_prompt, edit_hint, edit_setup, renamed
 from diffgeo.editing.directions import Direction
 from diffgeo.models.conditioning import resolve_cond
-from diffgeo.sampling.ddim import CLEAN, Callback, clip_range, ddim_loop, ddim_timesteps, make_generator, model_eps
+from diffgeo.sampling.ddim import (
+    BLOWUP,
+    CLEAN,
+    Callback,
+    clip_range,
+    ddim_loop,
+    ddim_timesteps,
+    make_generator,
+    model_eps,
+)
 from diffgeo.sampling.inversion import invert
 from diffgeo.sampling.trajectory import Trajectory
 
@@ -32,10 +41,11 @@ __all__ = ["edit_x", "edit_image", "X_METHODS"]
 X_METHODS = ("step", "guidance")
 
 
-def _x_direction(model: Any, direction: Any, batch: int) -> torch.Tensor:
+def _x_direction(model: Any, direction: Any, batch: int, t: int) -> torch.Tensor:
+    """The direction (1 or B, *x_shape) on the model's device; a Direction's vector at t (nearest stored t)."""
     if isinstance(direction, Direction):
         direction.check(model, "x")
-        direction = direction.at(0)[None]
+        direction = direction.at(t)[None]
     if not isinstance(direction, torch.Tensor):
         raise TypeError(f"direction must be a tensor (B or 1, {', '.join(map(str, model.x_shape))}) or an x-space "
                         f"Direction, got {type(direction).__name__}")
@@ -54,12 +64,13 @@ def _x_direction(model: Any, direction: Any, batch: int) -> torch.Tensor:
 def edit_x(model: Any, x_t: torch.Tensor, t: int, direction: Any, *, strength: float, method: str = "step",
            steps: int = 50, t_boost: int | None = None, prompt: Any = None, negative_prompt: Any = None,
            guidance_scale: float | None = None, edit_prompt: Any = None, lam: float = 0.1, iterations: int = 16,
-           seed: int | None = None, use_clipped_model_output: bool = False, callback: Callback | None = None,
+           seed: int | None = None, use_clipped_model_output: bool | None = None, callback: Callback | None = None,
            progress: bool | None = None, boost: int | None = None) -> Trajectory:
     """Edit x_t (B, *x_shape) at timestep t along ``direction`` and denoise to the clean end.
 
     direction: (B or 1, *x_shape) or an x-space :class:`~diffgeo.editing.directions.Direction` (e.g. v_i of a
-    local basis, :func:`diffgeo.editing.directions.tangent`). ``method="step"``: ``x_t + strength v``;
+    local basis, :func:`diffgeo.editing.directions.tangent`; one stored at several timesteps gives its
+    vector at t). ``method="step"``: ``x_t + strength v``;
     ``"guidance"``: ``x <- x + lam (eps(x + strength v) - eps(x))`` repeated ``iterations`` times
     (the reference: lam 0.1, M 16 on pixel models; lam 1, M 16/64 on Stable Diffusion), with
     eps on the conditional branch of ``edit_prompt`` (default: ``prompt``). Then DDIM on the
@@ -69,6 +80,9 @@ def edit_x(model: Any, x_t: torch.Tensor, t: int, direction: Any, *, strength: f
     (``diffgeo.local_basis(..., prompt=edit prompt)``), stored here in ``meta`` via ``edit_prompt``.
     ``strength=0`` is exactly ``diffgeo.denoise(model, x_t, t, steps=steps, ...)``. ``callback``:
     called after each DDIM step with its dict (:func:`~diffgeo.sampling.ddim.ddim_loop`).
+    ``use_clipped_model_output``: None is the model's default (:func:`diffgeo.sample`). An edit that
+    makes x NaN, infinite or larger than ``BLOWUP`` (e.g. ``strength=1e30``) raises
+    :class:`~diffgeo.core.checks.NonFiniteError`, as a blow-up anywhere in the DDIM loop does.
 
     >>> import torch, diffgeo
     >>> m = diffgeo.load("shapes")
@@ -84,7 +98,8 @@ def edit_x(model: Any, x_t: torch.Tensor, t: int, direction: Any, *, strength: f
         raise ValueError(f"method must be one of {', '.join(map(repr, X_METHODS))}, got {method!r}")
     check_prompt(model, prompt)
     b = check_boost(model, t_boost, t)
-    v = _x_direction(model, direction, x_t.shape[0])
+    seed = check_seed(seed)
+    v = _x_direction(model, direction, x_t.shape[0], t)
     grid, c, clip, clipped_eps = edit_setup(model, x_t, steps, prompt, negative_prompt, guidance_scale,
                                             use_clipped_model_output)
     x = x_t
@@ -98,6 +113,9 @@ def edit_x(model: Any, x_t: torch.Tensor, t: int, direction: Any, *, strength: f
             tb = model.timesteps_tensor(t, x_t.shape[0])
             for _ in range(iterations):
                 x = x + lam * (model.eps_fn(x + strength * v, tb, ec) - model.eps_fn(x, tb, ec))
+        if not bool(x.abs().amax() <= BLOWUP):  # one check, before the loop (NaN compares False)
+            raise NonFiniteError(f"x-space edit: the {method} edit at t={t} with strength={strength:g} made x_t NaN, "
+                                 f"infinite or larger than {BLOWUP:g}; {edit_hint('strength')}")
     path = [t] + [s for s in grid if s < t] + [CLEAN]
     meta = {"model": model.name, "direction": "edit_x", "method": method, "strength": strength, "t": t,
             "steps": steps, "t_boost": b, "seed": seed, "edit_prompt": edit_prompt,
@@ -105,7 +123,8 @@ def edit_x(model: Any, x_t: torch.Tensor, t: int, direction: Any, *, strength: f
             "use_clipped_model_output": clipped_eps, **(c.meta() if c is not None else {})}
     g = make_generator(seed, None) if b > 0 else None
     return ddim_loop(model, x, path, model_eps(model, c), eta=boosting(b), generator=g, clip=clip,
-                     clipped_eps=clipped_eps, callback=callback, progress=progress, desc="x-space edit", meta=meta)
+                     clipped_eps=clipped_eps, steps=steps, callback=callback, progress=progress, desc="x-space edit",
+                     meta=meta, hint=edit_hint("strength"))
 
 
 def edit_image(model: Any, images: torch.Tensor, t: int, direction: Any, *, strength: float, steps: int = 50,
@@ -136,6 +155,7 @@ def edit_image(model: Any, images: torch.Tensor, t: int, direction: Any, *, stre
     if t not in grid:
         raise ValueError(f"t={t} is not on the {steps}-step grid ({grid[-1]}, {grid[-2]}, ..., {grid[0]}); "
                          "pick one of its timesteps")
+    _check_edit_image_args(model, images, t, direction, kwargs)  # all before the (costly) inversion
     prompt = kwargs.get("prompt")
     check_prompt(model, prompt)
     progress = kwargs.get("progress", True)
@@ -151,3 +171,15 @@ def edit_image(model: Any, images: torch.Tensor, t: int, direction: Any, *, stre
         rec = out if strength == 0.0 else edit_x(model, x_t, t, direction, strength=0.0, steps=steps, **kw)
         meta["inversion_rmse"] = (rec.result - images).flatten(1).pow(2).mean(1).sqrt().tolist()
     return Trajectory(out.timesteps, out.xs, out.x0_preds, meta)
+
+
+def _check_edit_image_args(model: Any, images: torch.Tensor, t: int, direction: Any, kwargs: dict) -> None:
+    """What :func:`edit_x` would refuse after the inversion, refused before it."""
+    check_keywords(kwargs, edit_x, "edit_image", taken=("model", "x_t", "t", "direction", "strength", "steps"))
+    if kwargs.get("method", "step") not in X_METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, X_METHODS))}, got {kwargs.get('method')!r}")
+    check_boost(model, kwargs.get("t_boost"), t)
+    check_seed(kwargs.get("seed"))
+    if kwargs.get("use_clipped_model_output") is not None:
+        check_bool(kwargs["use_clipped_model_output"], "use_clipped_model_output")
+    _x_direction(model, direction, images.shape[0], t)

@@ -29,9 +29,10 @@ import torch
 from diffgeo.core.checks import check_float, check_int, check_seed
 from diffgeo.core.io import load_tensors_json, save_tensors_json
 from diffgeo.core.progress import progress_bar
+from diffgeo.geometry.krylov import KrylovSolver
 from diffgeo.geometry.pullback import HMap, h_map
 
-__all__ = ["LocalBasis", "local_basis", "exact_basis", "DEFAULT_TOL"]
+__all__ = ["LocalBasis", "local_basis", "exact_basis", "DEFAULT_TOL", "wrap_triplets"]
 
 log = logging.getLogger(__name__)
 
@@ -110,120 +111,64 @@ def _check_k(k: int, n: int, m: int) -> int:
 def _finish(f: HMap, vq: torch.Tensor, uq: torch.Tensor, s: torch.Tensor, residuals: torch.Tensor, *,
             iterations: int, method: str, k: int, seed: int | None, tol: float | None, **extra: Any) -> LocalBasis:
     """Sign-align, reshape and wrap the triplets; vq (k, n), uq (k, m) = J v / s."""
+    return wrap_triplets(f.x, f.h_shape, f.meta, f.n_products, vq, uq, s, residuals, iterations=iterations,
+                         method=method, k=k, seed=seed, tol=tol, **extra)
+
+
+def wrap_triplets(x: torch.Tensor, h_shape: tuple[int, ...], map_meta: dict, n_products: int, vq: torch.Tensor,
+                  uq: torch.Tensor, s: torch.Tensor, residuals: torch.Tensor, *, iterations: int, method: str, k: int,
+                  seed: int | None, tol: float | None, **extra: Any) -> LocalBasis:
+    """A :class:`LocalBasis` from float64 triplets at the point x (*x_shape): vq (k, n), uq = J v / s
+    (k, m), s (k,), residuals (k,); signs aligned, results in x's dtype on x's device.
+
+    >>> vq = -torch.eye(2, dtype=torch.float64)          # signs flipped: each row's largest entry is made positive
+    >>> b = wrap_triplets(torch.zeros(2), (2,), {"model": "A", "t": None}, 4, vq, torch.eye(2, dtype=torch.float64),
+    ...                   torch.ones(2), torch.zeros(2), iterations=1, method="exact", k=2, seed=None, tol=None)
+    >>> b.v.diagonal(), b.u.diagonal(), b.v.dtype, b.meta["method"]
+    (tensor([1., 1.]), tensor([-1., -1.]), torch.float32, 'exact')
+    """
     sign = _align_signs(vq)
-    dtype = f.x.dtype
-    v = (vq * sign[:, None]).to(dtype).reshape(k, *f.x_shape)
-    u = (uq * sign[:, None]).to(dtype).reshape(k, *f.h_shape)
-    meta = {**f.meta, "k": k, "seed": seed, "method": method, "tol": tol, **extra}
+    dtype, device = x.dtype, x.device
+    v = (vq * sign[:, None]).to(device=device, dtype=dtype).reshape(k, *x.shape)
+    u = (uq * sign[:, None]).to(device=device, dtype=dtype).reshape(k, *h_shape)
+    meta = {**map_meta, "k": k, "seed": seed, "method": method, "tol": tol, **extra}
     meta.setdefault("prompt", None)
     meta.setdefault("branch", None)
-    return LocalBasis(v, u, s.to(dtype), residuals.to(dtype), f.x.clone(), iterations, f.n_products, meta)
+    return LocalBasis(v, u, s.to(device=device, dtype=dtype), residuals.to(device=device, dtype=dtype), x.clone(),
+                      iterations, n_products, meta)
 
 
-# -- the block Krylov solver -------------------------------------------------------------------
-def _orthonormalise_against(new: torch.Tensor, q: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
-    """Rows of ``new`` made orthonormal and orthogonal to the rows of ``q`` (CGS2 + QR).
-
-    Directions lost to cancellation (the Krylov space became invariant) are replaced by random
-    ones, so the space keeps growing (needed for maps of low rank or repeated singular values).
-    """
-    dtype = new.dtype
-    thresh = 1e3 * torch.finfo(dtype).eps
-    out = new
-    for attempt in range(3):
-        norms = out.norm(dim=1).clamp_min(torch.finfo(dtype).tiny)
-        for _ in range(2):
-            if q is not None and q.shape[0]:
-                out = out - (out @ q.T) @ q
-        qr_q, qr_r = torch.linalg.qr(out.double().T)
-        keep = qr_r.diagonal().abs() > thresh * norms.double()
-        if bool(keep.all()):
-            return qr_q.T.to(dtype).contiguous()
-        # replace the lost directions by random vectors and redo
-        fresh = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(device=out.device, dtype=dtype)
-        out = torch.where(keep[:, None].to(out.device), out, fresh)
-    return torch.linalg.qr(out.double().T)[0].T.to(dtype).contiguous()
-
-
-# Random vectors added to a warm start. The complement of the top-k right singular space is invariant
-# under J^T J, so a start orthogonal to the answer would otherwise stay orthogonal to it and converge,
-# with small residuals, to the wrong singular vectors; the guards give the Ritz vectors components along
-# the answer, which the residual blocks then grow. Two cost 4 products per basis
-# (benchmarks/README.md, "Bases along a trajectory").
-_WARM_GUARD = 2
-
-
+# -- the block Krylov solver (diffgeo.geometry.krylov) driven by one point's products ---------------
 def _block_krylov(f: HMap, k: int, *, block: int, tol: float, max_iter: int, seed: int,
                   progress: bool, init: torch.Tensor | None = None) -> LocalBasis:
-    """Block Krylov on J^T J. ``init`` (k0, n): a starting subspace (warm start); then the first
-    block is init plus ``_WARM_GUARD`` random vectors and every later block is the Ritz residuals
-    ``J^T J v - s^2 v`` of the still unconverged top-k (block Davidson without preconditioning),
-    which refine a good start in few products."""
-    n, m = f.n, f.m
-    dtype, device = f.x.dtype, f.x.device
-    gen = torch.Generator().manual_seed(seed)  # CPU generator: the same start on every device
-    q_blocks: list[torch.Tensor] = []
-    y_blocks: list[torch.Tensor] = []
-    z_blocks: list[torch.Tensor] = []
-    gram = torch.zeros(0, 0, dtype=torch.float64, device=device)  # Y Y^T = Q J^T J Q^T, float64
-    if init is None:
-        start = torch.randn(min(block, n), n, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
-    else:  # the warm subspace plus a few random guard vectors (see _WARM_GUARD)
-        guard = min(_WARM_GUARD, n - init.shape[0])
-        start = torch.cat([init.to(device=device, dtype=dtype),
-                           torch.randn(guard, n, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)])
-    qi = _orthonormalise_against(start, None, gen)
+    """Block Krylov on J^T J at one point (:class:`~diffgeo.geometry.krylov.KrylovSolver`). ``init``
+    (k0, n): a starting subspace (warm start); then the first block is init plus ``WARM_GUARD`` random
+    vectors and every later block is the Ritz residuals ``J^T J v - s^2 v`` of the still unconverged
+    top-k (block Davidson without preconditioning), which refine a good start in few products."""
+    solver = KrylovSolver(f.n, f.m, k, block=block, tol=tol, max_iter=max_iter, seed=seed, dtype=f.x.dtype,
+                          device=f.x.device, init=init)
     bar = progress_bar(total=max_iter, desc=f"local basis k={k}", progress=progress, leave=False)
-    it = 0
     try:
-        while True:
-            it += 1
-            yi = f.jvp(qi.reshape(-1, *f.x_shape)).reshape(-1, m)   # J Q_i
-            zi = f.vjp(yi.reshape(-1, *f.h_shape)).reshape(-1, n)   # J^T J Q_i
-            q_blocks.append(qi)
-            y_blocks.append(yi)
-            z_blocks.append(zi)
-            y = torch.cat(y_blocks)
-            cross = yi.double() @ y.double().T                      # (b, d)
-            d_old = gram.shape[0]
-            gram = torch.cat([torch.cat([gram, cross[:, :d_old].T], 1), cross], 0)
-            d = gram.shape[0]
-            if d < k and d < n:  # fewer Ritz vectors than asked for yet (block < k): grow first
-                grow = zi if init is None else torch.randn(k - d, n, generator=gen, dtype=torch.float64).to(zi)
-                qi = _orthonormalise_against(grow[: min(block if init is None else k - d, n - d)],
-                                             torch.cat(q_blocks), gen)
-                bar.update(1)
-                continue
-            # Rayleigh-Ritz on span(Q): Q J^T J Q^T = Y Y^T = A diag(s^2) A^T; the Ritz vectors are
-            # v = A^T Q (rows), J v = A^T Y, and J^T J v = A^T Z gives the residuals.
-            evals, evecs = torch.linalg.eigh(gram)
-            a = evecs[:, -k:].flip(1)
-            s_sq = evals[-k:].flip(0).clamp_min(0)
-            s = s_sq.sqrt()
-            q, z = torch.cat(q_blocks), torch.cat(z_blocks)
-            vq = a.T @ q.double()
-            r = a.T @ z.double() - s_sq[:, None] * vq
-            denom = torch.clamp(s_sq, min=float(evals[-1].clamp_min(0)) * 1e-12 + torch.finfo(torch.float64).tiny)
-            residuals = r.norm(dim=1) / denom
-            worst = float(residuals.max())
+        while not solver.done:
+            qi = solver.pending
+            yi = f.jvp(qi.reshape(-1, *f.x_shape)).reshape(-1, f.m)   # J Q_i
+            zi = f.vjp(yi.reshape(-1, *f.h_shape)).reshape(-1, f.n)   # J^T J Q_i
+            solver.feed(yi, zi)
             bar.update(1)
-            bar.set_postfix(residual=f"{worst:.1e}", products=f.n_products)
-            d = q.shape[0]
-            if worst <= tol or it >= max_iter or d >= n:
-                break
-            if init is None:
-                qi = _orthonormalise_against(zi[: min(block, n - d)], q, gen)
-            else:  # residuals of the unconverged Ritz vectors, largest first
-                todo = (residuals > tol).nonzero()[:, 0][: min(k, n - d)]
-                qi = _orthonormalise_against(r[todo].to(dtype), q, gen)
+            if solver.residuals is not None:
+                bar.set_postfix(residual=f"{solver.worst:.1e}", products=f.n_products)
     finally:
         bar.close()
-    if worst > tol and d < n:
+    _warn_unconverged(solver, f.n_products)
+    return _finish(f, solver.vq, solver.uq, solver.s, solver.residuals, iterations=solver.iterations,
+                   method="block_krylov", k=k, seed=seed, tol=tol, block=block, max_iter=max_iter)
+
+
+def _warn_unconverged(solver: KrylovSolver, n_products: int) -> None:
+    if not solver.converged:
         log.warning("local_basis: max residual %.2e after %d iterations (%d products) is above tol=%.1e; "
-                    "raise max_iter or tol, or check the spectral gap", worst, it, f.n_products, tol)
-    uq = (a.T @ y.double()) / s.clamp_min(torch.finfo(torch.float64).tiny)[:, None]
-    return _finish(f, vq, uq, s, residuals, iterations=it, method="block_krylov", k=k, seed=seed, tol=tol,
-                   block=block, max_iter=max_iter)
+                    "raise max_iter or tol, or check the spectral gap", solver.worst, solver.iterations,
+                    n_products, solver.tol)
 
 
 def _default_block(k: int) -> int:
@@ -236,7 +181,8 @@ def local_basis(model: Any, x_t: torch.Tensor, t: int | None, k: int, *, prompt:
                 negative_prompt: str | None = None, branch: str | None = None, guidance_scale: float | None = None,
                 cond: Any = None, tol: float = DEFAULT_TOL,
                 max_iter: int = 30, block: int | None = None, seed: int | None = None, progress: bool | None = None,
-                chunk_size: int = 64, init: "LocalBasis | torch.Tensor | None" = None) -> LocalBasis:
+                chunk_size: int = 64, init: "LocalBasis | torch.Tensor | None" = None,
+                max_memory: int | None = None) -> LocalBasis:
     """Top-k local latent basis of x_t under the pullback metric of x_t -> h at t.
 
     ``model``: a :class:`~diffgeo.models.model.Model` (or a function of one sample, with ``t=None``);
@@ -252,6 +198,14 @@ def local_basis(model: Any, x_t: torch.Tensor, t: int | None, k: int, *, prompt:
     largest-magnitude entry is positive. ``block`` (default ``min(k, max(8, ceil(k/6)))``,
     chosen by measurement, see benchmarks/README.md) must be at least the largest multiplicity
     among the top-k singular values. ``seed=None`` draws a seed, recorded in ``meta``.
+
+    Devices and precision: ``x_t`` may be on any device (it is moved to the model's); the products
+    run on the model's device with TF32 off (:func:`diffgeo.core.precision.full_precision`) and the
+    basis is returned there, in the model's dtype. Half-precision models raise a ``TypeError``.
+    ``chunk_size`` caps the products per vmapped call; ``max_memory`` (bytes; default half the free
+    memory of the device) may lower it, and a value below one product raises a ``ValueError`` that
+    says how much one product needs. For many points at once see
+    :func:`~diffgeo.geometry.batched.local_bases`.
 
     Warm start: ``init`` is a starting subspace, a :class:`LocalBasis` (e.g. the basis at the
     previous timestep or a neighbouring point) or a tensor (k0, *x_shape) / (k0, n) of spanning
@@ -280,8 +234,9 @@ def local_basis(model: Any, x_t: torch.Tensor, t: int | None, k: int, *, prompt:
     max_iter = check_int(max_iter, "max_iter", min=1)
     seed = check_seed(seed)
     f = h_map(model, x_t, t, prompt=prompt, negative_prompt=negative_prompt, branch=branch,
-              guidance_scale=guidance_scale, cond=cond, chunk_size=chunk_size)
+              guidance_scale=guidance_scale, cond=cond, chunk_size=chunk_size, max_memory=max_memory)
     k = _check_k(k, f.n, f.m)
+    f.products_per_call()  # a max_memory below one product fails here, before any product
     block = _default_block(k) if block is None else check_int(block, "block", min=1)
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
@@ -310,7 +265,7 @@ def _init_rows(init: Any, f: HMap, k: int) -> torch.Tensor:
 
 def exact_basis(model: Any, x_t: torch.Tensor, t: int | None, k: int | None = None, *, prompt: str | None = None,
                 negative_prompt: str | None = None, branch: str | None = None, guidance_scale: float | None = None,
-                cond: Any = None, chunk_size: int = 64) -> LocalBasis:
+                cond: Any = None, chunk_size: int = 64, max_memory: int | None = None) -> LocalBasis:
     """The top-k triplets from the full Jacobian (min(n, m) products, chunked) and its SVD.
 
     For small models and checks: the embedded model needs 3072 forward products (seconds).
@@ -324,8 +279,9 @@ def exact_basis(model: Any, x_t: torch.Tensor, t: int | None, k: int | None = No
             [0., 1., 0.]]))
     """
     f = h_map(model, x_t, t, prompt=prompt, negative_prompt=negative_prompt, branch=branch,
-              guidance_scale=guidance_scale, cond=cond, chunk_size=chunk_size)
+              guidance_scale=guidance_scale, cond=cond, chunk_size=chunk_size, max_memory=max_memory)
     k = min(f.n, f.m) if k is None else _check_k(k, f.n, f.m)
+    f.products_per_call()
     jac = f.jacobian().double()
     u_full, s_all, vh = torch.linalg.svd(jac, full_matrices=False)
     vq, s = vh[:k], s_all[:k]

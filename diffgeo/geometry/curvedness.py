@@ -32,7 +32,8 @@ import torch
 from diffgeo.core.checks import check_int
 from diffgeo.core.io import load_tensors_json, save_tensors_json
 from diffgeo.core.progress import progress_bar
-from diffgeo.geometry.basis import exact_basis, local_basis
+from diffgeo.geometry.basis import exact_basis
+from diffgeo.geometry.batched import local_bases
 from diffgeo.geometry.pullback import h_map
 from diffgeo.geometry.subspaces import _angles_orthonormal, _orthonormal
 
@@ -92,8 +93,8 @@ def curvedness(model: Any, x_a: torch.Tensor, x_b: torch.Tensor, t: int | None =
     ``model``: a :class:`~diffgeo.models.model.Model` with timestep ``t``, or any function of one sample
     ``fn: (*x_shape) -> (*h_shape)`` with ``t=None``. x_a, x_b: (*x_shape) or (1, *x_shape).
     k: dimension of the tangent spaces; n_points (>= 2) points including both ends; method
-    ``"local"`` (:func:`~diffgeo.geometry.basis.local_basis`, with ``tol`` and ``seed``) or ``"exact"``
-    (full Jacobians, small maps only). Extra keywords (prompt, branch, ...) go to the map.
+    ``"local"`` (:func:`~diffgeo.geometry.batched.local_bases`, all points in one call, with ``tol``
+    and ``seed``) or ``"exact"`` (full Jacobians, small maps only). Extra keywords (prompt, branch, ...) go to the map.
 
     Cost: n_points local bases. A linear map gives zeros (tests/test_geometry.py checks
     closed-form positive values on a paraboloid):
@@ -120,15 +121,14 @@ def curvedness(model: Any, x_a: torch.Tensor, x_b: torch.Tensor, t: int | None =
         raise ValueError("x_a and x_b are the same point: the segment has no length")
     s_grid = torch.linspace(0, 1, n_points, dtype=torch.float64)
     points = [(xa.double() + float(s) * (xb - xa).double()).to(xa.dtype) for s in s_grid]
-    bases: list[torch.Tensor] = []
     with torch.no_grad():  # h at every point, through the one map already built (same t and conditioning)
         values = [f_a.fn(x).reshape(-1).double().cpu() for x in points]
-    for x in progress_bar(points, desc="curvedness", progress=progress, leave=False):
-        if method == "local":
-            basis = local_basis(model, x, t, k, tol=tol, seed=seed, progress=False, **map_kwargs)
-        else:
-            basis = exact_basis(model, x, t, k, **map_kwargs)
-        bases.append(basis.v_flat.double().cpu())
+    if method == "local":  # all points in one batched call
+        found = local_bases(model, torch.stack(points), t, k, tol=tol, seed=seed, progress=progress, **map_kwargs)
+    else:
+        found = [exact_basis(model, x, t, k, **map_kwargs)
+                 for x in progress_bar(points, desc="curvedness", progress=progress, leave=False)]
+    bases = [basis.v_flat.double().cpu() for basis in found]
     steps = torch.tensor([float(torch.linalg.vector_norm(_angles_orthonormal(_orthonormal(p), _orthonormal(q))))
                           for p, q in zip(bases[:-1], bases[1:])], dtype=torch.float64)
     d_cpu = d.cpu()

@@ -15,7 +15,10 @@ right singular vectors ``v_i`` of J, form the *local latent basis*; ``u_i = J v_
 
 Forward-mode AD through diffusers' fused attention fails on CPU torch; :func:`forward_ad_ready`
 switches the fix on (math SDPA kernel + contiguous GroupNorm inputs) and restores everything on
-exit. Every product here runs inside it.
+exit. Every product here runs inside it, and inside :func:`diffgeo.core.precision.full_precision`
+(no TF32). Devices: the products run where the point x is (for a Model: the model's device; inputs
+on another device or in float64 are moved there) and return tensors on that device. Half-precision
+models are refused with a clear error (:func:`diffgeo.core.precision.require_float32`).
 
 >>> import torch, diffgeo
 >>> model = diffgeo.load("shapes")
@@ -38,8 +41,11 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from diffgeo.core.checks import NonFiniteError, check_int
+from diffgeo.core.device import free_memory
+from diffgeo.core.precision import full_precision, require_float32
+from diffgeo.models.hooks import Tally, output_bytes
 
-__all__ = ["HMap", "h_map", "jvp", "vjp", "forward_ad_ready"]
+__all__ = ["HMap", "h_map", "jvp", "vjp", "forward_ad_ready", "chunk_for_budget"]
 
 _FIX_METHODS = ("sdpa_math", "attn_processor")
 
@@ -112,8 +118,9 @@ class HMap:
     ``fn: (*x_shape) -> (*h_shape)``, e.g. an analytic map for tests.
 
     ``jvp(v)``: v (B, *x_shape) -> J v (B, *h_shape); ``vjp(u)``: u (B, *h_shape) -> J^T u
-    (B, *x_shape). Both run ``chunk_size`` vectors at a time under ``torch.func.vmap``;
-    ``n_products`` counts the vectors pushed through so far.
+    (B, *x_shape). Both run ``chunk_size`` vectors at a time under ``torch.func.vmap``, with TF32
+    off; ``n_products`` counts the vectors pushed through so far. Vectors on another device or of
+    another floating dtype are converted to x's; results are on x's device, in x's dtype.
 
     >>> A = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     >>> f = HMap(lambda x: A @ x, torch.zeros(2))
@@ -125,10 +132,14 @@ class HMap:
     """
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *,
-                 chunk_size: int = 64, unet: nn.Module | None = None, meta: dict | None = None):
+                 chunk_size: int = 64, unet: nn.Module | None = None, meta: dict | None = None,
+                 max_memory: int | None = None):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         chunk_size = check_int(chunk_size, "chunk_size", min=1)
+        self.max_memory = None if max_memory is None else check_int(max_memory, "max_memory", min=1)
+        self._activation_bytes: int | None = None
+        self._per_call: int | None = None
         self.fn = fn
         self.x = x.detach()
         self.chunk_size = int(chunk_size)
@@ -159,23 +170,50 @@ class HMap:
 
     @contextmanager
     def _ready(self) -> Iterator[None]:
-        if self.unet is None:
-            yield
-        else:
-            with forward_ad_ready(self.unet):
+        with full_precision():
+            if self.unet is None:
                 yield
+            else:
+                with forward_ad_ready(self.unet):
+                    yield
 
     def value(self) -> torch.Tensor:
         """h at the point, (*h_shape)."""
         if self._h is None:
-            with torch.no_grad(), self._ready():
+            with torch.no_grad(), self._ready(), self._tally() as tally:
                 self._h = self.fn(self.x).detach()
+            self._activation_bytes = max(tally.bytes, (self.x.numel() + self._h.numel()) * self.x.element_size())
         return self._h
+
+    @contextmanager
+    def _tally(self) -> Iterator[Tally]:
+        if self.unet is None:
+            yield Tally()
+        else:
+            with output_bytes(self.unet) as tally:
+                yield tally
+
+    def product_bytes(self) -> int:
+        """Estimated memory (bytes) of one product at this point: the activations of one forward
+        (:func:`diffgeo.models.hooks.output_bytes`) for the primal plus as much for the tangent."""
+        self.value()
+        return 2 * int(self._activation_bytes)
+
+    def products_per_call(self) -> int:
+        """How many products one vmapped call runs: ``chunk_size``, or fewer where the memory budget
+        (``max_memory``, default half the free memory of x's device) holds fewer. A budget below one
+        product raises a ``ValueError`` saying how much one product needs."""
+        if self._per_call is None:
+            self._per_call = chunk_for_budget(self.product_bytes() // 2, 1, self.chunk_size, self.max_memory,
+                                              self.x.device)
+        return self._per_call
 
     def _check(self, vecs: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.Tensor:
         if not isinstance(vecs, torch.Tensor) or tuple(vecs.shape[1:]) != shape or vecs.dim() != len(shape) + 1:
             got = tuple(vecs.shape) if isinstance(vecs, torch.Tensor) else type(vecs).__name__
             raise ValueError(f"{what} must have shape (B, {', '.join(map(str, shape))}), got {got}")
+        if vecs.is_complex() or vecs.is_meta:
+            raise TypeError(f"{what} must be a real tensor on a device with data, got {vecs.dtype} on {vecs.device}")
         return vecs.to(device=self.x.device, dtype=self.x.dtype)
 
     def _finite(self, out: torch.Tensor, what: str) -> torch.Tensor:
@@ -193,7 +231,7 @@ class HMap:
         out = []
         with self._ready():
             f = torch.func.vmap(lambda t: torch.func.jvp(self.fn, (self.x,), (t,))[1])
-            for chunk in v.split(self.chunk_size):
+            for chunk in v.split(self.products_per_call()):
                 out.append(f(chunk).detach())
                 self.n_products += chunk.shape[0]
         return self._finite(torch.cat(out), "J v")
@@ -207,7 +245,7 @@ class HMap:
                 h, self._vjp_fn = torch.func.vjp(self.fn, self.x)
                 self._h = h.detach()
             f = torch.func.vmap(self._vjp_fn)
-            for chunk in u.split(self.chunk_size):
+            for chunk in u.split(self.products_per_call()):
                 out.append(f(chunk)[0].detach())
                 self.n_products += chunk.shape[0]
         return self._finite(torch.cat(out), "J^T u")
@@ -224,6 +262,26 @@ class HMap:
         return torch.cat(rows)
 
 
+def chunk_for_budget(activation_bytes: int, points: int, cap: int, max_memory: int | None,
+                     device: torch.device) -> int:
+    """Products per point in one batched call: the largest c <= cap with (1 + c) * points *
+    activation_bytes <= budget (the primal's activations plus one tangent's per product, per point).
+
+    ``max_memory`` (bytes) is the budget; None takes half the free memory of ``device``
+    (:func:`diffgeo.core.device.free_memory`; the estimate leaves out workspaces). A budget below
+    one product at one point raises a ``ValueError`` that says how much one product needs.
+
+    >>> chunk_for_budget(10, 2, 64, 100, torch.device("cpu"))   # (1 + 4) * 2 * 10 = 100
+    4
+    """
+    per_product = 2 * activation_bytes
+    if max_memory is not None and max_memory < per_product:
+        raise ValueError(f"max_memory={max_memory} bytes is too small: one Jacobian product at one point needs about "
+                         f"{per_product} bytes ({per_product / 2**20:.1f} MiB) for this map; pass at least that")
+    budget = max_memory if max_memory is not None else free_memory(device) // 2
+    return int(max(1, min(cap, budget // max(1, points * activation_bytes) - 1)))
+
+
 def _single_x(model: Any, x_t: torch.Tensor) -> torch.Tensor:
     """x_t as one sample (*x_shape), from (*x_shape) or (1, *x_shape), checked by the Model."""
     if isinstance(x_t, torch.Tensor) and tuple(x_t.shape) == tuple(model.x_shape):
@@ -236,14 +294,18 @@ def _single_x(model: Any, x_t: torch.Tensor) -> torch.Tensor:
 
 def h_map(model: Any, x_t: torch.Tensor, t: int | None = None, *, prompt: str | None = None,
           negative_prompt: str | None = None, branch: str | None = None, guidance_scale: float | None = None,
-          cond: Any = None, chunk_size: int = 64) -> HMap:
+          cond: Any = None, chunk_size: int = 64, max_memory: int | None = None) -> HMap:
     """The map x_t -> h of ``model`` at timestep t around ``x_t``, as an :class:`HMap`.
 
     ``model`` is a :class:`~diffgeo.models.model.Model`, or any function of one sample
     ``fn: (*x_shape) -> (*h_shape)`` (then ``t`` is ``None``). ``x_t``: (*x_shape) or
-    (1, *x_shape). Text models take ``prompt`` / ``negative_prompt`` / ``branch`` /
-    ``guidance_scale`` as in ``Model.h`` (the reference code's Jacobian is ``branch="cond"`` with
-    the edit prompt), or an explicit ``cond`` (a ``Cond`` or dict with batch 1).
+    (1, *x_shape), on any device, in the model's dtype (it is moved to the model's device; another
+    dtype is refused by ``Model.check_x`` with the conversion to make). A float16/bfloat16 model
+    raises a ``TypeError`` saying to load it in float32. Text models take ``prompt`` /
+    ``negative_prompt`` / ``branch`` / ``guidance_scale`` as in ``Model.h`` (the reference code's Jacobian is ``branch="cond"`` with
+    the edit prompt), or an explicit ``cond`` (a ``Cond`` or dict with batch 1). ``chunk_size``
+    caps the products per vmapped call; ``max_memory`` (bytes, default half the free memory of the
+    model's device) may lower it (:meth:`HMap.products_per_call`).
 
     >>> import diffgeo
     >>> model = diffgeo.load("shapes")
@@ -263,9 +325,10 @@ def h_map(model: Any, x_t: torch.Tensor, t: int | None = None, *, prompt: str | 
         if not torch.isfinite(x_t).all():
             raise ValueError("x contains NaN or infinite values")
         name = getattr(model, "__name__", type(model).__name__)
-        return HMap(model, x_t, chunk_size=chunk_size, meta={"model": name, "t": None})
+        return HMap(model, x_t, chunk_size=chunk_size, meta={"model": name, "t": None}, max_memory=max_memory)
     if t is None:
         raise ValueError(f"t is required for {model.name}: an integer timestep in [0, {model.num_train_timesteps - 1}]")
+    require_float32(model.dtype, f"the geometry of {model.name} (Jacobian products, local and exact bases)")
     model.check_t(t)
     if torch.as_tensor(t).dim() != 0:
         raise ValueError(f"t must be one integer timestep, got {t!r}")
@@ -281,7 +344,7 @@ def h_map(model: Any, x_t: torch.Tensor, t: int | None = None, *, prompt: str | 
     meta = {"model": model.name, "t": t, **(c.meta() if c is not None else
                                             {"prompt": None, "negative_prompt": None, "branch": None,
                                              "guidance_scale": None})}
-    return HMap(fn, x, chunk_size=chunk_size, unet=model.unet, meta=meta)
+    return HMap(fn, x, chunk_size=chunk_size, unet=model.unet, meta=meta, max_memory=max_memory)
 
 
 def jvp(model: Any, x_t: torch.Tensor, t: int | None, v: torch.Tensor, **kwargs: Any) -> torch.Tensor:

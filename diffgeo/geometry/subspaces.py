@@ -188,8 +188,13 @@ def _coefficients(a: LocalBasis, direction: int | torch.Tensor) -> torch.Tensor:
         return c
     if isinstance(direction, torch.Tensor) and tuple(direction.shape) == tuple(a.v.shape[1:]):
         check_tensor(direction, "direction", floating=False, nonempty=False)
-        return a.v_flat.double() @ direction.reshape(-1).double()
+        return _flat64(a.v) @ direction.detach().reshape(-1).to(device="cpu", dtype=torch.float64)
     raise ValueError(f"direction must be an index into A's basis or a vector of shape {tuple(a.v.shape[1:])}")
+
+
+def _flat64(x: torch.Tensor) -> torch.Tensor:
+    """(k, ...) as a (k, n) float64 CPU matrix: transport computes on the CPU whatever devices the bases are on."""
+    return x.detach().reshape(x.shape[0], -1).to(device="cpu", dtype=torch.float64)
 
 
 def transport(a: LocalBasis, b: LocalBasis, direction: int | torch.Tensor, *, via: str = "h") -> torch.Tensor:
@@ -199,7 +204,9 @@ def transport(a: LocalBasis, b: LocalBasis, direction: int | torch.Tensor, *, vi
     coordinates c = V_A d). ``via="h"`` (Park et al.): map to H with A's tangent basis,
     ``u_A = U_A^T c``, project onto B's tangent space and read the coordinates in B's latent
     basis, ``V_B^T (U_B u_A)``; ``via="x"``: project in X, ``V_B^T V_B (V_A^T c)``. Both are
-    normalised. Where the map is linear (A and B share their basis) both are the identity.
+    normalised. Where the map is linear (A and B share their basis) both are the identity. A and B
+    and the direction may be on different devices and dtypes (the arithmetic runs in float64 on the
+    CPU); the result is on B's device, in B's dtype.
 
     >>> A = torch.diag(torch.tensor([3.0, 2.0, 1.0]))
     >>> from diffgeo.geometry.basis import exact_basis
@@ -217,19 +224,22 @@ def transport(a: LocalBasis, b: LocalBasis, direction: int | torch.Tensor, *, vi
     if tuple(a.v.shape[1:]) != tuple(b.v.shape[1:]):
         raise ValueError(f"bases live in different spaces: {tuple(a.v.shape[1:])} vs {tuple(b.v.shape[1:])}")
     c = _coefficients(a, direction)
-    if float(c.norm()) <= 1e-12 * (float(direction.norm()) if isinstance(direction, torch.Tensor) else 1.0):
+    # rounding noise of the working precision is ~eps relative: sqrt(eps) (3.5e-4 in float32) tells it apart
+    tol = max(torch.finfo(t.dtype).eps for t in (a.v, b.v) + ((direction,) if isinstance(direction, torch.Tensor)
+                                                                 and direction.is_floating_point() else ())) ** 0.5
+    if float(c.norm()) <= tol * (float(direction.norm()) if isinstance(direction, torch.Tensor) else 1.0):
         raise ValueError("the direction is orthogonal to A's tangent space: it has no coordinates to transport")
-    vb = b.v_flat.double()
+    vb = _flat64(b.v)
     if via == "h":
-        u_a = a.u_flat.double().T @ c
-        coords = b.u_flat.double() @ u_a
+        u_a = _flat64(a.u).T @ c
+        coords = _flat64(b.u) @ u_a
     else:
-        coords = vb @ (a.v_flat.double().T @ c)
+        coords = vb @ (_flat64(a.v).T @ c)
     out = vb.T @ coords
     norm = out.norm()
-    if norm <= 1e-12 * max(float(c.norm()), 1e-300):
+    if norm <= tol * max(float(c.norm()), 1e-300):
         raise ValueError("the direction is orthogonal to B's tangent space: its transport is zero")
-    return (out / norm).to(b.v.dtype).reshape(b.v.shape[1:])
+    return (out / norm).to(device=b.v.device, dtype=b.v.dtype).reshape(b.v.shape[1:])
 
 
 def transport_agreement(a: LocalBasis, b: LocalBasis) -> torch.Tensor:

@@ -16,7 +16,11 @@ tokens) is refused with the count and the limit, not truncated. ``""`` is a vali
 unconditional one); an empty list is not.
 
 The text encoder itself (:class:`~diffgeo.models.text_encoder.PromptEncoder`, the packaged MiniLM)
-lives in :mod:`diffgeo.models.text_encoder`.
+lives in :mod:`diffgeo.models.text_encoder`. Stable Diffusion XL (a
+:class:`~diffgeo.models.text_encoder.DualPromptEncoder`): prompts also give the U-Net
+``added_cond_kwargs`` per branch, the pooled text embedding (``text_embeds``, (N, P)) and
+``time_ids`` (N, 6, see :func:`text_time_ids`), as ``StableDiffusionXLPipeline`` does; an
+unspecified negative prompt is all zeros there when the pipeline says ``force_zeros_for_empty_prompt``.
 
 >>> import torch
 >>> c = Cond(cond=torch.zeros(1, 4, 8), uncond=torch.ones(1, 4, 8), branch="cfg", guidance_scale=3.0)
@@ -34,7 +38,7 @@ import torch
 
 from diffgeo.core.checks import check_float, check_tensor
 
-__all__ = ["BRANCHES", "Cond", "as_cond", "resolve_cond", "default_guidance", "normalise_prompts"]
+__all__ = ["BRANCHES", "Cond", "as_cond", "resolve_cond", "text_time_ids", "default_guidance", "normalise_prompts"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,15 @@ def _fit_batch(e: torch.Tensor, batch: int, what: str) -> torch.Tensor:
     if e.shape[0] == 1:
         return e.expand(batch, *e.shape[1:])
     raise ValueError(f"{what} has batch {e.shape[0]} but x_t has batch {batch}; give one embedding or one per sample")
+
+
+def _fit_kwargs(value: Any, batch: int, what: str) -> Any:
+    """Every tensor (with a batch axis) of a nested keyword structure with batch 1 or ``batch``, fitted to ``batch``."""
+    if isinstance(value, torch.Tensor):
+        return _fit_batch(value, batch, what) if value.dim() > 0 else value
+    if isinstance(value, Mapping):
+        return {k: _fit_kwargs(v, batch, f"{what}[{k!r}]") for k, v in value.items()}
+    return value
 
 
 def _cat_kwargs(a: Any, b: Any) -> Any:
@@ -120,13 +133,14 @@ class Cond:
     def unet_kwargs(self, batch: int) -> dict[str, Any]:
         """Extra U-Net keywords for this branch (for ``"cfg"``: unconditional then conditional)."""
         if self.branch == "cond":
-            return dict(self.cond_kwargs)
+            return _fit_kwargs(dict(self.cond_kwargs), batch, "cond_kwargs")
         if self.branch == "uncond":
-            return dict(self.uncond_kwargs)
+            return _fit_kwargs(dict(self.uncond_kwargs), batch, "uncond_kwargs")
         if set(self.cond_kwargs) != set(self.uncond_kwargs):
             raise ValueError("cfg needs the same extra U-Net keywords on both branches "
                              f"(cond: {sorted(self.cond_kwargs)}, uncond: {sorted(self.uncond_kwargs)})")
-        return _cat_kwargs(dict(self.uncond_kwargs), dict(self.cond_kwargs))
+        return _cat_kwargs(_fit_kwargs(dict(self.uncond_kwargs), batch, "uncond_kwargs"),
+                           _fit_kwargs(dict(self.cond_kwargs), batch, "cond_kwargs"))
 
     def meta(self) -> dict[str, Any]:
         """JSON-able description for results' metadata."""
@@ -195,6 +209,47 @@ def _check_against(model: Any, c: Cond) -> Cond:
     return c
 
 
+def text_time_ids(model: Any, n: int = 1) -> torch.Tensor:
+    """SDXL's ``time_ids`` (n, 6) for a model: original size, crop top-left (0, 0) and target size,
+    both sizes the model's image size (H, W), as ``StableDiffusionXLPipeline`` builds them by default.
+
+    >>> import diffgeo
+    >>> text_time_ids(diffgeo.load("shapes"), 2).tolist()
+    [[32.0, 32.0, 0.0, 0.0, 32.0, 32.0], [32.0, 32.0, 0.0, 0.0, 32.0, 32.0]]
+    """
+    h, w = (int(s) for s in model.image_shape[1:])
+    ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=model.dtype, device=model.device)
+    return ids.expand(int(n), 6)
+
+
+def _added_cond_kwargs(model: Any, pooled: torch.Tensor) -> dict[str, Any]:
+    """SDXL's ``added_cond_kwargs`` (text_embeds (N, P), time_ids (N, 6)), checked against the U-Net's add embedding."""
+    unet = model.unet
+    ids = text_time_ids(model, pooled.shape[0])
+    width = int(getattr(unet.config, "addition_time_embed_dim", 0) or 0) * ids.shape[1] + pooled.shape[1]
+    linear = getattr(getattr(unet, "add_embedding", None), "linear_1", None)
+    if linear is not None and int(linear.in_features) != width:
+        raise ValueError(f"{model.name}: the U-Net's added embedding takes {linear.in_features} features but the "
+                         f"pooled text embedding ({pooled.shape[1]}) and {ids.shape[1]} time ids give {width} (an "
+                         "SDXL refiner with aesthetic scores?); pass cond=Cond(..., cond_kwargs={'added_cond_kwargs': "
+                         "{...}}) built with the original pipeline")
+    return {"added_cond_kwargs": {"text_embeds": pooled.to(device=model.device, dtype=model.dtype), "time_ids": ids}}
+
+
+def _encode(model: Any, prompts: list[str], zeros: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Token embeddings (N, L, D) of prompts and the extra U-Net keywords their text encoder supplies (SDXL:
+    ``added_cond_kwargs``); ``zeros``: the all-zero unconditional embeddings of SDXL's empty negative prompt."""
+    text = getattr(model, "text", None)
+    pooled_of = getattr(text, "pooled", None)
+    if zeros:
+        emb = torch.zeros(len(prompts), text.max_length, text.hidden_size, device=model.device, dtype=model.dtype)
+        return emb, _added_cond_kwargs(model, torch.zeros(len(prompts), text.pooled_dim))
+    emb = model.encode_prompt(prompts)
+    if pooled_of is None:
+        return emb, {}
+    return emb, _added_cond_kwargs(model, pooled_of(prompts))
+
+
 def resolve_cond(model: Any, prompt: str | Sequence[str] | None = None, *,
                  negative_prompt: str | Sequence[str] | None = None, branch: str | None = None,
                  guidance_scale: float | None = None, cond: Cond | Mapping[str, Any] | None = None,
@@ -206,7 +261,8 @@ def resolve_cond(model: Any, prompt: str | Sequence[str] | None = None, *,
     what results record. prompt: a string or one per sample (None: the empty prompt ``""``);
     negative_prompt: the unconditional branch's prompt (None: ``""``); cond: precomputed
     embeddings instead of prompts (a Cond or ``{"encoder_hidden_states": e}``), checked against
-    the U-Net; batch: B to check prompt lists against.
+    the U-Net; batch: B to check prompt lists against. SDXL models' prompts also fill the Cond's
+    ``cond_kwargs`` / ``uncond_kwargs`` with ``added_cond_kwargs`` (see the module docstring).
 
     The branch is ``branch`` if given, else the branch of a given ``cond``, else
     ``default_branch`` (the geometry functions pass ``"cond"``), else it follows the guidance
@@ -264,22 +320,24 @@ def resolve_cond(model: Any, prompt: str | Sequence[str] | None = None, *,
                          "and guidance_scale=1")
     single = isinstance(prompt, str) or prompt is None
     prompts = normalise_prompts("" if prompt is None else prompt, None if single else batch)
-    embedded = model.encode_prompt(prompts) if branch != "uncond" else None
+    embedded, kw = _encode(model, prompts) if branch != "uncond" else (None, {})
     uncond = negatives = None
+    ukw: dict[str, Any] = {}
     if branch != "cond":
         neg_single = isinstance(negative_prompt, str) or negative_prompt is None
         negatives = normalise_prompts("" if negative_prompt is None else negative_prompt,
                                       None if neg_single else batch, "negative_prompt")
-        uncond = model.encode_prompt(negatives)
+        zeros = negative_prompt is None and bool(getattr(model.text, "zero_empty_negative", False))
+        uncond, ukw = _encode(model, negatives, zeros=zeros)
         if embedded is None:
-            embedded = uncond  # placeholder: the uncond branch never reads it
+            embedded, kw = uncond, ukw  # placeholder: the uncond branch never reads it
     elif negative_prompt is not None:
         neg_single = isinstance(negative_prompt, str)
         normalise_prompts(negative_prompt, None if neg_single else batch, "negative_prompt")  # still checked
         log.warning("negative_prompt=%r is unused: %s runs on the conditional branch only (guidance_scale %s); "
                     "pass guidance_scale != 1 (or branch='cfg'/'uncond') for it to count", negative_prompt, name, w)
-    return Cond(cond=embedded, uncond=uncond, branch=branch, guidance_scale=w, prompt=prompts,
-                negative_prompt=negatives)
+    return Cond(cond=embedded, uncond=uncond, branch=branch, guidance_scale=w, cond_kwargs=kw, uncond_kwargs=ukw,
+                prompt=prompts, negative_prompt=negatives)
 
 
 def as_cond(cond: Cond | Mapping[str, Any] | None) -> Cond | None:

@@ -35,7 +35,8 @@ from torch import nn
 
 from diffgeo.core.checks import check_module, check_str, check_tensor
 
-__all__ = ["get_module", "capture", "add_to_output", "replace_output", "run_until", "Captured"]
+__all__ = ["get_module", "capture", "add_to_output", "replace_output", "run_until", "Captured", "Tally",
+           "output_bytes"]
 
 DEFAULT_MODULE = "mid_block"
 Edit = Union[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
@@ -97,7 +98,7 @@ def capture(unet: nn.Module, name: str = DEFAULT_MODULE) -> Iterator[Captured]:
 
     >>> import diffgeo
     >>> model = diffgeo.load("shapes")
-    >>> x = torch.randn(1, *model.x_shape)
+    >>> x = torch.randn(1, *model.x_shape, device=model.device)
     >>> with torch.no_grad(), capture(model.unet) as cap:
     ...     _ = model.unet(x, 500)
     >>> torch.allclose(cap.value, model.h(x, 500)), len(model.unet.mid_block._forward_hooks)
@@ -122,17 +123,27 @@ def _check_edit(edit: Any, what: str) -> Edit:
 
 
 def _check_result(new: Any, h: torch.Tensor, what: str, name: str) -> torch.Tensor:
-    """The tensor an edit gives at run time: a tensor of the output's dtype, finite."""
+    """The tensor an edit gives at run time: a tensor of the output's dtype, moved to the output's device."""
     if not isinstance(new, torch.Tensor):
         raise TypeError(f"{what} must give a tensor for the output of {name!r}, got {type(new).__name__}")
     if new.dtype != h.dtype:
         raise TypeError(f"{what} has dtype {new.dtype} but the output of {name!r} is {h.dtype}: pass "
                         f"{what}.to({h.dtype})")
-    return new
+    return new if new.device == h.device else new.to(h.device)
 
 
 def _as_fn(edit: Edit) -> Callable[[torch.Tensor], torch.Tensor]:
-    return edit if callable(edit) else (lambda _out: edit)
+    """The edit as a function of the output; a tensor is moved to the output's device once (then cached)."""
+    if callable(edit):
+        return edit
+    moved: dict[torch.device, torch.Tensor] = {}
+
+    def fn(out: torch.Tensor) -> torch.Tensor:
+        if out.device not in moved:
+            moved[out.device] = edit.to(out.device)
+        return moved[out.device]
+
+    return fn
 
 
 @contextmanager
@@ -144,7 +155,7 @@ def add_to_output(unet: nn.Module, delta: Edit, name: str = DEFAULT_MODULE) -> I
     >>> x = torch.randn(1, *model.x_shape)
     >>> with torch.no_grad():
     ...     plain = model.eps(x, 500)
-    ...     with add_to_output(model.unet, torch.ones(model.h_shape)):   # shift h by one everywhere
+    ...     with add_to_output(model.unet, torch.ones(model.h_shape)):   # shift h by one everywhere (any device)
     ...         edited = model.eps(x, 500)
     >>> bool((edited - plain).abs().max() > 0), len(model.unet.mid_block._forward_hooks)
     (True, 0)
@@ -173,7 +184,7 @@ def replace_output(unet: nn.Module, value: Edit, name: str = DEFAULT_MODULE) -> 
 
     >>> import diffgeo
     >>> model = diffgeo.load("shapes")
-    >>> x = torch.randn(1, *model.x_shape)
+    >>> x = torch.randn(1, *model.x_shape, device=model.device)
     >>> with torch.no_grad(), replace_output(model.unet, lambda h: 2 * h), capture(model.unet) as cap:
     ...     _ = model.unet(x, 500)
     >>> with torch.no_grad():
@@ -208,7 +219,7 @@ def run_until(unet: nn.Module, name: str, *args: Any, **kwargs: Any) -> torch.Te
     >>> import diffgeo
     >>> model = diffgeo.load("shapes")
     >>> with torch.no_grad():
-    ...     run_until(model.unet, "down_blocks.0", torch.zeros(1, 3, 32, 32), 500).shape
+    ...     run_until(model.unet, "down_blocks.0", torch.zeros(1, 3, 32, 32, device=model.device), 500).shape
     torch.Size([1, 32, 16, 16])
     """
 
@@ -221,3 +232,64 @@ def run_until(unet: nn.Module, name: str, *args: Any, **kwargs: Any) -> torch.Te
         except _Stop as stop:
             return stop.value
     raise RuntimeError(f"module {name!r} was not called during the forward pass, so it cannot serve as h")
+
+
+@dataclass
+class Tally:
+    """Holder filled by :func:`output_bytes`: ``bytes`` summed over the forwards in the body."""
+
+    bytes: int = 0
+
+
+def _tensor_bytes(output: Any) -> int:
+    if isinstance(output, torch.Tensor):
+        return output.numel() * output.element_size()
+    if isinstance(output, (tuple, list)):
+        return sum(_tensor_bytes(o) for o in output)
+    return 0
+
+
+def _attention_scores_bytes(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> int:
+    """Bytes of the score and softmax matrices (B, heads, L_q, L_k) that the math attention kernel builds."""
+    out = _first(output)
+    if not isinstance(out, torch.Tensor) or out.dim() not in (3, 4):
+        return 0
+    length = out.shape[2] * out.shape[3] if out.dim() == 4 else out.shape[1]
+    context = kwargs.get("encoder_hidden_states", args[1] if len(args) > 1 else None)
+    keys = context.shape[1] if isinstance(context, torch.Tensor) and context.dim() == 3 else length
+    return 2 * out.shape[0] * int(module.heads) * int(length) * int(keys) * out.element_size()
+
+
+@contextmanager
+def output_bytes(unet: nn.Module) -> Iterator[Tally]:
+    """Count the activation memory of the forwards in the body: the bytes of every leaf module's
+    output plus the attention score matrices of diffusers ``Attention`` modules (an estimate of what
+    autograd keeps for one forward; all hooks removed on exit).
+
+    >>> import diffgeo
+    >>> model = diffgeo.load("shapes")
+    >>> with torch.no_grad(), output_bytes(model.unet) as tally:
+    ...     _ = model.h(torch.zeros(1, *model.x_shape), 500)
+    >>> tally.bytes > 4 * 128 * 8 * 8, sum(len(m._forward_hooks) for m in model.unet.modules())
+    (True, 0)
+    """
+    check_module(unet, "unet")
+    tally = Tally()
+
+    def leaf_hook(_module, _inputs, output):
+        tally.bytes += _tensor_bytes(output)
+
+    def attention_hook(module, args, kwargs, output):
+        tally.bytes += _attention_scores_bytes(module, args, kwargs, output)
+
+    handles = []
+    try:
+        for m in unet.modules():
+            if next(m.children(), None) is None:
+                handles.append(m.register_forward_hook(leaf_hook))
+            if hasattr(m, "heads") and hasattr(m, "to_q"):
+                handles.append(m.register_forward_hook(attention_hook, with_kwargs=True))
+        yield tally
+    finally:
+        for handle in handles:
+            handle.remove()

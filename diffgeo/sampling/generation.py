@@ -63,11 +63,11 @@ def check_prompt_model(model: Model | PromptSampler, image_shape: tuple[int, ...
 
 def generate(model: Model | PromptSampler, prompts: Sequence[str], *, guidance_scale: float | None = None,
              steps: int = DEFAULT_STEPS, seed: int = 0, noise: torch.Tensor | None = None, batch_size: int = 250,
-             use_clipped_model_output: bool = False, progress: bool | None = None) -> torch.Tensor:
+             use_clipped_model_output: bool | None = None, progress: bool | None = None) -> torch.Tensor:
     """One guided DDIM sample per prompt: images (N, *image_shape) in [-1, 1], on the CPU.
 
     x_T: ``noise`` (N, *x_shape) when given, else drawn at once from ``seed``; the negative
-    prompt is ``""``. ``use_clipped_model_output``: see :func:`diffgeo.sample`. A
+    prompt is ``""``. ``use_clipped_model_output``: see :func:`diffgeo.sample` (None: the model's default). A
     :class:`PromptSampler` draws its own noise (guidance None: 1) and ignores the last two.
 
     >>> import diffgeo
@@ -106,7 +106,7 @@ def generate(model: Model | PromptSampler, prompts: Sequence[str], *, guidance_s
 
 def prompt_grid(model: Model | PromptSampler, prompts: Sequence[str], *, columns: int = 8,
                 guidance_scale: float | None = None, steps: int = DEFAULT_STEPS, seed: int = 0,
-                use_clipped_model_output: bool = False, progress: bool | None = None) -> torch.Tensor:
+                use_clipped_model_output: bool | None = None, progress: bool | None = None) -> torch.Tensor:
     """Images (len(prompts) * columns, C, H, W): row r holds ``columns`` samples of ``prompts[r]``;
     column j starts from the same x_T in every row, so rows differ by the prompt alone.
 

@@ -17,13 +17,25 @@ from typing import Any
 
 import torch
 
-from diffgeo.core.checks import check_bool, check_choice, check_float, check_int
+from diffgeo.core.checks import NonFiniteError, check_choice, check_float, check_int
+from diffgeo.core.precision import full_precision
 from diffgeo.models.conditioning import Cond, resolve_cond
 from diffgeo.models.model import CondLike, Model, PromptLike
-from diffgeo.sampling.ddim import CLEAN, Callback, abar, clip_range, ddim_loop, ddim_step, ddim_timesteps, model_eps
+from diffgeo.sampling.ddim import (
+    CLEAN,
+    Callback,
+    clip_range,
+    ddim_loop,
+    ddim_step,
+    ddim_timesteps,
+    model_eps,
+    prev_timesteps,
+    resolve_clipped,
+    step_abars,
+)
 from diffgeo.sampling.trajectory import Trajectory
 
-__all__ = ["invert", "invert_step", "INVERSION_METHODS", "INVERSION_TOL", "INVERSION_MAX_ITER"]
+__all__ = ["invert", "invert_step", "INVERSION_METHODS", "INVERSION_TOL", "INVERSION_MAX_ITER", "INVERSION_MAX_RMS"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +57,12 @@ INVERSION_MAX_ITER = 50
 #: 50 calls do not lower either; the stop saves 11% of the U-Net calls, round trips are identical.
 INVERSION_STALL_WINDOW = 8
 INVERSION_STALL_GAIN = 0.01
+#: A state of fixed-point inversion on a clipping model whose RMS over one sample exceeds this has run
+#: away (such a model's states are x0 in [-clip, clip] plus unit noise: RMS about 1 at every t):
+#: :func:`invert` raises with the step instead of returning it. The raw-eps inversion of ``shapes``
+#: returned x_T of std 2e8 (issue 26); scene 1 of ``make_scenes(2, seed=424_242)`` passes RMS 50 at
+#: step 7 (t = 140) with its residual at 1.2e-6: the clipped raw-eps step is not one-to-one.
+INVERSION_MAX_RMS = 50.0
 
 
 def _pick(value: Any, idx: torch.Tensor, batch: int) -> Any:
@@ -68,6 +86,7 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).pow(2).mean(1).sqrt()
 
 
+@full_precision()  # no TF32: its 1e-3 rounding stalls the solve (issue 28)
 def invert_step(model: Model, x_prev: torch.Tensor, eps_guess: torch.Tensor, t: int, a_t: float, a_prev: float, *,
                  clip: float | None, clipped_eps: bool, cond: Cond | None, tol: float, max_iter: int,
                  history: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
@@ -91,6 +110,7 @@ def invert_step(model: Model, x_prev: torch.Tensor, eps_guess: torch.Tensor, t: 
     >>> import diffgeo
     >>> m = diffgeo.load("shapes")
     >>> x_prev = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.5
+    >>> from diffgeo.sampling.ddim import abar
     >>> a, ap = abar(m, 500), abar(m, 250)
     >>> guess = m.eps_fn(x_prev, m.timesteps_tensor(250, 2), None)
     >>> x_t, eps, x0, calls, resid, stalled = invert_step(m, x_prev, guess, 500, a, ap, clip=None,
@@ -157,7 +177,7 @@ def invert_step(model: Model, x_prev: torch.Tensor, eps_guess: torch.Tensor, t: 
 def invert(model: Model, x0: torch.Tensor, *, steps: int = 50, method: str = "fixed_point",
            tol: float = INVERSION_TOL, max_iter: int = INVERSION_MAX_ITER, prompt: PromptLike | None = None,
            negative_prompt: PromptLike | None = None, guidance_scale: float | None = None, cond: CondLike = None,
-           use_clipped_model_output: bool = False, callback: Callback | None = None,
+           use_clipped_model_output: bool | None = None, callback: Callback | None = None,
            progress: bool | None = None) -> Trajectory:
     """Invert clean x0 (B, *x_shape) to the first sampling timestep, so that :func:`~diffgeo.sampling.ddim.sample` gives it back.
 
@@ -178,23 +198,26 @@ def invert(model: Model, x0: torch.Tensor, *, steps: int = 50, method: str = "fi
     residuals and calls, whether each stalled), and a summary warning closes the run.
 
     Clipping models (``clip_sample``, as the embedded ones): round trips are exact with
-    ``use_clipped_model_output=True`` on both sides (the README gives the measured errors). With
-    the raw eps (``sample``'s default) the clipped forward step is flat in x0 wherever x0 is
-    clipped, so it is neither one-to-one nor onto: some steps cannot converge, the round trip is
-    only closer than plain inversion, and the unconverged steps are reported.
+    ``use_clipped_model_output=True`` on both sides (docs/measurements.md gives the measured errors);
+    None, the default of both ``invert`` and ``sample``, is the model's own choice (``model.clipped_eps``,
+    True for the embedded models), so the defaults round-trip. With the raw eps (False) the clipped
+    forward step is flat in x0 wherever x0 is clipped, so it is neither one-to-one nor onto: some
+    steps cannot converge, and where the solve runs away (a state NaN, infinite or with RMS above
+    :data:`INVERSION_MAX_RMS`) :func:`invert` raises :class:`~diffgeo.core.checks.NonFiniteError`
+    naming the step and the fix.
 
     ``method="ddim"``: plain DDIM inversion, eps evaluated at x_{t-1} (one U-Net call per step,
     not exact; x0 is never clipped).
 
     Text models: the prompt keywords as in :func:`~diffgeo.sampling.ddim.sample`. Latent models invert latents:
-    ``model.encode_image(images)`` first. x0: (B, *x_shape), in [-clip, clip] when the
-    scheduler clips (sampling can only return values in that range).
+    ``model.encode_image(images)`` first. x0: (B, *x_shape), in [-clip, clip] when the scheduler
+    clips (the embedded models: [-1, 1]; sampling can only return values in that range).
 
     >>> import diffgeo
     >>> model = diffgeo.load("shapes")
     >>> x0 = diffgeo.data.shapes.make_scenes(1, seed=7).images
-    >>> inv = invert(model, x0, steps=5, use_clipped_model_output=True, progress=False)
-    >>> back = diffgeo.sample(model, noise=inv.result, steps=5, use_clipped_model_output=True, progress=False).result
+    >>> inv = invert(model, x0, steps=5, progress=False)
+    >>> back = diffgeo.sample(model, noise=inv.result, steps=5, progress=False).result
     >>> bool((back - x0).pow(2).mean().sqrt() < 0.02), len(inv.meta["iterations"])
     (True, 5)
     """
@@ -202,33 +225,45 @@ def invert(model: Model, x0: torch.Tensor, *, steps: int = 50, method: str = "fi
     method = check_choice(method, "method", INVERSION_METHODS)
     tol = check_float(tol, "tol", min=0, min_open=True)
     max_iter = check_int(max_iter, "max_iter", min=1)
-    use_clipped_model_output = check_bool(use_clipped_model_output, "use_clipped_model_output")
+    clipped_eps = resolve_clipped(model, use_clipped_model_output)
     clip = clip_range(model)
-    if method == "fixed_point" and clip is not None and float(x0.abs().max()) > clip + 1e-6:
+    if clip is not None and float(x0.abs().max()) > clip + 1e-6:  # both methods: refused before any work
         raise ValueError(f"x0 has values in [{float(x0.min()):.3g}, {float(x0.max()):.3g}], outside the model's "
                          f"clipping range [-{clip:g}, {clip:g}]: sampling can never return such an image; map images "
-                         "to [-1, 1] (2 * x - 1 for [0, 1] data)")
+                         "to [-1, 1] (2 * x - 1 for [0, 1] data, x / 127.5 - 1 for [0, 255])")
     grid = ddim_timesteps(model, steps).tolist()[::-1]
     path = [CLEAN] + grid
     c = resolve_cond(model, prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale, cond=cond,
                      batch=x0.shape[0])
-    clipped_eps = use_clipped_model_output and clip is not None
     meta = {"model": model.name, "direction": "invert", "eta": 0.0, "steps": steps, "seed": None,
             "method": method, **(c.meta() if c is not None else {})}
+    hint = ("the inversion cannot be solved here; with a clipping scheduler invert and sample with "
+            "use_clipped_model_output=True (the embedded models' default), or use fewer steps or method='ddim'")
     if method == "ddim":
-        return ddim_loop(model, x0, path, model_eps(model, c), clip=None, clipped_eps=False, callback=callback,
-                         progress=progress, desc="DDIM inversion", meta=meta)
+        return ddim_loop(model, x0, path, model_eps(model, c), clip=None, clipped_eps=False, steps=steps,
+                         callback=callback, progress=progress, desc="DDIM inversion", meta=meta, hint=hint)
     b = x0.shape[0]
     iterations: list[list[int]] = []
     residuals: list[list[float]] = []
     unconverged: list[dict[str, Any]] = []
     state = {"eps": model.eps_fn(x0, model.timesteps_tensor(0, b), c)}
 
+    prev = prev_timesteps(model, steps)
+
     def solve(i: int, x: torch.Tensor, t_prev: int, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        a_prev, a_t = step_abars(model, t_prev, t, prev)
         x_t, eps, x0_pred, iters, resid, stalled = invert_step(
-            model, x, state["eps"], t, abar(model, t), abar(model, t_prev), clip=clip, clipped_eps=clipped_eps,
+            model, x, state["eps"], t, a_t, a_prev, clip=clip, clipped_eps=clipped_eps,
             cond=c, tol=float(tol), max_iter=max_iter)
         state["eps"] = eps
+        rms = _rms(x_t)
+        # a clipping model's states are x0 in [-clip, clip] plus unit noise; without clipping the step is smooth
+        # and one-to-one, so a converged x_t of any size is the answer (the loop's guard still catches NaN/inf)
+        if clip is not None and not bool((rms <= INVERSION_MAX_RMS).all()):  # NaN compares False
+            k = int((~(rms <= INVERSION_MAX_RMS)).nonzero()[0])
+            raise NonFiniteError(f"fixed-point inversion of {model.name} diverged at step {i} (t={t_prev} -> {t}): "
+                                 f"sample {k}'s state reached RMS {float(rms[k]):.3g} > {INVERSION_MAX_RMS:g} "
+                                 f"(residual {float(resid[k]):.3g}); {hint}")
         iterations.append(iters.tolist())
         residuals.append(resid.tolist())
         bad = resid > tol
@@ -244,7 +279,7 @@ def invert(model: Model, x0: torch.Tensor, *, steps: int = 50, method: str = "fi
         return x_t, x0_pred, eps, {"iterations": iters, "residual": resid}
 
     traj = ddim_loop(model, x0, path, step=solve, callback=callback, progress=progress, desc="fixed-point inversion",
-                     meta=meta)
+                     meta=meta, hint=hint)
     meta.update({"tol": float(tol), "max_iter": max_iter, "use_clipped_model_output": clipped_eps,
                  "iterations": iterations, "residual": residuals, "unconverged": unconverged,
                  "iterations_per_step": [sum(row) / b for row in iterations],

@@ -74,4 +74,20 @@ class Trajectory:
         torch.Size([2, 1, 2])
         """
         tensors, meta = load_tensors_json(path, kind="Trajectory")
+        missing = sorted({"timesteps", "xs", "x0_preds"} - set(tensors))
+        if missing:
+            raise ValueError(f"{path} is not a whole Trajectory: it has no {', '.join(missing)}")
+        _check_shapes(tensors["timesteps"], tensors["xs"], tensors["x0_preds"], str(path))
         return cls(tensors["timesteps"], tensors["xs"], tensors["x0_preds"], meta)
+
+
+def _check_shapes(timesteps: torch.Tensor, xs: torch.Tensor, x0_preds: torch.Tensor, where: str) -> None:
+    """timesteps (S+1,), xs (S+1, B, ...), x0_preds (S, B, ...) with the same B and sample shape: files
+    written before the content record (format 1) are not checked by :mod:`diffgeo.core.io`."""
+    ok = (timesteps.dim() == 1 and xs.dim() >= 2 and x0_preds.dim() == xs.dim()
+          and xs.shape[0] == timesteps.shape[0] and x0_preds.shape[0] == xs.shape[0] - 1
+          and x0_preds.shape[1:] == xs.shape[1:])
+    if not ok:
+        raise ValueError(f"{where} is not a consistent Trajectory: timesteps {tuple(timesteps.shape)}, xs "
+                         f"{tuple(xs.shape)} and x0_preds {tuple(x0_preds.shape)} must be (S+1,), (S+1, B, ...) and "
+                         "(S, B, ...); the file was changed or written by something else")

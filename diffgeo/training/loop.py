@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from diffgeo.core.checks import check_float, check_int, check_path
 from diffgeo.core.io import load_tensors_json, save_tensors_json
 from diffgeo.core.progress import progress_bar
 from diffgeo.models.recipes import Recipe
@@ -34,7 +35,7 @@ from diffgeo.models.text_encoder import load_packaged_encoder
 from diffgeo.training.data import _batch, _EmbeddingCache, _make_unet, get_recipe
 from diffgeo.training.losses import DEFAULT_CAP, LOSS_WEIGHTS, PREDICTIONS, _as_eps_error, _target_error, loss_weights
 
-__all__ = ["train", "warm_start_record"]
+__all__ = ["train", "warm_start_record", "check_init"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,24 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
     """
     if loss_weight not in LOSS_WEIGHTS:
         raise ValueError(f"loss_weight {loss_weight!r}: use one of {LOSS_WEIGHTS}")
+    # every argument before any work: 0 steps is not "the recipe's", a NaN cap is not a cap
+    steps = None if steps is None else check_int(steps, "steps", min=1)
+    seed = check_int(seed, "seed", min=0)
+    ckpt_every = check_int(ckpt_every, "ckpt_every", min=1)
+    threads = None if threads is None else check_int(threads, "threads", min=1)
+    run_dir = check_path(run_dir, "run_dir")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NotADirectoryError(f"run_dir {run_dir} is a file; pass a folder for the checkpoints")
+    if weight_cap is not None:
+        weight_cap = check_float(weight_cap, "weight_cap", min=0, min_open=True)
+    if ema_decay is not None:
+        ema_decay = check_float(ema_decay, "ema_decay", min=0)
+        if ema_decay >= 1:
+            raise ValueError(f"ema_decay {ema_decay}: must be in [0, 1)")
+    if batch_size is not None:
+        batch_size = check_int(batch_size, "batch_size", min=1)
+    if init is not None:
+        init = check_init(init)
     from diffusers import DDPMScheduler
 
     recipe = get_recipe(name)
@@ -105,10 +124,6 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
     if weight_cap <= 0:
         raise ValueError(f"weight_cap {weight_cap}: must be > 0")
     loss_weights(torch.tensor([0.5]), loss_weight, weight_cap, prediction)  # refuses a weighting the model cannot take
-    if ema_decay is not None and not 0 <= ema_decay < 1:
-        raise ValueError(f"ema_decay {ema_decay}: must be in [0, 1)")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size {batch_size}: must be >= 1")
     base = recipe
     recipe = replace(recipe, ema_decay=recipe.ema_decay if ema_decay is None else ema_decay,
                      batch_size=batch_size or recipe.batch_size)
@@ -116,8 +131,8 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
     options = {"loss_weight": (loss_weight, "eps"), "weight_cap": (weight_cap, DEFAULT_CAP["eps"]),
                "lr_decay": (lr_decay, False), "ema_decay": (recipe.ema_decay, base.ema_decay),
                "batch_size": (recipe.batch_size, base.batch_size), "ema_warmup": (ema_warmup, True)}
-    total = steps or recipe.steps
-    if threads:
+    total = recipe.steps if steps is None else steps
+    if threads is not None:
         torch.set_num_threads(threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = run_dir / "checkpoint.safetensors"
@@ -203,6 +218,33 @@ def train(name: str, *, run_dir: Path, steps: int | None = None, seed: int = 0, 
                                               **{key: now for key, (now, _) in options.items()}})
     bar.close()
     return ckpt
+
+
+def check_init(init: str | Path, name: str = "init") -> Path:
+    """A package folder a run can warm-start from (``provenance.json`` with its ``steps`` and
+    ``unet/diffusion_pytorch_model.safetensors``), checked before anything is created.
+
+    >>> check_init("/nonexistent")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: init /nonexistent does not exist: pass an exported package folder (unet/, provenance.json)
+    """
+    folder = check_path(init, name)
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise FileNotFoundError(f"{name} {folder} {what}: pass an exported package folder (unet/, provenance.json)")
+    for need in ("provenance.json", "unet/diffusion_pytorch_model.safetensors"):
+        if not (folder / need).is_file():
+            raise FileNotFoundError(f"{name} {folder} has no {need}: pass an exported package folder "
+                                    "(diffgeo train NAME --export-to FOLDER writes one)")
+    try:
+        prov = json.loads((folder / "provenance.json").read_text())
+    except ValueError as err:
+        raise ValueError(f"{name} {folder}/provenance.json is not valid JSON ({err})") from None
+    if not isinstance(prov, dict) or not isinstance(prov.get("steps"), int) or isinstance(prov.get("steps"), bool):
+        raise ValueError(f"{name} {folder}/provenance.json records no integer 'steps'; it is not an export of "
+                         "diffgeo train")
+    return folder
 
 
 def warm_start_record(prov: dict, init: str) -> dict:

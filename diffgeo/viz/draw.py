@@ -21,6 +21,7 @@ from diffgeo.data.shapes import COLOURS, CONTINUOUS, RANGES, SHAPES
 
 __all__ = ["image_grid", "draw_labelled_grid", "draw_h_statistics", "draw_quality"]
 __all__ += ["draw_images", "draw_spectra", "draw_curves", "draw_scatter", "draw_matrix"]  # dashboards
+__all__ += ["draw_unet", "draw_h_pca"]  # notebooks
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1, marks: Sequence[bool] | None = None) -> np.ndarray:
@@ -232,8 +233,11 @@ def draw_scatter(ax, x: Sequence[float], y: Sequence[float], *, labels: Sequence
         ax.set_title(title, fontsize=9)
 
 
-def draw_matrix(ax, matrix: torch.Tensor, labels: Sequence[str], *, title: str | None = None) -> None:
-    """A square matrix (n, n) as a heat map with its values written in, rows and columns labelled.
+def draw_matrix(ax, matrix: torch.Tensor, labels: Sequence[str], *, title: str | None = None,
+                vmin: float | None = None, vmax: float | None = None, colorbar: str | None = None) -> None:
+    """A square matrix (n, n) as a heat map with its values written in (dark text on light cells,
+    light on dark), rows and columns labelled; ``vmin``/``vmax`` fix the colour scale and
+    ``colorbar`` (its label) adds a colour bar.
 
     >>> from matplotlib.figure import Figure
     >>> ax = Figure().subplots()
@@ -244,11 +248,93 @@ def draw_matrix(ax, matrix: torch.Tensor, labels: Sequence[str], *, title: str |
     m = torch.as_tensor(matrix, dtype=torch.float64)
     if m.dim() != 2 or m.shape[0] != m.shape[1] or m.shape[0] != len(labels):
         raise ValueError(f"matrix must be (n, n) with n = len(labels) = {len(labels)}, got {tuple(m.shape)}")
-    ax.imshow(m.numpy(), cmap="viridis")
+    im = ax.imshow(m.numpy(), cmap="viridis", vmin=vmin, vmax=vmax)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
-            ax.text(j, i, f"{float(m[i, j]):.2f}", ha="center", va="center", fontsize=6, color="white")
+            r, g, b, _ = im.cmap(im.norm(float(m[i, j])))
+            ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+            ax.text(j, i, f"{float(m[i, j]):.2f}", ha="center", va="center", fontsize=6, color=ink)
+    if colorbar is not None:
+        bar = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        bar.set_label(colorbar, fontsize=7)
+        bar.ax.tick_params(labelsize=6)
     ax.set_xticks(range(len(labels)), labels, fontsize=6, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels, fontsize=6)
     if title:
         ax.set_title(title, fontsize=9)
+
+
+def draw_unet(ax, config: dict, h_shape: Sequence[int], h_module: str = "mid_block") -> None:
+    """Where h sits: the U-Net of a diffusers ``config`` (``sample_size``, ``in_channels``,
+    ``block_out_channels``, ``down_block_types``, ``up_block_types``) as boxes, down blocks on the
+    left going down, the middle block at the bottom, up blocks on the right going up, each labelled
+    with its type and output shape (channels x height x width); the block whose output is h
+    (``h_module``, shape ``h_shape``) is highlighted.
+
+    >>> from matplotlib.figure import Figure
+    >>> ax = Figure().subplots()
+    >>> cfg = {"sample_size": 32, "in_channels": 3, "block_out_channels": [32, 64],
+    ...        "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"]}
+    >>> draw_unet(ax, cfg, (64, 16, 16))
+    >>> sum("h = mid_block" in t.get_text() for t in ax.texts)
+    1
+    """
+    from matplotlib.patches import FancyBboxPatch
+
+    size, chans = int(config["sample_size"]), list(config["block_out_channels"])
+    n = len(chans)
+    res = [size // 2 ** min(i + 1, n - 1) for i in range(n)]  # every down block but the last halves the size
+
+    def box(x: float, y: float, text: str, hot: bool = False) -> None:
+        ax.add_patch(FancyBboxPatch((x - 0.9, y - 0.32), 1.8, 0.64, boxstyle="round,pad=0.02",
+                                    facecolor="#ffd54f" if hot else "#e3f2fd", edgecolor="#b26a00" if hot else "#1565c0"))
+        ax.text(x, y, text, ha="center", va="center", fontsize=6.5)
+
+    box(-n - 1, n + 1, f"x_t\n{config['in_channels']}x{size}x{size}")
+    for i, (c, r, kind) in enumerate(zip(chans, res, config["down_block_types"])):
+        box(i - n, n - i, f"{kind}\n{c}x{r}x{r}")
+    mid = "h = " + h_module if h_module == "mid_block" else "mid_block"
+    box(0, 0, f"{mid}\n{'x'.join(map(str, h_shape))}", hot=h_module == "mid_block")
+    for i, kind in enumerate(config["up_block_types"]):
+        c, r = chans[::-1][i], size // 2 ** max(n - 2 - i, 0)  # every up block but the last doubles the size
+        box(i + 1, i + 1, f"{kind}\n{c}x{r}x{r}")
+    box(n + 1, n + 1, f"eps\n{config['in_channels']}x{size}x{size}")
+    ax.set_xlim(-n - 2.1, n + 2.1)
+    ax.set_ylim(-0.6, n + 1.6)
+    ax.set_axis_off()
+    ax.set_title("where h sits: the output of the U-Net's middle block (skip connections not drawn)", fontsize=8)
+
+
+def draw_h_pca(ax, h: torch.Tensor, colours: Sequence[str], markers: Sequence[str] | None = None, *,
+               legend: dict[str, str] | None = None, title: str | None = None) -> None:
+    """A view of h itself: h (N, *h_shape) projected on its first two principal components (exact
+    SVD of the centred matrix), one point per sample in the matplotlib colour ``colours[i]`` and
+    marker ``markers[i]``; axes labelled with the share of variance each component explains, equal
+    scales. ``legend``: label -> colour.
+
+    >>> from matplotlib.figure import Figure
+    >>> ax = Figure().subplots()
+    >>> draw_h_pca(ax, torch.randn(6, 4, 2, 2), ["red"] * 3 + ["blue"] * 3, legend={"red": "red", "blue": "blue"})
+    >>> len(ax.collections) >= 1, ax.get_xlabel().startswith("PC1")
+    (True, True)
+    """
+    x = h.detach().flatten(1).double().cpu()
+    x = x - x.mean(0)
+    u, s, _ = torch.linalg.svd(x, full_matrices=False)
+    share = (s ** 2 / (s ** 2).sum()).tolist()
+    xy = (u[:, :2] * s[:2]).numpy()
+    for m in sorted(set(markers or ["o"])):
+        idx = [i for i in range(len(xy)) if (markers[i] if markers else "o") == m]
+        ax.scatter(xy[idx, 0], xy[idx, 1], c=[colours[i] for i in idx], marker=m, s=22, edgecolors="black",
+                   linewidths=0.4)
+    for label, colour in (legend or {}).items():
+        ax.scatter([], [], c=colour, label=label, s=22, edgecolors="black", linewidths=0.4)
+    if legend:
+        ax.legend(fontsize=6, ncol=2, loc="best")
+    ax.set_xlabel(f"PC1 ({share[0]:.0%} of variance)", fontsize=8)
+    ax.set_ylabel(f"PC2 ({share[1]:.0%} of variance)" if len(share) > 1 else "PC2", fontsize=8)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.tick_params(labelsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+

@@ -18,7 +18,7 @@ import numpy as np
 
 from diffgeo.viz.draw import draw_matrix, draw_scatter
 
-__all__ = ["draw_band_vs_t", "draw_spectral_centroid", "draw_shared_tangents", "draw_basis_heatmap", "draw_prompt_geometry", "draw_cond_uncond", "draw_curvedness", "draw_guidance_artefact", "draw_edit_transfer", "draw_edit_properties"]
+__all__ = ["draw_band_vs_t", "draw_spectral_centroid", "draw_shared_tangents", "draw_basis_heatmap", "draw_prompt_geometry", "draw_cond_uncond", "draw_curvedness", "draw_guidance_artefact", "draw_edit_transfer", "draw_edit_properties", "draw_edit_quality"]
 
 
 def draw_band_vs_t(ax, ts: Sequence[int], mean: Sequence[float], low: Sequence[float], high: Sequence[float], *,
@@ -73,6 +73,14 @@ def draw_shared_tangents(ax, data) -> None:
         draw_band_vs_t(ax, c.ts, c.mean, c.low, c.high, label=name,
                        ylabel="mean pairwise Grassmann distance / max",
                        title="2-3. distance between samples' tangent spaces")
+        null, floor = getattr(c, "null_mean", None), getattr(c, "floor", None)
+        if null is not None and null == null:
+            ax.axhline(float(null), ls="--", lw=0.8, color="grey", label="random subspaces (null)")
+        if floor is not None:
+            ax.axhline(float(np.mean(np.asarray(floor, dtype=float))), ls=":", lw=0.8, color="k",
+                       label="seed floor (same point)")
+        if null is not None or floor is not None:
+            ax.legend(fontsize=7)
 
 
 def draw_basis_heatmap(ax, data) -> None:
@@ -123,7 +131,7 @@ def draw_cond_uncond(ax, data) -> None:
 
 
 def draw_curvedness(ax, data) -> None:
-    """Analysis 6 (a Curvedness): each definition's values over segments against its flat baseline (log)
+    """Analysis 6 (a Curvedness): each definition's values over segments against the untrained network (log)
 
     >>> import torch
     >>> from types import SimpleNamespace as NS
@@ -138,7 +146,7 @@ def draw_curvedness(ax, data) -> None:
         v = data.values[name].double().clamp_min(1e-12).numpy()
         f = data.flat[name].double().abs().clamp_min(1e-12).numpy()
         ax.scatter(np.full(len(v), i - 0.1), v, color="C0", s=12, label="segments" if i == 0 else None)
-        ax.scatter(np.full(len(f), i + 0.1), f, color="C3", marker="x", s=12, label="flat baseline" if i == 0 else None)
+        ax.scatter(np.full(len(f), i + 0.1), f, color="C3", marker="x", s=12, label="untrained network" if i == 0 else None)
     ax.set_yscale("log")
     ax.set_xticks(range(len(names)), names, fontsize=7)
     ax.set_title(f"6. curvedness ({data.model}, t={data.t})", fontsize=9)
@@ -180,6 +188,39 @@ def draw_edit_transfer(ax, data) -> None:
     ax.set_xlabel("applied at t'", fontsize=8)
 
 
+def draw_edit_quality(ax, rows, *, samples: str = "generated") -> None:
+    """Clean-edit rate (success, preservation and validity at once) with its 95% interval, one group
+    of bars per task and one bar per method, for rows of the edit-quality table
+    (:class:`diffgeo.editing.table.EditQualityRow`; only those on ``samples``).
+
+    >>> from types import SimpleNamespace as NS
+    >>> from matplotlib.figure import Figure
+    >>> rows = [NS(task="colour:blue", method=m, samples="generated", clean=0.5, clean_ci=(0.3, 0.7)) for m in "ab"]
+    >>> ax = Figure().subplots(); draw_edit_quality(ax, rows); len(ax.patches)
+    2
+    """
+    rows = [r for r in rows if r.samples == samples]
+    tasks = list(dict.fromkeys(r.task for r in rows))
+    methods = list(dict.fromkeys(r.method for r in rows))
+    width = 0.8 / max(len(methods), 1)
+    for j, m in enumerate(methods):
+        xs, ys, lo, hi = [], [], [], []
+        for i, t in enumerate(tasks):
+            r = next((r for r in rows if r.task == t and r.method == m), None)
+            if r is not None:
+                xs.append(i + (j - (len(methods) - 1) / 2) * width)
+                ys.append(r.clean)
+                lo.append(r.clean - r.clean_ci[0])
+                hi.append(r.clean_ci[1] - r.clean)
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=m)
+    ax.axhline(0.9, color="0.5", lw=0.7, ls="--")
+    ax.set_xticks(range(len(tasks)), tasks, fontsize=7, rotation=20)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("clean edits (95% interval)", fontsize=8)
+    ax.set_title(f"edit quality on {samples} samples", fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+
+
 def draw_edit_properties(ax, table) -> None:
     """Mean change of the intended factor (with its spread over samples) and validity against
     strength, for one :class:`diffgeo.editing.properties.EditProperties`
@@ -201,3 +242,25 @@ def draw_edit_properties(ax, table) -> None:
     ax.set_xlabel("strength", fontsize=8)
     ax.set_title(f"{table.model} {table.space}-space: R^2 {table.r2:.2f}, flip {table.sign_flip}", fontsize=8)
     ax.legend(fontsize=6)
+
+
+def draw_tradeoff(ax, data) -> None:
+    """Analysis 7: edit effect and preservation (SSIM to the unedited image) over t_edit (two y axes)
+
+    >>> from types import SimpleNamespace as NS
+    >>> from matplotlib.figure import Figure
+    >>> ax = Figure().subplots()
+    >>> draw_tradeoff(ax, NS(t_edits=[900, 500, 100], tradeoff_effect=[3.0, 2.0, 0.5], tradeoff_preservation=[0.2, 0.6, 0.9], model="m"))
+    >>> ax.get_title()
+    '7. effect vs preservation over t_edit'
+    """
+    ts = [int(t) for t in data.t_edits]
+    ax.plot(ts, list(data.tradeoff_effect), marker="o", ms=3, color="C0", label="effect (colour logit margin)")
+    ax.set_ylabel("effect (logit margin change)", color="C0")
+    ax2 = ax.twinx()
+    ax2.plot(ts, list(data.tradeoff_preservation), marker="s", ms=3, color="C3", label="preservation (SSIM)")
+    ax2.set_ylabel("SSIM to the unedited image", color="C3")
+    if not ax.xaxis_inverted():
+        ax.invert_xaxis()
+    ax.set_xlabel("t_edit (edit on [T, t_edit])")
+    ax.set_title("7. effect vs preservation over t_edit", fontsize=9)

@@ -11,7 +11,8 @@ state for a view and draws it with the ``draw_*`` functions of :mod:`diffgeo.viz
   distances against the prompts' similarity, conditional vs unconditional over t, guidance;
 - :func:`curvedness_dashboard` / :class:`CurvednessState`: the segment between two samples, the
   rotation of the tangent space along it, against the solver's flat floor;
-- :func:`traversal_dashboard` / :class:`TraversalState`: x-space editing and Asyrp side by side.
+- :func:`traversal_dashboard` / :class:`TraversalState`: x-space editing and Asyrp side by side;
+- :func:`alignment_panel`: a text model's prompt alignment, measured on demand and cached on disk.
 
 ipywidgets is imported only when a dashboard is built; callbacks run with
 ``DASHBOARD_THREADS`` torch threads (one, by measurement: benchmarks/bench_widgets.py), show a
@@ -28,15 +29,17 @@ from importlib import import_module
 from typing import Any
 
 from diffgeo.widgets._core import DASHBOARD_THREADS, Memo, figure_png, torch_threads
+from diffgeo.widgets._reference import GUIDANCE_MAX, random_subspace_distance, sampler_settings
 
-__all__ = ["DASHBOARD_THREADS", "Memo", "figure_png", "torch_threads",
+__all__ = ["DASHBOARD_THREADS", "Memo", "figure_png", "torch_threads", "GUIDANCE_MAX", "random_subspace_distance",
+           "sampler_settings",
            "TraversalState", "traversal_dashboard", "TangentState", "tangent_dashboard",
-           "TextState", "text_dashboard", "CurvednessState", "curvedness_dashboard"]
+           "TextState", "text_dashboard", "CurvednessState", "curvedness_dashboard", "alignment_panel"]
 
 _LAZY = {"TraversalState": "traversal", "traversal_dashboard": "traversal",
          "TangentState": "tangent", "tangent_dashboard": "tangent",
          "TextState": "text", "text_dashboard": "text",
-         "CurvednessState": "curved", "curvedness_dashboard": "curved"}
+         "CurvednessState": "curved", "curvedness_dashboard": "curved", "alignment_panel": "alignment"}
 
 
 def __getattr__(name: str) -> Any:

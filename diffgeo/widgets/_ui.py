@@ -52,7 +52,7 @@ class Dashboard:
         self.figures: dict[str, Any] = {}
         self.status = w.HTML(value="")
         self.progress = w.IntProgress(value=0, min=0, max=1, description="",
-                                      layout=w.Layout(width="420px", visibility="hidden"))
+                                      layout=w.Layout(width="300px", visibility="hidden"))
         self.last_ok = True
         self.last_seconds = float("nan")
         self.first_frame_seconds = float("nan")
@@ -61,15 +61,21 @@ class Dashboard:
 
     # -- building ----------------------------------------------------------------------------
     def image(self, name: str, width: str = "auto") -> Any:
-        img = widgets().Image(format="png", layout=widgets().Layout(width=width))
+        """A figure slot: an Image shown at its PNG's own size (not stretched to the row's width),
+        never smoothed when the page scales it."""
+        img = widgets().Image(format="png", layout=widgets().Layout(width=width, align_self="flex-start",
+                                                                     object_fit="contain"))
+        img.add_class("diffgeo-pixelated")
         self.figures[name] = img
         return img
 
-    def assemble(self, rows: Iterable[Any]) -> None:
-        """Lay out the controls' rows and the figures, wire the callbacks and draw once."""
+    def assemble(self, rows: Iterable[Any], figures: Iterable[Any] = ()) -> None:
+        """Lay out the controls' rows, then the progress bar and the status line (right under the
+        controls that start the work, in view), then the figures; wire the callbacks and draw once."""
         w = widgets()
-        header = [w.HTML(f"<b>{html.escape(self.title)}</b>")] if self.title else []
-        self.widget = w.VBox([*header, *rows, w.HBox([self.progress]), self.status])
+        style = "<style>.diffgeo-pixelated, .diffgeo-pixelated img {image-rendering: pixelated;}</style>"
+        header = [w.HTML(style + (f"<b>{html.escape(self.title)}</b>" if self.title else ""))]
+        self.widget = w.VBox([*header, *rows, w.HBox([self.progress, self.status]), *figures])
         for c in self.controls.values():
             c.observe(self.refresh, names="value")
         self.refresh()
@@ -104,8 +110,8 @@ class Dashboard:
         try:
             with torch_threads(self.threads):
                 for frame in self.frames(self.values()):
-                    for name, png in frame.items():
-                        self.figures[name].value = png
+                    for name, value in frame.items():  # PNG bytes for images, HTML text for notes
+                        self.figures[name].value = value
                     if self.first_frame_seconds != self.first_frame_seconds:
                         self.first_frame_seconds = time.perf_counter() - start
             self.status.value = ""

@@ -123,8 +123,10 @@ def draw_curvedness_view(fig: Any, view: CurvednessView, part: str) -> None:
         draw_curves(ax, mids, {"tangent-space rotation per step": c.steps.tolist(),
                                "flat floor (solver noise)": [view.floor] * len(mids)},
                     xlabel="position s along the segment", ylabel="Grassmann distance (rad)",
-                    title=(f"rotation {c.rotation:.3g}/unit (flat: {view.floor_rotation:.3g}), "
+                    title=(f"rotation per step: mean {float(c.steps.mean()):.2f} rad (flat floor {view.floor:.2f} rad)\n"
+                           f"= {c.rotation:.3g} rad per unit of ||x|| (flat: {view.floor_rotation:.3g}); "
                            f"off-tangent {c.off_tangent:.2f}, excess length {c.excess_length:.3f}"))
+        ax.set_ylim(0.0, max(float(c.steps.max()), view.floor) * 1.15 + 1e-6)
     else:
         raise ValueError(f"part must be 'segment' or 'profile', got {part!r}")
 
@@ -136,7 +138,7 @@ def curvedness_dashboard(model: Any = None, *, state: CurvednessState | None = N
     >>> import diffgeo
     >>> dash = curvedness_dashboard(diffgeo.load("shapes"), n=2, steps=4, k=2, n_points=3)
     >>> dash.last_ok, sorted(dash.controls), sorted(dash.figures)
-    (True, ['a', 'b', 't'], ['profile', 'segment'])
+    (True, ['a', 'b', 't'], ['notice', 'profile', 'segment'])
     """
 
     state = state_for(CurvednessState, model, state, state_kwargs)
@@ -144,20 +146,41 @@ def curvedness_dashboard(model: Any = None, *, state: CurvednessState | None = N
     class CurvednessDashboard(Dashboard):
         title = "Curvedness between two samples"
 
+        def refresh(self, change: Any = None) -> bool:
+            # "to" never offers the sample picked in "from" (a segment needs two samples)
+            a, b = self.controls.get("a"), self.controls.get("b")
+            if a is not None and b is not None and not self._busy:
+                options = [(f"sample {i}", i) for i in range(state.n) if i != a.value]
+                if [o[1] for o in b.options] != [o[1] for o in options]:
+                    self._busy = True
+                    try:
+                        value = b.value if b.value != a.value else options[0][1]
+                        b.options = options
+                        b.value = value
+                    finally:
+                        self._busy = False
+            return super().refresh(change)
+
         def frames(self, v: dict[str, Any]):
             self.view = state.view(a=v["a"], b=v["b"], t=v["t"], progress=self.report)
             yield {"segment": figure_png(lambda f: draw_curvedness_view(f, self.view, "segment"),
                                          size=(1.1 * state.n_points + 0.5, 1.9)),
-                   "profile": figure_png(lambda f: draw_curvedness_view(f, self.view, "profile"), size=(6.5, 3.0))}
+                   "profile": figure_png(lambda f: draw_curvedness_view(f, self.view, "profile"), size=(6.5, 3.4)),
+                   "notice": ("<b>What to notice:</b> where the rotation per step rises above the flat floor, the "
+                              "tangent space turns along the segment (the map x_t -> h bends there); the segment's "
+                              "images show which change of the scene goes with it. <b>Reference:</b> the flat floor "
+                              f"({self.view.floor:.2f} rad per step) is what a flat map reads with the same solver.")}
 
     dash = CurvednessDashboard()
     dash.state = state
     w = widgets()
     options = [(f"sample {i}", i) for i in range(state.n)]
     dash.controls = {"a": w.Dropdown(options=options, value=0, description="from"),
-                     "b": w.Dropdown(options=options, value=1, description="to"),
+                     "b": w.Dropdown(options=options[1:], value=1, description="to"),
                      "t": slider("select", options=state.timesteps, value=state.timesteps[len(state.timesteps) // 2],
                                  description="timestep t")}
     c = dash.controls
-    dash.assemble([w.HBox([c["a"], c["b"], c["t"]]), dash.image("segment"), dash.image("profile")])
+    dash.figures["notice"] = w.HTML()
+    dash.assemble([w.HBox([c["a"], c["b"], c["t"]])],
+                  figures=[dash.image("segment"), dash.image("profile"), dash.figures["notice"]])
     return dash

@@ -14,6 +14,7 @@ from the other samples' bases at the same t and from its own basis at other time
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -24,6 +25,7 @@ from diffgeo.geometry.subspaces import grassmann_distance, radial_power_spectrum
 from diffgeo.sampling.ddim import ddim_timesteps
 from diffgeo.viz.draw import draw_curves, draw_images, draw_scatter, draw_spectra
 from diffgeo.widgets._core import Memo, SampledPath, Stages, figure_png, state_for
+from diffgeo.widgets._reference import random_subspace_distance
 from diffgeo.widgets._ui import Dashboard, slider, widgets
 
 __all__ = ["TangentState", "TangentView", "tangent_dashboard", "draw_tangent"]
@@ -148,7 +150,7 @@ def tangent_dashboard(model: Any = None, *, state: TangentState | None = None, c
     >>> import diffgeo
     >>> dash = tangent_dashboard(diffgeo.load("shapes"), n=2, steps=4, k=2, compare=False)
     >>> dash.last_ok, sorted(dash.controls), sorted(dash.figures)
-    (True, ['compare', 'sample', 't'], ['basis', 'distances', 'spectra'])
+    (True, ['compare', 'sample', 't'], ['basis', 'distances', 'notice', 'spectra'])
     """
 
     state = state_for(TangentState, model, state, state_kwargs)
@@ -159,7 +161,12 @@ def tangent_dashboard(model: Any = None, *, state: TangentState | None = None, c
         def frames(self, v: dict[str, Any]):
             self.view = state.view(t=v["t"], sample=v["sample"], compare=v["compare"], progress=self.report)
             k = state.k
-            yield {"basis": figure_png(lambda f: draw_tangent(f, self.view, "basis"), size=(1.2 * (k + 1) + 0.6, 1.9)),
+            ref = random_subspace_distance(math.prod(state.model.x_shape), k)
+            yield {"notice": ("<b>What to notice:</b> early (large t) basis vectors are smooth blobs, late ones fine "
+                              "detail (their spectra move right); bases of different samples are closer at large t. "
+                              f"<b>Reference:</b> random {k}-dimensional subspaces of x's space are {ref:.2f} apart "
+                              f"(ceiling {math.sqrt(k) * math.pi / 2:.2f})."),
+                   "basis": figure_png(lambda f: draw_tangent(f, self.view, "basis"), size=(1.2 * (k + 1) + 0.6, 1.9)),
                    "spectra": figure_png(lambda f: draw_tangent(f, self.view, "spectra"), size=(4.2, 3.0)),
                    "distances": figure_png(lambda f: draw_tangent(f, self.view, "distances"), size=(7.5, 3.0))}
 
@@ -173,6 +180,8 @@ def tangent_dashboard(model: Any = None, *, state: TangentState | None = None, c
         "compare": w.Checkbox(value=compare, description="distances to other samples and timesteps"),
     }
     c = dash.controls
-    dash.assemble([w.HBox([c["t"], c["sample"], c["compare"]]), dash.image("basis"),
-                   w.HBox([dash.image("spectra"), dash.image("distances")])])
+    dash.figures["notice"] = w.HTML()
+    dash.assemble([w.HBox([c["t"], c["sample"], c["compare"]])],
+                  figures=[dash.image("basis"), w.HBox([dash.image("spectra"), dash.image("distances")]),
+                           dash.figures["notice"]])
     return dash

@@ -13,70 +13,34 @@ predicts right after the x-space edit, one forward pass) is shown first.
 
 >>> import diffgeo
 >>> state = TraversalState(diffgeo.load("shapes"), n=1, steps=4, k=2)
->>> state.timesteps, state.direction_names()[:3]
+>>> state.timesteps, [name for name in state.direction_names() if not name.startswith("named: ")][:3]
 ([750, 500, 250, 0], ['local basis v1', 'local basis v2', 'mean difference: red -> blue'])
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 import diffgeo.editing as editing
 import diffgeo.editing.directions as directions
-from diffgeo.data.shapes import make_scenes, render, sample_factors
+from diffgeo.editing.named import load_named, named_edit, named_info
 from diffgeo.geometry.basis import local_basis
-from diffgeo.models.zoo import entry
 from diffgeo.sampling.ddim import ddim_timesteps, denoise, sample
 from diffgeo.sampling.inversion import invert
-from diffgeo.viz.draw import draw_images
 from diffgeo.widgets._core import Memo, Stages, figure_png, state_for
+from diffgeo.widgets._directions import group_direction, menu, named_name, named_summary
 from diffgeo.widgets._readout import readout
+from diffgeo.widgets._traversal_view import TraversalView, draw_traversal, figure_size, notice
 from diffgeo.widgets._ui import Dashboard, slider, widgets
+from diffgeo.widgets._units import (OLD_REAL, REAL, SAMPLES, boost_options, h_norms, real_images, relative_h,
+                                     sources_for, x_scale)
 
 __all__ = ["TraversalState", "TraversalView", "traversal_dashboard", "SOURCES", "draw_traversal"]
 
-SOURCES = ("samples", "real scenes (inverted)")
+SOURCES = (SAMPLES, REAL)
 Report = Callable[[int, int, str], None]
-
-
-@dataclass(frozen=True)
-class TraversalView:
-    """What the dashboard shows for one parameter set.
-
-    x_images: (N, C, H, W) results of the x-space edit (the preview when ``preview``), or None
-    (``x_note`` says why: an h-only direction);
-    h_images: (N, C, H, W) results of Asyrp, or None (``h_note`` says why);
-    captions_x / captions_h and marks_x / marks_h: the reader's readout (None without a reader).
-    """
-
-    strength: float
-    t_edit: int
-    t_boost: int
-    direction: str
-    source: str
-    preview: bool
-    x_images: torch.Tensor | None
-    h_images: torch.Tensor | None
-    h_note: str
-    captions_x: list[str] | None
-    marks_x: list[bool] | None
-    captions_h: list[str] | None
-    marks_h: list[bool] | None
-    x_note: str = ""
-
-
-#: Mean-difference directions offered for models read by the shapes reader:
-#: name -> (factor, class index of group a, of group b) in diffgeo.data.shapes' SHAPES / COLOURS.
-MEAN_DIFFERENCES = {"mean difference: red -> blue": ("colour", 0, 4),
-                    "mean difference: circle -> square": ("shape", 0, 1)}
-
-
-def _reads_shapes(model: Any) -> bool:
-
-    return entry(model).reader == "shapes"
 
 
 class _HOnly(Exception):
@@ -111,34 +75,71 @@ class TraversalState:
         # text models: one prompt for sampling, the Jacobians and the edits ("": the empty prompt)
         self.prompt = prompt if prompt is not None or not getattr(model, "is_conditional", False) else ""
         self.memo = Memo(memo_size)
+        self.inversion_warning = ""
         self.timesteps: list[int] = [int(t) for t in ddim_timesteps(model, steps)]
 
     # -- cached pieces -------------------------------------------------------------------------
+    def sources(self) -> list[str]:
+        """The image sources this model supports (:func:`diffgeo.widgets._units.sources_for`)."""
+        return sources_for(self.model)
+
+    def _source(self, source: str) -> str:
+        source = REAL if source == OLD_REAL else source
+        if source not in self.sources():
+
+            raise ValueError(f"source must be one of {self.sources()} for model {self.model.name!r}, got {source!r}")
+        return source
+
     def anchors(self, source: str = "samples", progress: Report | None = None) -> dict[int, torch.Tensor]:
         """x_t (n, *x_shape) at every grid timestep for ``source``: the DDIM sampling path of the
-        samples, or the inversion path of real scenes."""
-        if source not in SOURCES:
-            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        samples, or the inversion path of real images of the model's training distribution."""
+        source = self._source(source)
 
         def compute() -> dict[int, torch.Tensor]:
-
             if progress:
-                progress(0, 1, "sampling" if source == SOURCES[0] else "inverting")
+                progress(0, 1, "sampling" if source == SAMPLES else "inverting")
             with torch.no_grad():
                 if source == SOURCES[0]:
                     traj = sample(self.model, self.n, steps=self.steps, seed=self.seed, prompt=self.prompt,
                                           progress=False)
                 else:
-
-                    if tuple(self.model.x_shape) != (3, 32, 32):
-                        raise ValueError(f"real scenes are 3x32x32 shapes images; model {self.model.name!r} takes "
-                                         f"{tuple(self.model.x_shape)}: use source='samples'")
-                    images = make_scenes(self.n, seed=self.seed + 10_000).images
-                    traj = invert(self.model, images.to(self.model.device, self.model.dtype),
-                                          steps=self.steps, prompt=self.prompt, progress=False)
+                    images = self.real(source)
+                    traj = invert(self.model, images, steps=self.steps, prompt=self.prompt, progress=False)
+                    bad = sorted({int(i) for u in traj.meta.get("unconverged", []) for i in u.get("samples", [])})
+                    self.inversion_warning = (f"inversion did not converge for image(s) {', '.join(map(str, bad))}: "
+                                              "their regeneration can differ from the real image" if bad else "")
             return {int(t): traj.xs[i] for i, t in enumerate(traj.timesteps.tolist()) if t in self.timesteps}
 
         return self.memo.get(("anchors", source), compute)
+
+    def real(self, source: str = REAL) -> torch.Tensor:
+        """The real images (n, *x_shape) that ``source`` inverts (drawn with ``seed + 10_000``)."""
+        self._source(source)
+        return self.memo.get("real", lambda: real_images(self.model, self.n, self.seed + 10_000).to(
+            self.model.device, self.model.dtype))
+
+    def originals(self, source: str = "samples") -> torch.Tensor:
+        """What the edits start from (n, *x_shape): the unedited samples (DDIM from the same x_T),
+        or the real images."""
+        source = self._source(source)
+        return self.real(source) if source == REAL else self.reconstruction(source)
+
+    def reconstruction(self, source: str = "samples") -> torch.Tensor:
+        """DDIM (n, *x_shape) from the source's x_T without an edit: the samples themselves, or
+        real images regenerated from their inversion."""
+        source = self._source(source)
+
+        def compute() -> torch.Tensor:
+            with torch.no_grad():
+                return denoise(self.model, self.anchors(source)[self.timesteps[0]], self.timesteps[0],
+                               steps=self.steps, prompt=self.prompt, progress=False).result
+
+        return self.memo.get(("reconstruction", source), compute)
+
+    def h_norms(self, source: str = "samples") -> dict[int, float]:
+        """Mean ||h_t|| of the images at every grid timestep: the unit of Asyrp's strength."""
+        source = self._source(source)
+        return self.memo.get(("h norms", source), lambda: h_norms(self.model, self.anchors(source), self.prompt))
 
     def basis(self, source: str, t_edit: int, i: int) -> Any:
         """The local basis (k vectors) of image i at t_edit."""
@@ -148,26 +149,23 @@ class TraversalState:
             self.model, x, t_edit, self.k, prompt=self.prompt, seed=self.basis_seed, tol=self.tol, progress=False))
 
     def direction_names(self) -> list[str]:
-        """The direction menu: local basis vectors (x: each image's v_j; h: u_j of the first
-        image's basis), and for models with the shapes reader h-space directions from
-        :mod:`diffgeo.editing.directions` (mean difference of two colour / shape groups, PCA of h)."""
-        names = [f"local basis v{j + 1}" for j in range(self.k)]
-        if _reads_shapes(self.model):
-            names += list(MEAN_DIFFERENCES)
-        names += [f"PCA of h, component {c + 1}" for c in range(2)]
-        return names
+        """The direction menu (:func:`diffgeo.widgets._directions.menu`): the model's shipped named
+        directions first, local basis vectors (x: each image's v_j; h: u_j of the first image's
+        basis), mean differences of two colour / shape groups (shapes reader), PCA of h."""
+        return menu(self.model, self.k)
 
     def _index(self, direction: str) -> int:
         names = self.direction_names()
         if direction not in names:
             raise ValueError(f"direction must be one of {names}, got {direction!r}")
-        if not direction.startswith("local basis v"):
+        if not direction.startswith("local basis v") or named_name(direction):
             raise _HOnly(direction)
         return int(direction.rsplit("v", 1)[1]) - 1
 
     def x_direction(self, direction: str, t_edit: int, source: str = "samples",
                     progress: Report | None = None) -> torch.Tensor:
-        """Unit directions (n, *x_shape) in x at t_edit, one per image (each its own local basis)."""
+        """Unit directions (n, *x_shape) in x at t_edit, one per image (each its own local basis);
+        the edits scale them by ``strength * ||x_t||``."""
         j = self._index(direction)
         stages = Stages(progress, self.n)
         rows = []
@@ -180,8 +178,11 @@ class TraversalState:
     def h_direction(self, direction: str, t_edit: int, source: str = "samples") -> Any:
         """One :class:`diffgeo.editing.directions.Direction` in h shared by all images: u_j of the first
         image's local basis at t_edit, a mean difference of h between two groups of scenes, or a
-        principal component of h over 8 seeded samples (per timestep)."""
+        principal component of h over 8 seeded samples (per timestep), rescaled at each grid
+        timestep to the images' mean ||h_t|| (:func:`diffgeo.widgets._units.relative_h`)."""
+        return relative_h(self._raw_h_direction(direction, t_edit, source), self.h_norms(source))
 
+    def _raw_h_direction(self, direction: str, t_edit: int, source: str = "samples") -> Any:
         try:
             j = self._index(direction)
         except _HOnly:
@@ -189,21 +190,20 @@ class TraversalState:
         if j is not None:
             return directions.tangent(self.basis(source, t_edit, 0), j, space="h", model=self.model.name)
 
-        def compute() -> Any:
-            if direction in MEAN_DIFFERENCES:
+        return self.memo.get(("h direction", direction), lambda: group_direction(
+            self.model, direction, seed=self.seed, steps=self.steps, prompt=self.prompt))
 
-                factor, a, b = MEAN_DIFFERENCES[direction]
-                f = sample_factors(16, seed=self.seed + 20_000)
-                base = getattr(f, factor) * 0
-                return directions.mean_difference(self.model, render(f.replace(**{factor: base + a})),
-                                                  render(f.replace(**{factor: base + b})), steps=self.steps,
-                                                  prompt=self.prompt)
-            component = int(direction.rsplit(" ", 1)[1]) - 1
-            x_T = torch.randn(8, *self.model.x_shape, generator=torch.Generator().manual_seed(self.seed + 30_000))
-            return directions.pca(self.model, x_T.to(self.model.device, self.model.dtype), component, steps=self.steps,
-                                  prompt=self.prompt)
-
-        return self.memo.get(("h direction", direction), compute)
+    def named(self, strength: float, t_edit: int, direction: str, source: str = "samples") -> tuple[torch.Tensor, str]:
+        """A named direction's edit (n, *x_shape) from each image's x_T by
+        :func:`diffgeo.editing.named.named_edit` at this t_edit, and its space: strength is relative
+        to the shipped one (``strength / DEFAULT_STRENGTH`` times it: the default reproduces it)."""
+        name = named_name(direction)
+        row = {**named_info(self.model.name, name), "t_edit": t_edit, "steps": self.steps}
+        key = ("named", self._source(source), float(strength), t_edit, name)
+        x_T = self.anchors(source)[self.timesteps[0]]
+        return self.memo.get(key, lambda: named_edit(self.model, x_T, load_named(self.model.name, name), info=row,
+                                                     strength=float(row["strength"]) * strength / DEFAULT_STRENGTH,
+                                                     steps=self.steps)[1]), row["space"]
 
     def _check(self, t_edit: int, t_boost: int) -> None:
         if t_edit not in self.timesteps:
@@ -217,11 +217,12 @@ class TraversalState:
         ``strength`` along each image's direction at t_edit, then DDIM to the end (quality
         boosting below ``t_boost``, 0: off, noise seeded)."""
 
+        source = self._source(source)
         key = ("x", source, float(strength), t_edit, direction, t_boost)
 
         def compute() -> torch.Tensor:
             x_t = self.anchors(source, progress)[t_edit]
-            v = self.x_direction(direction, t_edit, source, progress)
+            v = self.x_direction(direction, t_edit, source, progress) * x_scale(x_t)
             with torch.no_grad():
                 return editing.edit_x(self.model, x_t, t_edit, v, strength=float(strength), steps=self.steps,
                                       t_boost=t_boost or None, seed=self.seed, prompt=self.prompt,
@@ -233,10 +234,11 @@ class TraversalState:
                   progress: Report | None = None) -> torch.Tensor:
         """The coarse preview of :meth:`x_edit`: the x0 that the model predicts at the edited
         x_t, i.e. the first ``x0_pred`` of the same ``denoise`` call (one forward pass)."""
+        source = self._source(source)
 
         def compute() -> torch.Tensor:
             x_t = self.anchors(source, progress)[t_edit]
-            v = self.x_direction(direction, t_edit, source, progress)
+            v = self.x_direction(direction, t_edit, source, progress) * x_scale(x_t)
             first: list[torch.Tensor] = []
 
             def stop_after_first(step: dict) -> None:
@@ -256,7 +258,7 @@ class TraversalState:
     def h_edit(self, strength: float, t_edit: int, t_boost: int, direction: str, source: str = "samples",
                progress: Report | None = None) -> tuple[torch.Tensor | None, str]:
         """Asyrp results (n, *x_shape) from each image's x_T, or (None, why not)."""
-
+        source = self._source(source)
         key = ("h", source, float(strength), t_edit, t_boost, direction)
 
         def compute() -> torch.Tensor:
@@ -275,107 +277,123 @@ class TraversalState:
         """Everything the dashboard shows for these parameters (``preview``: the coarse x-space
         result only, see :meth:`x_preview`)."""
         self._check(t_edit, t_boost)
-        x, x_note = None, ""
-        try:
-            if preview:
-                x = self.x_preview(strength, t_edit, direction, source, progress=progress)
-            else:
-                x = self.x_edit(strength, t_edit, direction, source, t_boost=t_boost, progress=progress)
-        except _HOnly:
-            x_note = f"'{direction}' is a direction in h:\nx-space editing takes a local basis vector"
-        if preview:
-            h, note = None, "computing..."
+        x = h = None
+        if named_name(direction) and direction in self.direction_names():
+            images, space = self.named(strength, t_edit, direction, source)
+            x, h = (images, None) if space == "x" else (None, images)
+            other = "Asyrp takes an h" if space == "x" else "x-space editing takes an x"
+            x_note = note = f"{named_summary(self.model.name, named_name(direction))}\n({other} direction; no t_boost)"
+            preview = False
         else:
-            h, note = self.h_edit(strength, t_edit, t_boost, direction, source, progress)
+            try:
+                x_note = ""
+                x = (self.x_preview(strength, t_edit, direction, source, progress=progress) if preview else
+                     self.x_edit(strength, t_edit, direction, source, t_boost=t_boost, progress=progress))
+            except _HOnly:
+                x_note = f"'{direction}' is a direction in h:\nx-space editing takes a local basis vector"
+            h, note = (None, "computing...") if preview else self.h_edit(strength, t_edit, t_boost, direction,
+                                                                         source, progress)
         cx, mx = readout(self.model, x) if x is not None else (None, None)
         ch, mh = readout(self.model, h) if h is not None else (None, None)
+        originals = self.originals(source)
+        inversion = rmse = None
+        if self._source(source) == REAL:
+            inversion = self.reconstruction(source)
+            rmse = ((inversion - originals).flatten(1).pow(2).mean(1).sqrt()).tolist()
         return TraversalView(float(strength), t_edit, t_boost, direction, source, preview, x, h, note, cx, mx, ch, mh,
-                             x_note)
+                             x_note, originals, readout(self.model, originals)[0], inversion, rmse,
+                             self.inversion_warning if inversion is not None else "")
 
 
-def draw_traversal(fig: Any, view: TraversalView, side: str) -> None:
-    """Draw one side (``"x"`` or ``"h"``) of a view on a matplotlib figure with
-    :func:`diffgeo.viz.draw.draw_images`.
-
-    >>> import diffgeo
-    >>> from matplotlib.figure import Figure
-    >>> state = TraversalState(diffgeo.load("shapes"), n=1, steps=4, k=2)
-    >>> fig = Figure()
-    >>> draw_traversal(fig, state.view(strength=5.0, t_edit=500, direction="local basis v1"), "x")
-    >>> len(fig.axes)
-    1
-    """
-
-    ax = fig.subplots()
-    if side == "x" and view.x_images is None:
-        ax.set_axis_off()
-        ax.text(0.5, 0.5, view.x_note, ha="center", va="center", fontsize=8, wrap=True)
-    elif side == "x":
-        what = "x-space (preview)" if view.preview else "x-space"
-        draw_images(ax, view.x_images, nrow=view.x_images.shape[0], captions=view.captions_x, marks=view.marks_x,
-                    title=f"{what}: {view.direction.replace('local basis ', '')} {view.strength:+.1f}, t={view.t_edit}")
-    elif view.h_images is not None:
-        draw_images(ax, view.h_images, nrow=view.h_images.shape[0], captions=view.captions_h, marks=view.marks_h,
-                    title=f"Asyrp: {view.direction.replace('local basis ', 'u of ')} {view.strength:+.1f}, "
-                          f"t_edit={view.t_edit}, t_boost={view.t_boost}")
-    else:
-        ax.set_axis_off()
-        ax.text(0.5, 0.5, view.h_note, ha="center", va="center", fontsize=8, wrap=True)
+#: The default strength (relative units, :mod:`diffgeo.widgets._units`) and its range. Measured on `shapes`
+#: (20 steps, t_edit 500, 4 samples): 0.25 changes the reader's reading in 1-4 of 4 images for every
+#: direction type (local basis, mean difference) on both sides; 1.0 moves x_t by its whole norm.
+DEFAULT_STRENGTH, STRENGTH_RANGE = 0.25, 1.0
 
 
-def figure_size(n: int) -> tuple[float, float]:
-    """Figure size (inches) of a row of ``n`` traversal images: 1.3 per image, at least 3.6 wide.
-
-    >>> figure_size(1), figure_size(4)
-    ((3.6, 2.2), (5.2, 2.2))
-    """
-    return (max(3.6, 1.3 * n), 2.2)
-
-
-def traversal_dashboard(model: Any = None, *, state: TraversalState | None = None, strength_range: float = 30.0,
-                        **state_kwargs: Any) -> Any:
+def traversal_dashboard(model: Any = None, *, state: TraversalState | None = None,
+                        strength_range: float = STRENGTH_RANGE, strength: float = DEFAULT_STRENGTH,
+                        direction: str | None = None, **state_kwargs: Any) -> Any:
     """The traversal dashboard (display it, or its ``.widget``). ``model`` (default: embedded
     ``shapes``) and ``state_kwargs`` build a :class:`TraversalState`, or pass ``state``.
-    Controls: direction, strength (in units of ||v|| = 1 per image), t_edit, t_boost, source.
+    Controls: direction, strength (relative: the edit moves x_t, or h_t, by ``strength`` times
+    its own norm; initial value ``strength``), t_edit, t_boost (only values below t_edit are
+    offered), images (only the sources this model supports). ``direction``: the initial one
+    (default: the first shipped named direction, at its own t_edit; else local basis v1).
 
     >>> import diffgeo
     >>> dash = traversal_dashboard(diffgeo.load("shapes"), n=1, steps=4, k=2)
     >>> dash.last_ok, sorted(dash.figures), dash.controls["strength"].value
-    (True, ['h', 'x'], 0.0)
+    (True, ['h', 'notice', 'original', 'x'], 0.25)
     """
-
+    if not (isinstance(strength_range, (int, float)) and 0 < strength_range < float("inf")):
+        raise ValueError(f"strength_range must be a positive number, got {strength_range!r}")
+    if not (isinstance(strength, (int, float)) and abs(strength) <= strength_range):
+        raise ValueError(f"strength must be a number within +-strength_range ({strength_range}), got {strength!r}")
     state = state_for(TraversalState, model, state, state_kwargs)
 
     class TraversalDashboard(Dashboard):
-        title = "Attribute traversal: x-space edit and Asyrp side by side"
+        title = "Attribute traversal: original, x-space edit and Asyrp side by side"
 
         def frames(self, v: dict[str, Any]):
             kw = dict(strength=v["strength"], t_edit=v["t_edit"], direction=v["direction"], t_boost=v["t_boost"],
                       source=v["source"], progress=self.report)
+            rows = 2 if v["source"] != SAMPLES else 1
             size = figure_size(state.n)
-            if state.preview and ("x", v["source"], float(v["strength"]), v["t_edit"], v["direction"],
-                                  v["t_boost"]) not in state.memo:
+            key = ("x", v["source"], float(v["strength"]), v["t_edit"], v["direction"], v["t_boost"])
+            if state.preview and not named_name(v["direction"]) and key not in state.memo:
                 self.view = state.view(preview=True, **kw)
                 yield {"x": figure_png(lambda f: draw_traversal(f, self.view, "x"), size=size)}
             self.view = state.view(**kw)
-            yield {"x": figure_png(lambda f: draw_traversal(f, self.view, "x"), size=size),
-                   "h": figure_png(lambda f: draw_traversal(f, self.view, "h"), size=size)}
+            yield {"original": figure_png(lambda f: draw_traversal(f, self.view, "original"),
+                                          size=figure_size(state.n, rows)),
+                   "x": figure_png(lambda f: draw_traversal(f, self.view, "x"), size=size),
+                   "h": figure_png(lambda f: draw_traversal(f, self.view, "h"), size=size),
+                   "notice": notice(self.view)}
+
+        def refresh(self, change: Any = None) -> bool:
+            # t_boost is offered only below t_edit: relink its options before computing
+            boost = self.controls.get("t_boost")
+            if boost is not None and not self._busy:
+                options = boost_options(state.timesteps, self.controls["t_edit"].value)
+                if list(boost.options) != options:
+                    self._busy = True
+                    try:
+                        value = boost.value if boost.value in options else 0
+                        boost.options = options
+                        boost.value = value
+                    finally:
+                        self._busy = False
+            return super().refresh(change)
 
     dash = TraversalDashboard()
     dash.state = state
     w = widgets()
+    names = state.direction_names()
+    direction = names[0] if direction is None else direction
+    if direction not in names:
+        raise ValueError(f"direction must be one of {names}, got {direction!r}")
     middle = state.timesteps[(len(state.timesteps) - 1) // 2]
+    if named_name(direction):  # a named direction starts at its own t_edit (the grid's nearest)
+        shipped = int(named_info(state.model.name, named_name(direction))["t_edit"])
+        middle = min(state.timesteps[:-1] or state.timesteps, key=lambda t: abs(t - shipped))
     dash.controls = {
-        "direction": w.Dropdown(options=state.direction_names(), description="direction"),
-        "strength": slider("float", min=-strength_range, max=strength_range, step=strength_range / 20, value=0.0,
-                           description="strength"),
-        "t_edit": slider("select", options=state.timesteps, value=middle, description="t_edit"),
-        "t_boost": slider("select", options=[0] + [t for t in state.timesteps[::-1] if t > 0], value=0,
+        "direction": w.Dropdown(options=names, value=direction, description="direction",
+                                layout=w.Layout(width="360px")),
+        "strength": slider("float", min=-strength_range, max=strength_range, step=strength_range / 20,
+                           value=float(strength), description="strength (x ||x_t|| or ||h_t||)",
+                           readout_format=".2f", layout=w.Layout(width="440px")),
+        "t_edit": slider("select", options=state.timesteps[:-1] or state.timesteps, value=middle,
+                         description="t_edit"),
+        "t_boost": slider("select", options=boost_options(state.timesteps, middle), value=0,
                           description="t_boost (0: off)"),
-        "source": w.ToggleButtons(options=list(SOURCES), description="images"),
+        "source": w.ToggleButtons(options=state.sources(), description="images",
+                                  style={"button_width": "auto"}),
     }
     c = dash.controls
-    x_img, h_img = dash.image("x"), dash.image("h")
-    dash.assemble([w.HBox([c["direction"], c["source"]]), w.HBox([c["strength"], c["t_edit"], c["t_boost"]]),
-                   w.HBox([x_img, h_img])])
+    notes = w.HTML()
+    dash.figures["notice"] = notes
+    dash.assemble([w.HBox([c["direction"], c["source"]]), w.HBox([c["strength"], c["t_edit"], c["t_boost"]])],
+                  figures=[w.HBox([dash.image("original"), dash.image("x"), dash.image("h")]), notes])
     return dash
+

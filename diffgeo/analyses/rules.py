@@ -23,7 +23,7 @@ import hashlib
 import json
 from typing import Any
 
-from diffgeo.analyses._common import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Claim
+from diffgeo.analyses._common import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Claim, sign_verdict
 
 __all__ = ["UNTESTABLE", "TOO_FEW", "LEVEL", "MIN_UNITS", "ALPHA", "N_BOOT", "N_PERM", "BOUNDS", "RULE_CONSTANTS",
            "RULE_VERSIONS", "RULE_TEXT", "rule_digest", "rule_tag", "excess_verdict", "bound_verdict", "equivalence_verdict",
@@ -110,13 +110,7 @@ def excess_verdict(low: float, high: float, *, n: int, sign: int) -> str:
     """
     if n < MIN_UNITS:
         return TOO_FEW
-    if not _finite(low, high):
-        return INCONCLUSIVE
-    if sign * low > 0 and sign * high > 0:
-        return REPRODUCED
-    if sign * low < 0 and sign * high < 0:
-        return NOT_REPRODUCED
-    return INCONCLUSIVE
+    return sign_verdict(low, high, sign)
 
 
 def bound_verdict(low: float, high: float, *, n: int, claim: str, side: int) -> str:

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  in-process (1 thread): {t_local:6.1f} s wall, {c_local:6.1f} s CPU ({t_local / len(grid):.2f} s per point)")
     print(f"  Dask, 2 workers      : {t_dask:6.1f} s wall, {c_dask:6.1f} s CPU over both workers -> throughput "
           f"ratio {out['speedup']:.2f}x; results equal: {equal}")
-    print(f"  (the ratio needs two idle cores: on a machine shared with other jobs it shows their share, not Dask's)")
+    print("  (the ratio needs two idle cores: on a machine shared with other jobs it shows their share, not Dask's)")
     print(f"  cache hit            : {1e3 * t_hit:6.1f} ms per point ({t_hit / (t_local / len(grid)):.1%} of computing it)")
     if not args.skip_trajectory:
         sys.path.insert(0, str(Path(__file__).parent))

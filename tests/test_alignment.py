@@ -14,7 +14,6 @@ import torch.nn.functional as F
 
 import diffgeo
 import diffgeo.cli.alignment as alignment_cli
-import diffgeo.evaluation.alignment as alignment
 from diffgeo.evaluation.alignment import text_alignment
 from diffgeo.sampling.generation import DEFAULT_STEPS, prompt_grid
 from diffgeo.data.prompts import shapes_prompts

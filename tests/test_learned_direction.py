@@ -14,7 +14,6 @@ import torch
 import diffgeo
 import diffgeo.editing.learned as L
 import diffgeo.editing.objectives as O
-from diffgeo.editing.directions import Direction
 from diffgeo.editing.properties import timestep_consistency
 from diffgeo.readers import get_reader
 

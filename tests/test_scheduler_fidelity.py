@@ -19,7 +19,7 @@ from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 import diffgeo
 from diffgeo.sampling.ddim import CLEAN, final_abar, prev_timesteps
 from conftest import tiny_unet_config
-from test_text_models import TOK_LEN, _randomise, _scheduler, _tiny_unet, _write_clip_tokenizer
+from test_text_models import _randomise, sd_folder  # noqa: F401 (sd_folder: the shared tiny SD fixture)
 
 SD15 = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
             clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
@@ -28,29 +28,16 @@ TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def sd15(tmp_path_factory):
-    """(diffgeo Model, StableDiffusionPipeline) of one tiny random SD pipeline with SD 1.5's scheduler config."""
-    from diffusers import AutoencoderKL, StableDiffusionPipeline
-    from transformers import CLIPTextConfig, CLIPTextModel
+def sd15(sd_folder):  # noqa: F811 (the imported fixture, by name)
+    """(diffgeo Model, StableDiffusionPipeline) of the tiny random SD pipeline of test_text_models, whose scheduler
+    config is Stable Diffusion 1.5's (checked here, so a change there cannot silently weaken these tests)."""
+    from diffusers import StableDiffusionPipeline
 
-    root = tmp_path_factory.mktemp("sd15")
-    tokenizer = _write_clip_tokenizer(root / "vocab")
-    torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(16, 32), latent_channels=4,
-                        norm_num_groups=8, sample_size=16, layers_per_block=1)
-    text_cfg = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                              num_attention_heads=4, max_position_embeddings=TOK_LEN,
-                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                              pad_token_id=tokenizer.pad_token_id)
-    text_encoder = CLIPTextModel(text_cfg).eval()
-    _randomise(text_encoder, 3)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=_tiny_unet(),
-                                   scheduler=_scheduler(**SD15), safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.save_pretrained(root / "pipe", safe_serialization=True)
+    pipe = StableDiffusionPipeline.from_pretrained(sd_folder, safety_checker=None, requires_safety_checker=False,
+                                                   use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
-    return diffgeo.load(root / "pipe", device="cpu"), pipe
+    assert {k: pipe.scheduler.config[k] for k in SD15} == SD15
+    return diffgeo.load(sd_folder, device="cpu"), pipe
 
 
 @pytest.mark.parametrize("steps", [5, 20])

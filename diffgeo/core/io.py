@@ -35,7 +35,9 @@ safetensors at all. Files written before the content record existed load without
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import hashlib
 import json
 import os
@@ -54,7 +56,7 @@ from safetensors.torch import load_file, save_file
 
 from diffgeo.core.checks import check_path, check_str
 
-__all__ = ["atomic_path", "is_stale_temporary", "result_path", "save_tensors_json", "load_tensors_json", "content_record", "SUFFIX",
+__all__ = ["atomic_path", "save_json_csv", "is_stale_temporary", "result_path", "save_tensors_json", "load_tensors_json", "content_record", "SUFFIX",
            "FORMAT"]
 
 SUFFIX = ".safetensors"
@@ -167,6 +169,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def save_json_csv(path: str | os.PathLike, payload: Any, rows: list[dict[str, Any]]) -> tuple[Path, Path]:
+    """Write ``payload`` to ``path``.json and ``rows`` (dicts with the same keys) to ``path``.csv, each
+    atomically; a ``.json`` or ``.csv`` suffix on ``path`` is replaced. Returns (json path, csv path).
+
+    >>> import tempfile, pathlib
+    >>> js, cs = save_json_csv(pathlib.Path(tempfile.mkdtemp()) / "t.json", {"n": 2}, [{"a": 1}, {"a": 2}])
+    >>> js.name, cs.read_text().split()
+    ('t.json', ['a', '1', '2'])
+    """
+    base = check_path(path, "path")
+    base = base.with_suffix("") if base.suffix in (".json", ".csv") else base
+    js, cs = base.with_name(base.name + ".json"), base.with_name(base.name + ".csv")
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with atomic_path(js) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1, default=str))
+    with atomic_path(cs) as tmp:
+        tmp.write_text(buf.getvalue())
+    return js, cs
 
 
 def result_path(path: str | os.PathLike, name: str = "path") -> Path:

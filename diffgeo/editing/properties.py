@@ -29,8 +29,6 @@ one factor (shapes colour / shape / size, digit classes) that ``python -m diffge
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import json
 import logging
 import math
@@ -41,7 +39,7 @@ from typing import Any, Sequence
 
 import torch
 
-from diffgeo.core.io import atomic_path
+from diffgeo.core.io import save_json_csv
 from diffgeo.core.progress import progress_bar
 from diffgeo.core.sweep import model_fingerprint
 from diffgeo.editing.directions import Direction
@@ -169,20 +167,7 @@ class EditProperties:
 
     def save(self, path: str | Path) -> tuple[Path, Path]:
         """``path``.json (everything) and ``path``.csv (per-strength rows), each written atomically."""
-        path = Path(path)
-        base = path.with_suffix("") if path.suffix in (".json", ".csv") else path
-        js, cs = base.with_name(base.name + ".json"), base.with_name(base.name + ".csv")
-        text = json.dumps(asdict(self), indent=1, default=str)
-        buf = _io.StringIO()
-        rows = self.rows()
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-        with atomic_path(js) as tmp:
-            tmp.write_text(text)
-        with atomic_path(cs) as tmp:
-            tmp.write_text(buf.getvalue())
-        return js, cs
+        return save_json_csv(path, asdict(self), self.rows())
 
     @classmethod
     def load(cls, path: str | Path) -> "EditProperties":

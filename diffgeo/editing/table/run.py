@@ -22,8 +22,6 @@ each with its own.
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import json
 import logging
 import math
@@ -35,13 +33,13 @@ from typing import Any, Sequence
 
 import torch
 
-from diffgeo.core.io import atomic_path
+from diffgeo.core.io import save_json_csv
 from diffgeo.core.progress import progress_bar
 from diffgeo.editing.directions import Direction
 from diffgeo.editing.interval import ssim
 from diffgeo.editing.properties import _editor
 from diffgeo.editing.table.methods import METHODS, Candidate, reference_norm
-from diffgeo.editing.table.tasks import Samples, Task, _continuous, pick_samples, score
+from diffgeo.editing.table.tasks import Samples, Task, _continuous, score
 from diffgeo.evaluation.stats import wilson_interval
 from diffgeo.sampling.ddim import sample
 from diffgeo.viz.draw import draw_labelled_grid
@@ -114,21 +112,8 @@ class EditQualityTable:
 
     def save(self, path: str | Path) -> tuple[Path, Path]:
         """``path``.json and ``path``.csv, each atomic."""
-        base = Path(path)
-        base = base.with_suffix("") if base.suffix in (".json", ".csv") else base
-        js, cs = base.with_name(base.name + ".json"), base.with_name(base.name + ".csv")
-        rows = [asdict(r) for r in self.rows]
-        with atomic_path(js) as tmp:
-            tmp.write_text(json.dumps({"config": self.config, "rows": rows}, indent=1, default=str))
-        buf = _io.StringIO()
-        flat = [r.csv_row() for r in self.rows]
-        if flat:
-            w = csv.DictWriter(buf, fieldnames=list(flat[0]))
-            w.writeheader()
-            w.writerows(flat)
-        with atomic_path(cs) as tmp:
-            tmp.write_text(buf.getvalue())
-        return js, cs
+        return save_json_csv(path, {"config": self.config, "rows": [asdict(r) for r in self.rows]},
+                             [r.csv_row() for r in self.rows])
 
     @classmethod
     def load(cls, path: str | Path) -> "EditQualityTable":
@@ -234,7 +219,7 @@ def run_task(model: Any, t: Task, methods: Sequence[str], cal: Samples, evals: d
     first ``strips`` held-out samples).
 
     >>> import diffgeo
-    >>> from diffgeo.editing.table.tasks import task
+    >>> from diffgeo.editing.table.tasks import pick_samples, task
     >>> m = diffgeo.load("shapes")
     >>> tk = task("shapes", "colour:blue")
     >>> cal = pick_samples(m, tk, 2, seed=1, steps=4, fit=False)

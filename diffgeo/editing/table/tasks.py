@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-from diffgeo.core.progress import progress_bar
 from diffgeo.editing.factors import SCENE_CLASSES, read_scene
 from diffgeo.models.zoo import entry
 from diffgeo.readers import get_reader

@@ -15,6 +15,8 @@ from diffgeo.analyses.discrepancy import discrepancy
 from diffgeo.analyses.dataset_complexity import dataset_complexity
 from diffgeo.analyses.shared_tangents import shared_tangents
 from diffgeo.analyses.text import cond_uncond
+from diffgeo.analyses.text_edits import best_gain, branch_distances
+from diffgeo.analyses.transport_claims import mean_offdiagonal, pair_excess
 from diffgeo.evaluation.stats import spearman
 
 
@@ -152,3 +154,34 @@ def test_spearman_and_bootstrap_against_references():
     x = torch.randn(400, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     v, lo, hi = bootstrap_ci(400, lambda i: float(x[i].mean()), n_boot=1000)
     assert lo < v < hi and 0.75 * 0.196 < hi - lo < 1.25 * 0.196
+
+
+def test_branch_distances_identical_is_zero_and_orthogonal_is_the_maximum():
+    e = torch.eye(6, dtype=torch.float64)
+    same = e[None, :2].repeat(3, 1, 1)
+    text, seed = branch_distances(same, same, same)
+    assert text.abs().max() < 1e-6 and seed.abs().max() < 1e-6
+    # one principal angle of 90 degrees out of two: distance pi/2 of the maximum sqrt(2) pi/2
+    half = torch.stack([e[[0, 1]], e[[0, 2]], e[[2, 3]]])
+    text, _ = branch_distances(same, half, same)
+    assert text.tolist() == pytest.approx([0.0, 1 / math.sqrt(2), 1.0], abs=1e-6)
+
+
+def test_best_gain_and_pair_means_on_known_values():
+    before = torch.tensor([0.2, 0.9])
+    after = torch.tensor([[0.1, 0.95], [0.5, 0.8], [0.3, 0.7]])
+    assert best_gain(before, after).tolist() == pytest.approx([0.3, 0.05])
+    m = torch.tensor([[0.0, 1.0, 2.0], [3.0, 0.0, 4.0], [5.0, 6.0, 0.0]])
+    assert mean_offdiagonal(m, [0, 1, 2]) == pytest.approx(3.5)
+    assert mean_offdiagonal(m, [1, 1, 2]) == pytest.approx((4 + 4 + 6 + 6) / 4)   # the duplicate is not self-paired
+    assert math.isnan(mean_offdiagonal(m, [2, 2]))
+
+
+def test_transport_onto_a_rotated_copy_keeps_basis_vectors_above_random_tangent_vectors():
+    # B's tangent basis u is A's: transport via H sends v_i(A) to v_i(B) (|cos| 1), while a random tangent vector
+    # of A lands on B's nearest vector with mean max-|coordinate| 2 sqrt(2)/pi = 0.90 (k = 2; 2000 draws: se 0.002)
+    f = lambda x: torch.tanh(x) * torch.arange(1.0, 7.0, dtype=x.dtype)
+    a = diffgeo.exact_basis(f, torch.zeros(6, dtype=torch.float64), None, 2)
+    basis, null = pair_excess(a, a, n_random=2000, seed=1)
+    assert basis == pytest.approx(1.0, abs=1e-9)
+    assert abs(null - 2 * math.sqrt(2) / math.pi) < 4 * 0.088 / math.sqrt(2000)

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from diffgeo.analyses.asyrp import (BOUNDS, asyrp_properties, property_claims, threshold_verdict, timestep_cosine)
+from diffgeo.analyses.learned_ft import colour_margin, effect_ratio
+from diffgeo.analyses.rules import BOUNDS as RULE_BOUNDS
+from diffgeo.analyses.rules import bound_verdict, equivalence_verdict
 from diffgeo.editing.properties import EditProperties
 
 S = [-2.0, -1.0, 0.0, 1.0, 2.0]
@@ -148,3 +152,19 @@ def test_saved_tables_of_other_weights_are_not_used(tmp_path):
     assert _saved_tables("toy", [tmp_path], fingerprint="new-weights") == []
     assert len(_saved_tables("toy", [tmp_path], fingerprint="old-weights")) == 1
     assert len(_saved_tables("toy", [tmp_path])) == 1  # no loadable model: by name
+
+
+def test_learned_ft_statistics_and_their_rules_on_known_answers():
+    per = np.array([2.0, 4.0, 6.0])
+    assert effect_ratio(per, per) == 0.0                      # the global dh does what f_t does: ratio 1
+    assert effect_ratio(per / 2, per) == pytest.approx(-0.5)  # half the effect
+    assert math.isnan(effect_ratio(per, np.zeros(3)))
+    logits = np.array([[0.0, 5.0, 1.0], [2.0, -1.0, 0.0]])
+    assert colour_margin(logits, np.array([0, 0]), 2).tolist() == [1.0, -2.0]
+    # 7g's margin and 7h's bound are 7e's and 7a's
+    assert RULE_BOUNDS["7g"] == RULE_BOUNDS["7e"] and RULE_BOUNDS["7h"] == RULE_BOUNDS["7a"]
+    b = RULE_BOUNDS["7g"]
+    assert equivalence_verdict(-b / 2, b / 2, n=12, claim="7g") == "reproduced"
+    assert equivalence_verdict(b * 1.1, b * 3, n=12, claim="7g") == "not reproduced"
+    assert bound_verdict(0.1, 0.2, n=12, claim="7h", side=-1) == "reproduced"
+    assert bound_verdict(0.1, 0.2, n=4, claim="7h", side=-1) == "too few units"

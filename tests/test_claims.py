@@ -13,9 +13,11 @@ from diffgeo.analyses import rules
 from diffgeo.analyses.asyrp_objects import cv_effect, interaction_ratio, lack_of_fit
 from diffgeo.analyses.curved import untrained_like
 from diffgeo.analyses._common import load_model
+from diffgeo.analyses.sizing import plan, target_half_width, units_needed
 from diffgeo.analyses.rules import (RULE_CONSTANTS, RULE_TEXT, RULE_VERSIONS, TOO_FEW, UNTESTABLE, bound_verdict,
                                     equivalence_verdict, excess_verdict, measured_claim, permutation_verdict,
                                     rule_digest, untestable_claim)
+from diffgeo.evaluation.stats import bca_interval
 
 
 def test_rule_constants_cannot_change_without_a_new_version():
@@ -88,3 +90,25 @@ def test_untrained_null_has_the_architecture_but_not_the_weights():
     x = torch.randn(1, *trained.x_shape, generator=torch.Generator().manual_seed(0))
     kw = {"prompt": "3"} if trained.is_conditional else {}
     assert not torch.allclose(trained.h(x, 500, **kw), untrained.h(x, 500, **kw))
+
+
+def test_units_needed_reaches_the_target_half_width_on_gaussian_data():
+    # a mean of N(0.5, 1) units: the 95% half-width is ~1.96 / sqrt(n); from n = 16 (hw ~0.49), halving it
+    # needs 4x the units; at the planned n, fresh data's BCa half-width is within 25% of the target
+    # (the half-width's own relative sd at n = 64 is ~1/sqrt(2n) = 9%, so 25% is ~3 sd)
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.5, 1.0, 16)
+    v, lo, hi = bca_interval(16, lambda i: float(x[i].mean()), n_boot=2000)
+    hw = (hi - lo) / 2
+    n = units_needed(16, hw, hw / 2)
+    assert n in (64, 65)
+    y = rng.normal(0.5, 1.0, n)
+    _, lo2, hi2 = bca_interval(n, lambda i: float(y[i].mean()), n_boot=2000)
+    assert abs((hi2 - lo2) / 2 - hw / 2) < 0.25 * hw / 2
+    # the plan: an excess claim of the fast table with a clear sign keeps its n; a bound claim sized by its gap
+    rows = [{"id": "1", "n": 6, "excess": 0.09, "ci_low": 0.086, "ci_high": 0.093, "rule_version": "excess v1"},
+            {"id": "7a", "n": 16, "excess": 0.8, "ci_low": 0.6, "ci_high": 1.0, "rule_version": "bound v2"}]
+    assert plan(rows) == {"1": 6, "7a": 29}          # 7a: target (0.8 - 0.5) / 2 = 0.15 < hw 0.2: 16 (4/3)^2 = 28.4
+    assert target_half_width(rows[1]) == pytest.approx(0.15)
+    with pytest.raises(ValueError, match="target > 0"):
+        units_needed(6, 0.1, 0.0)

@@ -8,8 +8,12 @@ shared_tangents      2. mean pairwise Grassmann distance between samples' bases 
 dataset_complexity   3. curve 2 for each embedded model vs its data's complexity
 discrepancy          4. distances between one trajectory's bases across t (heatmap)
 text                 5. prompts vs tangent spaces, cond vs uncond vs t, the guidance artefact
+text_over_prompts    5d-f. prompted bases' edits; text influence over t for many prompts
 curvedness           6. curvedness of segments between samples vs an untrained network
 asyrp                7. Asyrp's h-space properties on its own objects (asyrp_objects; asyrp.py reads saved tables)
+asyrp_learned        7g-h. Asyrp's learned f_t: per-sample vs global dh, homogeneity
+edit_quality         8. edit quality (edit_quality)
+transport            9. basis directions carried between samples by parallel transport
 ===================  =====================================================================
 
 Every claim carries its source, a statistic, its null, the excess over the null with a 95% interval
@@ -20,7 +24,7 @@ Every claim carries its source, a statistic, its null, the excess over the null 
 """
 
 from diffgeo.analyses import (asyrp_objects, coarse_to_fine, curved, dataset_complexity, discrepancy,
-                              edit_quality, shared_tangents, text)
+                              edit_quality, learned_ft, shared_tangents, text, text_edits, transport_claims)
 from diffgeo.analyses._common import (INCONCLUSIVE, NOT_REPRODUCED, PRESETS, REPRODUCED, SKIPPED, Claim, Preset,
                                       bases_along, bootstrap_ci, sign_verdict)
 from diffgeo.analyses.bases import TrajectoryBases, collect_bases
@@ -40,9 +44,12 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in (
     dataset_complexity.ANALYSIS,
     discrepancy.ANALYSIS,
     text.ANALYSIS,
+    text_edits.ANALYSIS,
     curved.ANALYSIS,
     asyrp_objects.ANALYSIS,
+    learned_ft.ANALYSIS,
     edit_quality.ANALYSIS,
+    transport_claims.ANALYSIS,
 )}
 
 

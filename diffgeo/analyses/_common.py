@@ -140,7 +140,8 @@ class Preset:
     trajectory; n_t: timesteps (evenly spaced on the DDIM grid, first and last included) at which
     bases are taken; k: basis size; tol: local_basis tolerance; n_prompts: prompts for 5a;
     n_pairs / n_points: segments and points per segment for curvedness; n_guidance: samples per
-    guidance scale for the artefact."""
+    guidance scale for the artefact; units: (claim id, n) pairs, the units a claim's own analysis draws
+    where it does not share them (claims 5d, 7a-h, 9; :mod:`diffgeo.analyses.sizing` says why each n)."""
 
     name: str
     n_samples: int
@@ -152,6 +153,17 @@ class Preset:
     n_pairs: int
     n_points: int
     n_guidance: int
+    units: tuple[tuple[str, int], ...] = ()
+
+    def n_for(self, claims: Sequence[str], default: int) -> int:
+        """The units an analysis draws for ``claims``: the largest of their ``units`` entries, else ``default``.
+
+        >>> p = Preset("p", 6, 10, 4, 5, 1e-3, 6, 5, 4, 32, units=(("7a", 40), ("7b", 24)))
+        >>> p.n_for(["7a", "7b"], 16), p.n_for(["9"], 6)
+        (40, 6)
+        """
+        given = [n for c, n in self.units if c in claims]
+        return max(given) if given else int(default)
 
     def timesteps(self, grid: Sequence[int]) -> list[int]:
         """n_t timesteps of the DDIM grid (descending, the clean end excluded)."""
@@ -163,15 +175,18 @@ class Preset:
 
 
 PRESETS = {
-    # the papers' 20 timesteps and k = 50, with n from the interval widths of the fast run (issue 27): at n = 6 the
-    # widest BCa half-widths relative to their excess (4b, 8, 6a-c) call for n >= 9 samples / 7 segments for a
-    # half-width of a third of the effect; 24 samples (intervals half as wide as fast's) and 12 segments leave room
-    # for the smaller effects at k = 50; 12 prompts give the Mantel test 66 pairs. About 6-7 CPU-hours on one
-    # thread (fast's CPU times scaled linearly: 200x the bases, 20x the curvedness); the papers' 100 samples
-    # would be about 4x that.
-    "full": Preset("full", n_samples=24, steps=20, n_t=20, k=50, tol=1e-3, n_prompts=12, n_pairs=12, n_points=9,
-                   n_guidance=256),
-    # make demo: about 3.5 CPU-minutes on one thread (issue 27); n_pairs 5: the rules' minimum units
+    # the papers' 20 timesteps and k = 50; each claim's n from the fast run's interval (issue 27,
+    # diffgeo.analyses.sizing.plan: n_fast (hw_fast / hw_target)^2, hw_target a third of the excess, half its
+    # distance from a bound / margin, or half hw_fast where fast was inconclusive): bases 9 (4b; 1-4c and 5b
+    # need 6), 5a/5e/5f all 12 prompts there are, 5c 128 seeds, 6a-c 8 segments, and in ``units`` 5d 24, 7a-f 64
+    # (7c's; 7a 44, 7b 23), 7g-h 16 drawn (~12 not already blue; 12 suffice), 9 24. One thread: ~1.8 CPU-hours,
+    # from CPU seconds per unit at these settings: sample of 1-4c 80, 5b 103, 5d 90, prompt of 5e/5f 142, segment
+    # 30, image of 7a-f 4.3 (+9), 7g-h 0.6 (+61 training), 9 2.4 + pairs; in-process parts (4b/4c edits, 5d,
+    # 7, 9: ~50 min) do not spread over Dask workers. The sizes assume fast's effects carry over to k = 50 and 20 t.
+    "full": Preset("full", n_samples=9, steps=20, n_t=20, k=50, tol=1e-3, n_prompts=12, n_pairs=8, n_points=9,
+                   n_guidance=128, units=(("5d", 24), ("7a", 64), ("7b", 64), ("7c", 64), ("7d", 64), ("7e", 64),
+                                          ("7f", 64), ("7g", 16), ("7h", 16), ("9", 24))),
+    # make demo: 328 CPU-seconds on one thread (issue 27, all analyses, fresh cache); n_pairs 5: the rules' minimum
     "fast": Preset("fast", n_samples=6, steps=10, n_t=4, k=5, tol=1e-3, n_prompts=6, n_pairs=5, n_points=4,
                    n_guidance=32),
     # the tests: seconds

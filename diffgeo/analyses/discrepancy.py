@@ -172,7 +172,7 @@ def discrepancy(tb: TrajectoryBases, *, edits: bool = True) -> Discrepancy:
                  f"{math.exp(lr):.3g}x); step {EDIT_STRENGTH} sqrt(n)"))
         e8, lo8, hi8 = bca_interval(n, lambda idx: -float(log_rand[idx].mean()), n_boot=N_BOOT)
         claims.append(measured_claim(
-            "8", "discrepancy", tb.model, SENTENCE_8, SOURCE_8, STATISTIC_8, value=e8, null=NULL_8, null_value=0.0,
+            "4c", "discrepancy", tb.model, SENTENCE_8, SOURCE_8, STATISTIC_8, value=e8, null=NULL_8, null_value=0.0,
             excess=(e8, lo8, hi8), n=n, unit=UNIT, rule="excess", verdict=excess_verdict(lo8, hi8, n=n, sign=+1),
             note=f"v_1 changes the image {math.exp(e8):.3g}x as much as a random direction; step {EDIT_STRENGTH} "
                  "sqrt(n), one edit, then plain DDIM"))

@@ -44,6 +44,8 @@ BOUNDS = {
     "7b": 0.1,      # 1 - R^2 over strengths: "linear" = a line leaves under 10% of the variance over strengths
     "7c": 0.25,     # |interaction / main effect| (equivalence margin): "combines" = under a quarter of the effect
     "7e": 0.25,     # |effect ratio - 1| (equivalence margin): "consistent" = within 25% of the per-t effect
+    "7g": 0.25,     # |global dh effect / per-sample f_t effect - 1| (equivalence margin), 7e's margin (v2)
+    "7h": 0.5,      # coefficient of variation of the learned f_t's per-image effects, 7a's bound (v2)
 }
 
 RULE_CONSTANTS: dict[str, dict[str, Any]] = {
@@ -69,9 +71,9 @@ RULE_TEXT = {
 #: rule -> {version: digest of its constants at that version}; the highest version is the current one.
 RULE_VERSIONS: dict[str, dict[int, str]] = {
     "excess": {1: "810c358c3b86"},
-    "bound": {1: "e9e11ccaa765"},
+    "bound": {1: "e9e11ccaa765", 2: "3bb66ef9d1a8"},
     "permutation": {1: "505e6b371629"},
-    "equivalence": {1: "ea8a30326083"},
+    "equivalence": {1: "ea8a30326083", 2: "e0b40600c61d"},
 }
 
 

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="measure the papers' claims on a model: figures, claims table, HTML")
     parser.add_argument("--fast", action="store_true", help="the fast preset (make demo; minutes on 2 CPU cores)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="fast, full (20 timesteps, k=50, 24 samples, n from the intervals' widths) or tiny; "
+                        help="fast, full (20 timesteps, k=50, per-claim n from the fast intervals' widths) or tiny; "
                              "default full, or fast with --fast")
     parser.add_argument("--model", action="extend", nargs="+", default=None, metavar="NAME_OR_PATH",
                         help=f"embedded name, local diffusers folder or hub id; repeat for several "

@@ -11,6 +11,10 @@ Pure geometry and statistics (no model), each with a known answer that tests che
 - :func:`mantel_test`: permutation (Mantel) test of the association of two distance matrices
   over the same objects (rows and columns permuted together), the right test when the units are
   objects and the statistic is over their pairs.
+- :func:`random_tangent_directions`: unit vectors uniform on the unit sphere of a subspace (span of
+  orthonormal rows), the null of "a basis vector does X": the same for a random tangent direction.
+  :func:`nearest_cosine` is the |cosine| of a direction with its nearest basis vector; for a uniform
+  unit vector of R^k it is the largest |coordinate|, 2 sqrt(2) / pi on average for k = 2.
 - :func:`ddim_shift_gain`: how much a shift of eps in one DDIM step moves x_{t-1}, when the shift
   enters both the x0 prediction and the direction term (it mostly cancels: Asyrp's Theorem 1)
   or the x0 prediction only (Asyrp's asymmetric process).
@@ -30,7 +34,7 @@ import numpy as np
 import torch
 
 __all__ = ["SubspaceNull", "random_subspace_null", "chance_retention", "random_directions_like", "mantel_test",
-           "ddim_shift_gain"]
+           "ddim_shift_gain", "random_tangent_directions", "nearest_cosine"]
 
 
 @dataclass(frozen=True)
@@ -174,3 +178,33 @@ def ddim_shift_gain(alpha_t: float, alpha_prev: float) -> tuple[float, float]:
         raise ValueError(f"cumulative alphas must lie in (0, 1], got {alpha_t}, {alpha_prev}")
     asym = -math.sqrt(alpha_prev) * math.sqrt(1 - alpha_t) / math.sqrt(alpha_t)
     return asym + math.sqrt(1 - alpha_prev), asym
+
+
+def random_tangent_directions(v: torch.Tensor, n_draws: int, *, seed: int = 0) -> torch.Tensor:
+    """``n_draws`` unit vectors uniform on the unit sphere of span(v): (n_draws, n) float64, for v (k, n)
+    with orthonormal rows (a local basis' ``v_flat``): Gaussian coordinates, normalised, mapped by v.
+
+    >>> d = random_tangent_directions(torch.eye(4)[:2], 3)
+    >>> d.shape, bool(d[:, 2:].abs().max() == 0), torch.allclose(d.norm(dim=1), torch.ones(3, dtype=d.dtype))
+    (torch.Size([3, 4]), True, True)
+    """
+    if not isinstance(v, torch.Tensor) or v.dim() != 2 or v.numel() == 0 or not bool(torch.isfinite(v).all()):
+        raise ValueError("v must be a finite (k, n) tensor of orthonormal rows (a basis' v_flat)")
+    if n_draws < 1:
+        raise ValueError(f"n_draws must be >= 1, got {n_draws}")
+    g = torch.Generator().manual_seed(seed)
+    c = torch.randn(n_draws, v.shape[0], generator=g, dtype=torch.float64)
+    return (c / c.norm(dim=1, keepdim=True)) @ v.double()
+
+
+def nearest_cosine(v: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """|cosine| of each direction d (m, n) with its nearest row of v (k, n, orthonormal rows): (m,) float64,
+    max_i |<v_i, d>| / ||d||. 1: d is a basis vector; 1/sqrt(k) at least for d inside span(v).
+
+    >>> nearest_cosine(torch.eye(3)[:2], torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 1.0]])).tolist()
+    [0.8, 0.0]
+    """
+    if v.dim() != 2 or d.dim() != 2 or v.shape[1] != d.shape[1]:
+        raise ValueError(f"need v (k, n) and d (m, n) in the same space, got {tuple(v.shape)} and {tuple(d.shape)}")
+    dd = d.double()
+    return (dd @ v.double().T).abs().max(1).values / dd.norm(dim=1).clamp_min(1e-300)

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 import diffgeo
+from diffgeo.core.io import atomic_path
 from diffgeo.editing.named import ship_named
 from diffgeo.editing.table import METHODS, TASKS, EditQualityTable, pick_samples, run_task, save_strips
+from diffgeo.editing.table.ceiling import ceiling, perfect_edits, reader_agreement
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,13 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-cal", type=int, default=16, help="calibration samples (separate seeds)")
     p.add_argument("--real", action="store_true", help="also measure on inverted real scenes")
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--t-edit", type=int, default=500)
+    p.add_argument("--t-edit", type=int, nargs="+", default=[300, 500, 700],
+                   help="t_edit grid; each method picks its own on the calibration samples")
     p.add_argument("--out", default=str(ROOT / "figures" / "edit_quality"))
     p.add_argument("--ship", action="store_true", help="ship each task's winner as a named direction")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--n-local", type=int, default=0, help="held-out samples edited with their own pullback/LOCO direction")
     p.add_argument("--n-fit", type=int, default=8, help="held-out samples per row re-read with fit_scene")
     p.add_argument("--merge", nargs="+", default=None, help="merge the parts written by earlier runs (their --out)")
+    p.add_argument("--ceiling", action="store_true",
+                   help="only measure the ceiling (unedited round trip, null edit, perfect edits, reader agreement) "
+                        "on the held-out samples: writes <out>_ceiling.json")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -47,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     if a.merge:
         return merge([Path(m) for m in a.merge], out, a.ship)
+    if a.ceiling:
+        return measure_ceiling(a, out)
     old = EditQualityTable.load(out) if out.with_name(out.name + ".json").exists() else EditQualityTable([])
     rows, pics, kept = list(old.rows), {}, {}
     for model_name in a.models:
@@ -84,23 +94,52 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def save_json(path: Path, obj: dict) -> None:
+    """``obj`` as indented JSON at ``path`` (atomic)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1))
+
+
+def measure_ceiling(a: argparse.Namespace, out: Path) -> int:
+    """The table's ceiling on the held-out samples of every shapes task (see diffgeo.editing.table.ceiling)."""
+    model = diffgeo.load("shapes")
+    res = {"t_edits": a.t_edit, "n": a.n, "seed": 22, "steps": a.steps, "tasks": {}}
+    for t in TASKS["shapes"]:
+        if a.tasks and t.name not in a.tasks:
+            continue
+        ev = pick_samples(model, t, a.n, seed=22, steps=a.steps)
+        rows = ceiling(model, t, ev, t_edits=a.t_edit, steps=a.steps)
+        res["tasks"][t.name] = {"round_trip": [asdict(r) for r in rows], "perfect_edits": perfect_edits(t),
+                                "reader_agreement": reader_agreement(ev.images)}
+        for r in rows:
+            logging.info("%s t_edit %d %s: preservation %.3f %s validity %.3f (n %d)", t.name, r.t_edit, r.probe,
+                         r.preservation, r.preservation_ci, r.validity, r.n)
+        save_json(out.with_name(out.name + "_ceiling.json"), res)
+    return 0
+
+
 def ship(table: EditQualityTable, task: str, chosen: dict) -> None:
-    """Ship the task's best row (most clean edits on generated samples) as its named direction."""
-    best = table.best(task)
-    if best is None or (task, best.method) not in chosen:
+    """Ship the task's best shippable row (most clean edits on generated samples among the methods with
+    one direction for every sample; per-sample methods such as target_x have none to ship)."""
+    rows = [r for r in table.rows if r.task == task and r.samples == "generated" and (task, r.method) in chosen
+            and r.clean == r.clean]
+    best = max(rows, key=lambda r: (r.clean, r.success), default=None)
+    if best is None:
         return
     d, t = chosen[(task, best.method)]
     row = {k: v for k, v in best.__dict__.items() if k != "meta"}
     real = table.best(task, "real")
     ship_named(d, {**row, "name": task, "factor": t.factor, "target": t.target, "source": t.source,
                    "prompt": "" if t.model == "digits" else None, "provisional": False,
-                   "chosen_by": "most clean edits on held-out generated samples",
+                   "chosen_by": "most clean edits on held-out generated samples among the methods with one direction "
+                                "for every sample",
                    "real": None if real is None else {k: v for k, v in real.__dict__.items() if k != "meta"}})
     logging.info("shipped %s: %s", task, best.method)
 
 
 def merge(parts: list[Path], out: Path, do_ship: bool) -> int:
-    """Merge the tables, strips and chosen directions of parallel runs into ``out``."""
+    """Merge the tables, strips and chosen directions of parallel runs into ``out`` (the rows already in
+    ``out`` that the parts did not rerun are kept; the config lists them)."""
     from diffgeo.editing.directions import Direction
     from diffgeo.editing.table import Task
 
@@ -110,7 +149,12 @@ def merge(parts: list[Path], out: Path, do_ship: bool) -> int:
         blob = torch.load(part.with_name(part.name + ".parts.pt"), weights_only=False)
         pics.update(blob["pics"])
         chosen.update({k: (Direction(*v[:5]), Task(**v[5])) for k, v in blob["chosen"].items()})
-    table = EditQualityTable(rows, {**EditQualityTable.load(parts[0]).config, "parts": [str(p) for p in parts]})
+    new = {(r.model, r.task, r.method, r.samples) for r in rows}
+    kept = [r for r in (EditQualityTable.load(out).rows if out.with_name(out.name + ".json").exists() else [])
+            if (r.model, r.task, r.method, r.samples) not in new]
+    rows = rows + kept  # rows of methods these parts did not rerun stay, each with its own t_edit and config
+    table = EditQualityTable(rows, {**EditQualityTable.load(parts[0]).config, "parts": [str(p) for p in parts],
+                                    "kept_from_earlier_run": sorted({f"{r.task} {r.method} {r.samples}" for r in kept})})
     table.save(out)
     save_strips(pics, out.with_name(out.name + ".png"), rows)
     if do_ship:

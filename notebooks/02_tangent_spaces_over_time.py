@@ -44,38 +44,46 @@ import math
 import torch
 
 import diffgeo
-from diffgeo.widgets import random_subspace_distance, tangent_dashboard
+from diffgeo.widgets import TangentState, notebook_cache, random_subspace_distance, tangent_dashboard
 
 torch.set_num_threads(1)
 model = diffgeo.load("shapes")
 with torch.no_grad():
-    traj = diffgeo.sample(model, 1, steps=STEPS, seed=0, progress=False)
+    traj = diffgeo.sample(model, N, steps=STEPS, seed=0, progress=False)   # the dashboard's N samples
 t_early, t_late = int(traj.timesteps[0]), int(traj.timesteps[-2])
-b_early = diffgeo.local_basis(model, traj.xs[0], t_early, K, seed=0, tol=TOL, progress=False)
-b_late = diffgeo.local_basis(model, traj.xs[-2], t_late, K, seed=0, tol=TOL, progress=False)
+b_early = diffgeo.local_basis(model, traj.xs[0][:1], t_early, K, seed=0, tol=TOL, progress=False)
+b_late = diffgeo.local_basis(model, traj.xs[-2][:1], t_late, K, seed=0, tol=TOL, progress=False)
 print(f"distance between the bases at t={t_early} and t={t_late}: {diffgeo.grassmann_distance(b_early, b_late):.2f} rad; "
       f"random {K}-dim subspaces of R^{math.prod(model.x_shape)}: "
       f"{random_subspace_distance(math.prod(model.x_shape), K):.2f}; ceiling {math.sqrt(K) * math.pi / 2:.2f}")
 
 # %% [markdown]
 # ## The dashboard
+# Its state adopts the samples and the two bases above (each checked to be what it would
+# compute), so they are not computed again; the bases it computes itself are kept on disk
+# (`~/.cache/diffgeo/notebooks`, or `$DIFFGEO_CACHE`) for the next session.
 
 # %%
-dash = tangent_dashboard(model, n=N, steps=STEPS, k=K, tol=TOL, compare=FAST)  # tick "distances" to compare
+state = TangentState(model, n=N, steps=STEPS, k=K, tol=TOL, cache=notebook_cache("bases"))  # kept on disk
+state.adopt_trajectory(traj)
+state.adopt_basis(b_early, t=t_early, sample=0)
+state.adopt_basis(b_late, t=t_late, sample=0)
+dash = tangent_dashboard(state=state, compare=FAST)  # tick "distances" to compare
 dash
 
 # %% [markdown]
 # ## Coarse to fine, as numbers
 # The spectral centroid (power-weighted mean spatial frequency) of the top basis vector of
-# sample 0 at four timesteps (four local bases, cached for the dashboard too).
+# sample 0 at four timesteps: the two of the calls above, the dashboard's first one and one more
+# (all cached in the dashboard's state).
 
 # %%
 import matplotlib.pyplot as plt
 
 from diffgeo.viz.draw import draw_curves
 
-state = dash.state
-ts = [state.timesteps[i] for i in torch.linspace(0, len(state.timesteps) - 1, 4).round().long().tolist()]  # 4 bases
+grid = state.timesteps
+ts = [grid[i] for i in sorted({0, len(grid) // 4, len(grid) // 2, len(grid) - 1})]
 centroid = [float(diffgeo.spectral_centroid(state.basis(t, 0))[0]) for t in ts]
 fig, ax = plt.subplots(figsize=(5, 3))
 draw_curves(ax, ts, {"v1 of sample 0": centroid}, xlabel="t", ylabel="spectral centroid (cycles/pixel)",

@@ -31,7 +31,7 @@
 import os
 
 FAST = os.environ.get("DIFFGEO_FAST") == "1"
-STEPS, N_ALIGN, K = (4, 6, 2) if FAST else (20, 256, 6)
+STEPS, N_ALIGN, K = (4, 6, 2) if FAST else (10, 256, 6)   # 10 steps: as tests/test_controls.py checks guidance
 TOL = 1e-2 if FAST else 1e-3   # local-basis tolerance: looser is faster
 
 # %%
@@ -41,7 +41,8 @@ import torch
 import diffgeo
 from diffgeo.models.conditioning import default_guidance
 from diffgeo.viz.draw import draw_images
-from diffgeo.widgets import alignment_panel, random_subspace_distance, sampler_settings, text_dashboard
+from diffgeo.widgets import (TextState, alignment_panel, notebook_cache, random_subspace_distance, sampler_settings,
+                             text_dashboard)
 
 torch.set_num_threads(1)
 model = diffgeo.load("shapes-text")
@@ -49,7 +50,8 @@ W = default_guidance(model)
 
 # %% [markdown]
 # ## The calls
-# One x_T, two prompts; the local basis of x_t at the middle timestep on each prompt's branch.
+# One x_T, two prompts; the local basis of x_t at the middle timestep (of the first prompt's
+# path) on each prompt's branch.
 
 # %%
 prompts = ["a red circle", "a blue square"]
@@ -57,8 +59,8 @@ noise = torch.randn(1, *model.x_shape, generator=torch.Generator().manual_seed(3
 with torch.no_grad():
     traj = diffgeo.sample(model, noise=noise, prompt=prompts, guidance_scale=W, steps=STEPS, progress=False,
                           **sampler_settings(model))
-mid = len(traj.timesteps) // 2
-t = int(traj.timesteps[mid])
+t = int(traj.timesteps[(STEPS - 1) // 2])                 # the middle of the grid's t > 0
+mid = traj.timesteps.tolist().index(t)
 bases = [diffgeo.local_basis(model, traj.xs[mid][:1], t, K, prompt=p, seed=0, tol=TOL, progress=False)
          for p in prompts]
 fig, ax = plt.subplots(figsize=(3, 1.9))
@@ -70,10 +72,14 @@ print(f"bases at t={t} under the two prompts: {diffgeo.grassmann_distance(*bases
 # %% [markdown]
 # ## The dashboard
 # The first prompt drives the trajectory (one x_T, the guidance of the slider); the bases are
-# taken on each prompt's conditional branch; the empty prompt is the unconditional one.
+# taken on each prompt's conditional branch; the empty prompt is the unconditional one. Its state
+# adopts the path of "a red circle" and its basis from the calls above (checked to be what it would
+# compute) and keeps the bases it computes on disk for the next session.
 
 # %%
-dash = text_dashboard(model, steps=STEPS, k=K, tol=TOL, over_t=FAST)  # tick the switch for the curve over t
+state = TextState(model, steps=STEPS, k=K, tol=TOL, cache=notebook_cache("bases"))
+state.adopt(traj, index=0, bases=bases)
+dash = text_dashboard(state=state, over_t=FAST)  # tick the switch for the curve over t
 dash
 
 # %% [markdown]

@@ -32,7 +32,8 @@ TOL = 1e-2 if FAST else 1e-4   # local-basis tolerance: looser is faster
 
 # %% [markdown]
 # ## The call
-# Two samples' x_t at one timestep, and `diffgeo.curvedness` on the segment between them.
+# N samples (the dashboard's), two of them at one timestep, and `diffgeo.curvedness` on the
+# segment between them.
 
 # %%
 import matplotlib.pyplot as plt
@@ -44,9 +45,9 @@ from diffgeo.viz.draw import draw_curves
 torch.set_num_threads(1)
 model = diffgeo.load("shapes")
 with torch.no_grad():
-    traj = diffgeo.sample(model, 2, steps=STEPS, seed=0, progress=False)
-mid = len(traj.timesteps) // 2
-t = int(traj.timesteps[mid])
+    traj = diffgeo.sample(model, N, steps=STEPS, seed=0, progress=False)
+t = int(traj.timesteps[(STEPS - 1) // 2])                 # the middle of the grid's t > 0
+mid = traj.timesteps.tolist().index(t)
 xa, xb = traj.xs[mid][:1], traj.xs[mid][1:2]
 c = diffgeo.curvedness(model, xa, xb, t, k=K, n_points=POINTS, tol=TOL, progress=False)
 fig, ax = plt.subplots(figsize=(5, 3))
@@ -63,9 +64,15 @@ print(f"rotation {c.rotation:.3g} rad per unit of ||x||; off-tangent {c.off_tang
 # the tangent space turns along the segment. *Reference:* the floor is what a flat map reads.
 #
 # ## The dashboard
+# It starts on the same samples and segment: the state adopts the trajectory and the curvedness
+# computed above (each checked to be what the dashboard would compute), so nothing is done twice;
+# the flat floor's bases are kept on disk for the next session.
 
 # %%
-from diffgeo.widgets import curvedness_dashboard
+from diffgeo.widgets import CurvednessState, curvedness_dashboard, notebook_cache
 
-dash = curvedness_dashboard(model, n=N, steps=STEPS, k=K, n_points=POINTS, tol=TOL)
+state = CurvednessState(model, n=N, steps=STEPS, k=K, n_points=POINTS, tol=TOL, cache=notebook_cache("bases"))
+state.adopt_trajectory(traj)
+state.adopt_curvedness(c, a=0, b=1, t=t)
+dash = curvedness_dashboard(state=state, t=t)
 dash

@@ -43,25 +43,26 @@ model = diffgeo.load("shapes")
 
 # %% [markdown]
 # ## The calls
-# Sample, take the local basis of x_t at t_edit, and edit along its first vector both ways.
+# Sample (the dashboard's N images), take the local basis of the first one's x_t at t_edit, and
+# edit it along the first basis vector both ways.
 # Strength is relative: 0.25 moves x_t by a quarter of its own norm (x-space), or h by a
 # quarter of its norm (Asyrp), so the two sides are comparable.
 
 # %%
 S = 0.25
 with torch.no_grad():
-    traj = diffgeo.sample(model, 1, steps=STEPS, seed=0, progress=False)
+    traj = diffgeo.sample(model, N, steps=STEPS, seed=0, progress=False)
 t_edit = int(traj.timesteps[len(traj.timesteps) // 2])
-x_t = traj.xs[len(traj.timesteps) // 2]
+x_t = traj.xs[len(traj.timesteps) // 2][:1]
 basis = diffgeo.local_basis(model, x_t, t_edit, K, seed=0, tol=TOL, progress=False)
 with torch.no_grad():
     edited_x = diffgeo.edit_x(model, x_t, t_edit, basis.v[0], strength=S * float(x_t.norm()), steps=STEPS,
                               progress=False).result
     h_norm = float(model.h(x_t, t_edit).norm())
-    edited_h = diffgeo.asyrp(model, traj.xs[0], tangent(basis, 0, space="h"), strength=S * h_norm, t_edit=t_edit,
+    edited_h = diffgeo.asyrp(model, traj.xs[0][:1], tangent(basis, 0, space="h"), strength=S * h_norm, t_edit=t_edit,
                              t_boost=0, steps=STEPS, seed=0, progress=False).result
 fig, ax = plt.subplots(figsize=(4.2, 1.9))
-draw_images(ax, torch.cat([traj.result, edited_x, edited_h]), nrow=3,
+draw_images(ax, torch.cat([traj.result[:1], edited_x, edited_h]), nrow=3,
             captions=["original", f"edit_x, v1 {S:+g}", f"asyrp, u1 {S:+g}"], title=f"t_edit = {t_edit}")
 plt.show()
 
@@ -76,15 +77,15 @@ plt.show()
 # %%
 from diffgeo.models.zoo import entry
 
-real = entry(model).real_images(2, 10_000)
-with torch.no_grad():
-    inv = diffgeo.invert(model, real, steps=STEPS, progress=False)
+real = entry(model).real_images(1, 10_000)                # one scene: its inversion costs ~150 U-Net calls
+with torch.no_grad():                                     # (at most 20 per step; the dashboard allows 50)
+    inv = diffgeo.invert(model, real, steps=STEPS, max_iter=20, progress=False)
     top = int(inv.timesteps.argmax())                     # the inversion's x_T, at the grid's largest t
     again = diffgeo.denoise(model, inv.xs[top], int(inv.timesteps[top]), steps=STEPS, progress=False).result
-err = (again - real).flatten(1).pow(2).mean(1).sqrt()
-fig, ax = plt.subplots(figsize=(3.2, 3.2))
-draw_images(ax, torch.cat([real, again]), nrow=2, captions=["real"] * 2 + [f"err {e:.3f}" for e in err],
-            title="real scenes (top), regenerated from their inversion")
+err = float((again - real).pow(2).mean().sqrt())
+fig, ax = plt.subplots(figsize=(3.2, 1.9))
+draw_images(ax, torch.cat([real, again]), nrow=2, captions=["real", f"regenerated, err {err:.3f}"],
+            title="a real scene and its regeneration from its inversion")
 plt.show()
 
 # %% [markdown]
@@ -94,10 +95,13 @@ plt.show()
 # differ in one factor, or a principal component of h. The last two live in h only, so only
 # the Asyrp side moves. Under each image the attribute probe's reading; a red frame when the
 # probe cannot re-render the image. **images** switches to real scenes (inverted first).
-# t_boost offers only values below t_edit.
+# t_boost offers only values below t_edit. Its state adopts the samples of the calls above (checked
+# to be what it would sample) and keeps the local bases it computes on disk for the next session.
 
 # %%
-from diffgeo.widgets import traversal_dashboard
+from diffgeo.widgets import TraversalState, notebook_cache, traversal_dashboard
 
-dash = traversal_dashboard(model, n=N, steps=STEPS, k=K, tol=TOL)
+state = TraversalState(model, n=N, steps=STEPS, k=K, tol=TOL, cache=notebook_cache("bases"))
+state.adopt_samples(traj)
+dash = traversal_dashboard(state=state)
 dash

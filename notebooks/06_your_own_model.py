@@ -73,11 +73,18 @@ plt.show()
 # training images diffgeo knows: the embedded ones).
 
 # %%
-from diffgeo.widgets import tangent_dashboard, traversal_dashboard
+from diffgeo.widgets import TangentState, TraversalState, notebook_cache, tangent_dashboard, traversal_dashboard
 
-tangent = tangent_dashboard(model, n=N, steps=STEPS, k=K, prompt=prompt, compare=False, tol=TOL)  # tick "distances" to compare
+CACHE = notebook_cache("bases")   # the dashboards' local bases, kept on disk for the next session
+
+tangent_state = TangentState(model, n=N, steps=STEPS, k=K, prompt=prompt, tol=TOL, cache=CACHE)
+tangent_state.adopt_trajectory(traj)     # the samples and the basis of the calls above: not computed again
+tangent_state.adopt_basis(basis, t=t, sample=0)
+tangent = tangent_dashboard(state=tangent_state, compare=False)  # tick "distances" to compare
 tangent
 
 # %%
-traversal = traversal_dashboard(model, n=N, steps=STEPS, k=K, prompt=prompt, tol=TOL)
+traversal_state = TraversalState(model, n=N, steps=STEPS, k=K, prompt=prompt, tol=TOL, cache=CACHE)
+traversal_state.adopt_samples(traj)      # the same samples
+traversal = traversal_dashboard(state=traversal_state)
 traversal

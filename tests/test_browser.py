@@ -7,7 +7,9 @@ figures/screenshots/. The server is stopped by its PID.
 
 Mode: ``DIFFGEO_BROWSER_REAL=1`` runs the notebooks in their real mode (what a class sees; the
 times to interactive in the README come from such a run); the default is their fast mode, which
-keeps this test within about three minutes in ``make test``.
+keeps this test within about three minutes in ``make test``. The notebooks' disk cache is a new
+empty folder (a cold start) unless ``DIFFGEO_BROWSER_CACHE`` names one: run twice with the same
+folder to time a warm start (what a class sees after the teacher's earlier session).
 
 Skipped, with a loud reason, only when /usr/bin/chromium or playwright is missing (`make test`
 installs chromium with apt first). A skip is not a pass.
@@ -82,7 +84,8 @@ def voila(tmp_path_factory):
         jupytext.write(jupytext.read(ROOT / "notebooks" / f"{name}.py"), folder / f"{name}.ipynb")
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "DIFFGEO_CACHE": str(folder / "cache")}
+           "TRANSFORMERS_OFFLINE": "1",
+           "DIFFGEO_CACHE": os.environ.get("DIFFGEO_BROWSER_CACHE") or str(folder / "cache")}
     env.pop("DIFFGEO_FAST", None)
     if not REAL:
         env["DIFFGEO_FAST"] = "1"

@@ -1,11 +1,18 @@
 """The edit-quality table's scoring against scenes with known factors, its files, and bad input."""
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
-from diffgeo.data.shapes import make_scenes, render
-from diffgeo.editing.table import EditQualityRow, EditQualityTable, Samples, read, score, task
-from diffgeo.editing.table.tasks import _continuous
+import diffgeo
+from diffgeo.data.shapes import RANGES, make_scenes, render
+from diffgeo.editing.loco import x0_predictor
+from diffgeo.editing.table import EditQualityRow, EditQualityTable, Samples, pick_samples, read, score, task
+from diffgeo.editing.table.ceiling import perfect_edits
+from diffgeo.editing.table.tasks import _continuous, classes
+from diffgeo.editing.target import scene_target, target_edit, target_steps, target_value
 
 
 def _samples(images, fit=False):
@@ -70,3 +77,102 @@ def test_table_round_trips_json_and_csv(tmp_path):
     header = cs.read_text().splitlines()[0].split(",")
     assert "success_lo" in header and "meta" not in header
     assert back.best("colour:blue") == r and back.best("shape:square") is None
+
+
+# --- target-guided per-sample edits (diffgeo.editing.target) and the table's ceiling -----------------
+
+def test_target_value_is_the_centre_of_the_target_bin():
+
+    lo, hi = RANGES["x"]
+    assert target_value("x", "right") == pytest.approx(hi - (hi - lo) / 6)      # centre of the last third
+    lo, hi = RANGES["background"]
+    assert target_value("background", "dark") == pytest.approx(lo + (hi - lo) / 6)
+    assert target_value("shape", "square") == 1
+    with pytest.raises(ValueError, match="known ones are red"):
+        target_value("colour", "pink")
+
+
+@pytest.mark.parametrize("name", ["colour:blue", "size:large", "x:right"])
+def test_scene_target_added_to_a_rendered_scene_is_a_clean_edit(name):
+    # ground truth: rendered scenes; the target change re-renders the fitted scene with one factor set,
+    # so image + delta must read as the target with every other factor kept (12 scenes: a target change
+    # that broke a factor in 1 of 4 scenes would pass with probability (3/4)^12 < 0.04)
+
+    s = make_scenes(96, seed=43)
+    t = task("shapes", name)
+    r = read("shapes", s.images)
+    keep = r["valid"] & (r[t.factor] != read_index(t))
+    imgs = s.images[keep.nonzero().flatten()[:12]]
+    assert len(imgs) == 12
+    sc = score(t, _samples(imgs), (imgs + scene_target(imgs, t.factor, t.target)).clamp(-1, 1))
+    assert sc["success"].all() and sc["valid"].all()
+    assert sc["preserved"].sum() >= 11   # one scene of probe error at a rim allowed
+
+
+def read_index(t):
+    return classes("shapes")[t.factor].index(t.target)
+
+
+def test_gauss_newton_target_step_reduces_the_x0_residual():
+    # independent check by finite differences of x0_hat: the step must move x0_hat towards x0_hat + delta
+
+    m = diffgeo.load("shapes")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(8))
+    delta = torch.zeros(2, 3, 32, 32)
+    delta[:, 2, 10:20, 10:20] = 0.5
+    v = target_steps(m, x, 600, delta, mode="gauss_newton")
+    f = x0_predictor(m, 600)
+    eps = 1e-2
+    with torch.no_grad():
+        for i in range(2):
+            moved = (f(x[i] + eps * v[i]) - f(x[i])) / eps
+            assert (moved - delta[i]).norm() < delta[i].norm()
+
+
+def test_x0_target_step_moves_the_clean_part_of_x_t_exactly():
+
+    m = diffgeo.load("shapes")
+    g = torch.Generator().manual_seed(9)
+    x0, noise, delta = (torch.randn(1, 3, 32, 32, generator=g) for _ in range(3))
+    a = float(m.alphas_cumprod[300])
+    x_t = a ** 0.5 * x0 + (1 - a) ** 0.5 * noise
+    moved = x_t + target_steps(m, x_t, 300, delta)
+    assert torch.allclose(moved, a ** 0.5 * (x0 + delta) + (1 - a) ** 0.5 * noise, atol=1e-5)
+    with pytest.raises(ValueError, match="one target change per sample"):
+        target_steps(m, x_t, 300, delta[0])
+
+
+def test_perfect_edits_are_read_clean_by_the_table():
+    # the readers' ceiling: exact re-renders with one factor changed score clean (16 scenes per task)
+
+    for name in ("colour:blue", "x:right"):
+        r = perfect_edits(task("shapes", name), n=16, seed=5)
+        assert r["n"] == 16 and r["clean"] == 1.0
+
+
+def _clean_target_rows():
+    """The (at most two) target_x rows of the saved table that met the issue's targets on 64 held-out samples."""
+
+    p = Path(__file__).resolve().parent.parent / "figures" / "edit_quality.json"
+    rows = json.loads(p.read_text())["rows"] if p.is_file() else []
+    rows = [r for r in rows if r["method"] == "target_x" and r["samples"] == "generated" and r["n"] >= 64
+            and r["success"] >= 0.9 and r["preservation"] >= 0.9 and r["validity"] >= 0.95]
+    return sorted(rows, key=lambda r: -r["clean"])[:2]
+
+
+@pytest.mark.parametrize("row", _clean_target_rows(), ids=lambda r: r["task"])
+def test_target_edit_is_clean_on_fresh_samples(row):
+    # 32 fresh samples (seed 777; the table used 11, 22, 33) at the row's t_edit and strength (chosen on
+    # calibration samples). Bound: >= 26 of 32 for success, preservation and validity each; a method
+    # whose true rate is 0.95 falls below it with probability 0.0009 (binomial tail), one at 0.70
+    # passes it with probability 0.09, so the check separates the target (0.90) from a miss.
+
+    m = diffgeo.load("shapes")
+    t = task("shapes", row["task"])
+    ev = pick_samples(m, t, 32, seed=777, steps=int(row["steps"]))
+    before, after = target_edit(m, ev.x_T, t.factor, t.target, t_edit=int(row["t_edit"]),
+                                strength=float(row["strength"]), steps=int(row["steps"]))
+    assert torch.allclose(before, ev.images, atol=1e-5)
+    sc = score(t, ev, after)
+    for key in ("success", "preserved", "valid"):
+        assert int(sc[key].sum()) >= 26, f"{row['task']}: {key} {int(sc[key].sum())} of 32 fresh samples"

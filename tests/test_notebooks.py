@@ -25,6 +25,7 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
 
     monkeypatch.setenv("DIFFGEO_FAST", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("DIFFGEO_CACHE", str(tmp_path / "cache"))  # cold: nothing from an earlier run
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel draws inline
     nb = jupytext.read(path)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "outputs are never committed"

@@ -200,3 +200,110 @@ def test_traversal_defaults_to_a_shipped_named_direction_and_reproduces_its_edit
     shown = dash.view.x_images if row["space"] == "x" else dash.view.h_images
     torch.testing.assert_close(shown, expected, atol=1e-5, rtol=0)
     assert row["method"] in dash.view.h_note + dash.view.x_note
+
+
+def test_states_adopt_the_plain_calls_results_and_refuse_foreign_ones(shapes_model, reference):
+    """A notebook's plain calls (diffgeo.sample, local_basis, curvedness) can seed a dashboard's
+    state so the first view computes nothing twice: adopted values are the ones the state would
+    compute itself (checked against a fresh state), and a trajectory, basis or curvedness of other
+    parameters is refused with a ValueError that leaves the state untouched."""
+    from diffgeo.widgets import CurvednessState, TangentState
+
+    _, _, (b0, b1) = reference                      # local bases at t=500 of samples 0 and 1, seed 0, tol 1e-3
+    with torch.no_grad():
+        traj = diffgeo.sample(shapes_model, N, steps=STEPS, seed=0, progress=False)
+        other = diffgeo.sample(shapes_model, N, steps=STEPS, seed=1, progress=False)
+    state = TangentState(shapes_model, n=N, steps=STEPS, k=K)
+    with pytest.raises(ValueError, match="seed"):
+        state.adopt_trajectory(other)
+    with pytest.raises(ValueError, match="samples"):
+        state.adopt_trajectory(diffgeo.sample(shapes_model, 1, steps=STEPS, seed=0, progress=False))
+    assert len(state.memo) == 0
+    state.adopt_trajectory(traj)
+    with pytest.raises(ValueError, match="another x_t"):
+        state.adopt_basis(b1, t=500, sample=0)        # sample 1's basis offered as sample 0's
+    with pytest.raises(ValueError, match="tol"):
+        state.adopt_basis(diffgeo.local_basis(shapes_model, state.x_t(500, 0), 500, K, seed=0, tol=1e-2,
+                                              progress=False), t=500, sample=0)
+    state.adopt_basis(b0, t=500, sample=0)
+    misses = state.memo.misses
+    view = state.view(t=500, sample=0, compare=False)
+    assert state.memo.misses == misses, "the adopted basis was computed again"
+    fresh = TangentState(shapes_model, n=N, steps=STEPS, k=K).view(t=500, sample=0, compare=False)
+    torch.testing.assert_close(view.v, fresh.v, atol=1e-6, rtol=0)
+
+    curved = CurvednessState(shapes_model, n=N, steps=STEPS, k=K, n_points=3, tol=1e-2)
+    curved.adopt_trajectory(traj)
+    xa, xb = curved.x_t(500, 0), curved.x_t(500, 1)
+    c = diffgeo.curvedness(shapes_model, xa, xb, 500, k=K, n_points=3, tol=1e-2, progress=False)
+    with pytest.raises(ValueError, match="chord_x"):
+        curved.adopt_curvedness(c, a=0, b=1, t=750)   # the right parameters but another segment
+    with pytest.raises(ValueError, match="n_points"):
+        curved.adopt_curvedness(diffgeo.curvedness(shapes_model, xa, xb, 500, k=K, n_points=2, tol=1e-2,
+                                                   progress=False), a=0, b=1, t=500)
+    curved.adopt_curvedness(c, a=0, b=1, t=500)
+    assert curved.view(a=0, b=1, t=500).curvedness is c
+
+
+def test_the_samples_originals_are_ddim_from_their_x_T(shapes_model):
+    """The traversal state takes the unedited samples from its sampling call instead of denoising
+    x_T again: they equal a fresh diffgeo.denoise from the same x_T, bit for bit."""
+    from diffgeo.widgets import TraversalState
+
+    state = TraversalState(shapes_model, n=N, steps=STEPS, k=K)
+    x_T = state.anchors("samples")[state.timesteps[0]]
+    with torch.no_grad():
+        again = diffgeo.denoise(shapes_model, x_T, state.timesteps[0], steps=STEPS, progress=False).result
+    assert torch.equal(state.originals("samples"), again)
+
+
+def test_text_state_adopts_the_plain_calls_path_and_bases():
+    """The text notebook's plain calls (one x_T under two prompts, bases on each prompt's branch)
+    seed its dashboard: the adopted path and basis are the ones the state computes itself (a fresh
+    state, checked bit for bit), and a path from another x_T is refused."""
+    from diffgeo.models.conditioning import default_guidance
+    from diffgeo.widgets import TextState, sampler_settings
+
+    model = diffgeo.load("shapes-text")
+    w, steps = default_guidance(model), 3
+    state = TextState(model, steps=steps, k=1, tol=1e-2)
+    t = state.timesteps[0]
+    noise = torch.randn(1, *model.x_shape, generator=torch.Generator().manual_seed(3)).expand(2, -1, -1, -1)
+    with torch.no_grad():
+        traj = diffgeo.sample(model, noise=noise, prompt=["a red circle", "a blue square"], guidance_scale=w,
+                              steps=steps, progress=False, **sampler_settings(model))
+        foreign = diffgeo.sample(model, 2, prompt="a red circle", guidance_scale=w, steps=steps, seed=5,
+                                 progress=False, **sampler_settings(model))
+    x_t = traj.xs[traj.timesteps.tolist().index(t)][:1]
+    basis = diffgeo.local_basis(model, x_t, t, 1, prompt="a blue square", seed=0, tol=1e-2, progress=False)
+    with pytest.raises(ValueError, match="x_T"):
+        state.adopt(foreign, index=0)
+    assert len(state.memo) == 0
+    state.adopt(traj, index=0, bases=[basis])
+    misses = state.memo.misses
+    adopted = state.basis("a red circle", w, t, "a blue square")
+    assert state.memo.misses == misses, "the adopted basis was computed again"
+    fresh = TextState(model, steps=steps, k=1, tol=1e-2)
+    torch.testing.assert_close(fresh.trajectory("a red circle", w).xs, state.trajectory("a red circle", w).xs,
+                               atol=0, rtol=0)
+    torch.testing.assert_close(fresh.basis("a red circle", w, t, "a blue square").v, adopted.v, atol=1e-6, rtol=0)
+
+
+def test_traversal_state_adopts_the_plain_samples(shapes_model):
+    """The samples of a plain diffgeo.sample call with the dashboard's n, steps and seed become its
+    images (x_t at every grid timestep and the unedited originals, equal to its own sampling);
+    a call with another seed is refused."""
+    from diffgeo.widgets import TraversalState
+
+    with torch.no_grad():
+        traj = diffgeo.sample(shapes_model, N, steps=STEPS, seed=0, progress=False)
+        other = diffgeo.sample(shapes_model, N, steps=STEPS, seed=2, progress=False)
+    state = TraversalState(shapes_model, n=N, steps=STEPS, k=K)
+    with pytest.raises(ValueError, match="seed"):
+        state.adopt_samples(other)
+    assert len(state.memo) == 0
+    state.adopt_samples(traj)
+    fresh = TraversalState(shapes_model, n=N, steps=STEPS, k=K)
+    assert torch.equal(state.originals("samples"), fresh.originals("samples"))
+    mine, theirs = state.anchors("samples"), fresh.anchors("samples")
+    assert sorted(mine) == sorted(theirs) and all(torch.equal(mine[t], theirs[t]) for t in mine)

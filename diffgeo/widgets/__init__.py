@@ -12,7 +12,9 @@ state for a view and draws it with the ``draw_*`` functions of :mod:`diffgeo.viz
 - :func:`curvedness_dashboard` / :class:`CurvednessState`: the segment between two samples, the
   rotation of the tangent space along it, against the solver's flat floor;
 - :func:`traversal_dashboard` / :class:`TraversalState`: x-space editing and Asyrp side by side;
-- :func:`alignment_panel`: a text model's prompt alignment, measured on demand and cached on disk.
+- :func:`alignment_panel`: a text model's prompt alignment, measured on demand and cached on disk;
+- :func:`notebook_cache` / :func:`cached_basis`: the notebooks' disk cache, which keeps the local
+  bases of the dashboards' views across sessions (pass ``cache=notebook_cache("bases")``).
 
 ipywidgets is imported only when a dashboard is built; callbacks run with
 ``DASHBOARD_THREADS`` torch threads (one, by measurement: benchmarks/bench_widgets.py), show a
@@ -29,10 +31,11 @@ from importlib import import_module
 from typing import Any
 
 from diffgeo.widgets._core import DASHBOARD_THREADS, Memo, figure_png, torch_threads
+from diffgeo.widgets._diskcache import cached_basis, notebook_cache
 from diffgeo.widgets._reference import GUIDANCE_MAX, random_subspace_distance, sampler_settings
 
 __all__ = ["DASHBOARD_THREADS", "Memo", "figure_png", "torch_threads", "GUIDANCE_MAX", "random_subspace_distance",
-           "sampler_settings",
+           "sampler_settings", "cached_basis", "notebook_cache",
            "TraversalState", "traversal_dashboard", "TangentState", "tangent_dashboard",
            "TextState", "text_dashboard", "CurvednessState", "curvedness_dashboard", "alignment_panel"]
 

@@ -24,11 +24,12 @@ from typing import Any, Callable, Hashable, Iterator
 
 import torch
 
+from diffgeo.models.conditioning import default_guidance
 from diffgeo.models.loading import load
 from diffgeo.sampling.ddim import sample
 from diffgeo.viz.figures import figure, figure_bytes
 
-__all__ = ["Memo", "torch_threads", "figure_png", "DASHBOARD_THREADS", "Stages"]
+__all__ = ["Memo", "torch_threads", "figure_png", "DASHBOARD_THREADS", "Stages", "check_trajectory"]
 
 #: Torch threads for dashboard callbacks, chosen by measurement (benchmarks/bench_widgets.py):
 #: with other work on the machine two threads were 8-11x slower than one.
@@ -115,6 +116,38 @@ def state_for(state_cls: Callable[..., Any], model: Any, state: Any, kwargs: dic
     return state_cls(model, **kwargs)
 
 
+def check_trajectory(trajectory: Any, model: Any, *, n: int, steps: int, seed: int, prompt: str | None = None,
+                     guidance_scale: float | None = None) -> None:
+    """Raise a ValueError unless ``trajectory`` (xs (steps + 1, n, *x_shape)) is what
+    ``diffgeo.sample(model, n, steps=steps, seed=seed, prompt=prompt, guidance_scale=guidance_scale)``
+    gives: this model, n samples, the steps, seed, eta 0, prompt and guidance (None: the model's
+    default) in its ``meta``.
+
+    >>> import diffgeo
+    >>> m = diffgeo.load("shapes")
+    >>> traj = diffgeo.sample(m, 1, steps=2, seed=0, progress=False)
+    >>> check_trajectory(traj, m, n=1, steps=2, seed=0)
+    >>> check_trajectory(traj, m, n=1, steps=2, seed=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: this trajectory is not the one the dashboard samples ...
+    """
+    meta = dict(getattr(trajectory, "meta", None) or {})
+    if isinstance(meta.get("prompt"), (list, tuple)) and len(set(meta["prompt"])) == 1:
+        meta["prompt"] = meta["prompt"][0]  # one prompt for every sample
+    want = {"model": model.name, "direction": "sample", "steps": steps, "seed": seed, "eta": 0.0, "prompt": prompt}
+    if meta.get("guidance_scale") is not None or guidance_scale is not None:
+        want["guidance_scale"] = float(default_guidance(model) if guidance_scale is None else guidance_scale)
+    wrong = {k: meta.get(k) for k, v in want.items() if meta.get(k) != v}
+    xs = getattr(trajectory, "xs", None)
+    if xs is None or xs.dim() < 2 or xs.shape[1] != n:
+        wrong["samples"] = None if xs is None or xs.dim() < 2 else xs.shape[1]
+    if wrong:
+        raise ValueError(f"this trajectory is not the one the dashboard samples ({want}, n={n}): it has {wrong}; "
+                         f"sample it with diffgeo.sample(model, {n}, steps={steps}, seed={seed}) or let the "
+                         "dashboard sample its own")
+
+
 class SampledPath:
     """Base of the dashboard states that sample ``n`` DDIM trajectories once (memoised in
     ``self.memo``) and read x_t off them. Subclasses set ``model``, ``n``, ``steps``, ``seed``,
@@ -133,6 +166,13 @@ class SampledPath:
                                       guidance_scale=self.guidance_scale, progress=False)
 
         return self.memo.get("trajectory", compute)
+
+    def adopt_trajectory(self, trajectory: Any) -> None:
+        """Use a trajectory sampled elsewhere (a notebook's plain ``diffgeo.sample`` call) instead of
+        sampling it again; it must be what :meth:`trajectory` would sample (:func:`check_trajectory`)."""
+        check_trajectory(trajectory, self.model, n=self.n, steps=self.steps, seed=self.seed, prompt=self.prompt,
+                         guidance_scale=self.guidance_scale)
+        self.memo.get("trajectory", lambda: trajectory)
 
     def x_t(self, t: int, sample: int) -> torch.Tensor:
         """x_t of one sample at a grid timestep: (1, *x_shape)."""

@@ -71,10 +71,15 @@ class Dashboard:
 
     def assemble(self, rows: Iterable[Any], figures: Iterable[Any] = ()) -> None:
         """Lay out the controls' rows, then the progress bar and the status line (right under the
-        controls that start the work, in view), then the figures; wire the callbacks and draw once."""
+        controls that start the work, in view), then the figures (rows of them wrap on a narrow page);
+        wire the callbacks and draw once."""
         w = widgets()
         style = "<style>.diffgeo-pixelated, .diffgeo-pixelated img {image-rendering: pixelated;}</style>"
         header = [w.HTML(style + (f"<b>{html.escape(self.title)}</b>" if self.title else ""))]
+        figures = list(figures)
+        for row in figures:  # a row of figures wider than the page wraps instead of running off its edge
+            if isinstance(row, w.HBox):
+                row.layout.flex_flow = "row wrap"
         self.widget = w.VBox([*header, *rows, w.HBox([self.progress, self.status]), *figures])
         for c in self.controls.values():
             c.observe(self.refresh, names="value")

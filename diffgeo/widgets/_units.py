@@ -59,6 +59,17 @@ def real_images(model: Any, n: int, seed: int) -> torch.Tensor:
     return entry(model).real_images(n, seed)
 
 
+def path_anchors(trajectory: Any, timesteps: list[int]) -> dict[int, torch.Tensor]:
+    """x_t (B, *x_shape) of a trajectory (xs (S + 1, B, *x_shape)) at each of ``timesteps`` it passes.
+
+    >>> from diffgeo.sampling.trajectory import Trajectory
+    >>> traj = Trajectory(torch.tensor([500, 0, -1]), torch.zeros(3, 1, 2), torch.zeros(2, 1, 2))
+    >>> sorted(path_anchors(traj, [500, 0]))
+    [0, 500]
+    """
+    return {int(t): trajectory.xs[i] for i, t in enumerate(trajectory.timesteps.tolist()) if t in timesteps}
+
+
 def boost_options(timesteps: list[int], t_edit: int) -> list[int]:
     """t_boost values that fit ``t_edit``: 0 (off) and the grid timesteps in (0, t_edit), ascending.
 

@@ -18,7 +18,6 @@ table with 95% intervals (never a raw repr).
 from __future__ import annotations
 
 import html
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -27,21 +26,11 @@ from diffgeo.core.sweep import model_fingerprint, sweep
 from diffgeo.evaluation.alignment import text_alignment
 from diffgeo.evaluation.stats import wilson_interval
 from diffgeo.models.conditioning import default_guidance
+from diffgeo.widgets._diskcache import notebook_cache
 from diffgeo.widgets._reference import sampler_settings
 from diffgeo.widgets._ui import widgets
 
 __all__ = ["AlignmentSummary", "cached_alignment", "alignment_html", "alignment_panel", "notebook_cache"]
-
-
-def notebook_cache(name: str = "alignment") -> Path:
-    """The notebooks' cache folder for ``name``: ``$DIFFGEO_CACHE/notebooks/name`` (default
-    ``~/.cache/diffgeo``).
-
-    >>> notebook_cache("x").name
-    'x'
-    """
-    root = Path(os.environ.get("DIFFGEO_CACHE") or Path.home() / ".cache" / "diffgeo")
-    return root / "notebooks" / name
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ from typing import Any, Callable
 
 import torch
 
-from diffgeo.geometry.basis import local_basis
 from diffgeo.geometry.curvedness import curvedness
 from diffgeo.geometry.subspaces import grassmann_distance
 from diffgeo.sampling.ddim import ddim_timesteps, denoise
 from diffgeo.viz.draw import draw_curves, draw_images
 from diffgeo.widgets._core import Memo, SampledPath, figure_png, state_for
+from diffgeo.widgets._diskcache import cached_basis
 from diffgeo.widgets._ui import Dashboard, slider, widgets
 
 __all__ = ["CurvednessState", "CurvednessView", "curvedness_dashboard", "draw_curvedness_view"]
@@ -50,10 +50,11 @@ class CurvednessView:
 
 class CurvednessState(SampledPath):
     """n samples from ``seed`` (``steps`` DDIM steps); tangent spaces of dimension k at
-    n_points points of each segment (``tol`` the local-basis tolerance)."""
+    n_points points of each segment (``tol`` the local-basis tolerance); ``cache``: a folder that
+    keeps the flat floor's bases across sessions (:func:`diffgeo.widgets._diskcache.cached_basis`)."""
 
     def __init__(self, model: Any, *, n: int = 4, seed: int = 0, steps: int = 10, k: int = 4, n_points: int = 5,
-                 tol: float = 1e-4):
+                 tol: float = 1e-4, cache: Any = None):
 
         for name, value in (("n", n), ("steps", steps), ("k", k)):
             if not isinstance(value, int) or value < 1:
@@ -61,7 +62,7 @@ class CurvednessState(SampledPath):
         if n < 2:
             raise ValueError(f"n must be at least 2 (a segment needs two samples), got {n}")
         self.model, self.n, self.seed, self.steps, self.k, self.n_points, self.tol = model, n, seed, steps, k, n_points, tol
-        self.memo = Memo(256)
+        self.memo, self.cache = Memo(256), cache
         self.timesteps: list[int] = [int(t) for t in ddim_timesteps(model, steps) if t > 0]
 
     def floor(self, t: int, i: int) -> float:
@@ -69,10 +70,29 @@ class CurvednessState(SampledPath):
 
         def compute() -> float:
             x = self.x_t(t, i)
-            b0, b1 = (local_basis(self.model, x, t, self.k, tol=self.tol, seed=s, progress=False) for s in (0, 1))
+            b0, b1 = (cached_basis(self.model, x, t, self.k, tol=self.tol, seed=s, cache=self.cache) for s in (0, 1))
             return grassmann_distance(b0, b1)
 
         return self.memo.get(("floor", t, i), compute)
+
+    def adopt_curvedness(self, c: Any, *, a: int, b: int, t: int) -> None:
+        """Use a :func:`curvedness` computed elsewhere (a notebook's plain call) as this state's
+        value for the segment from sample ``a`` to sample ``b`` at ``t``. It must be the one
+        :meth:`view` would compute: this t, k, n_points and tolerance, seed 0, and the same segment
+        (its length ``chord_x`` equals ||x_t(b) - x_t(a)||: adopt the trajectory first); anything
+        else is a ValueError and leaves the state as it was."""
+        chord = float((self.x_t(t, b) - self.x_t(t, a)).double().norm())
+        meta = dict(getattr(c, "meta", None) or {})
+        want = {"t": t, "k": self.k, "n_points": self.n_points, "tol": self.tol, "seed": 0, "method": "local"}
+        wrong = {key: meta.get(key) for key, v in want.items() if meta.get(key) != v}
+        if not abs(float(getattr(c, "chord_x", float("nan"))) - chord) <= 1e-6 * chord or chord == 0:  # NaN: wrong
+            wrong["chord_x"] = getattr(c, "chord_x", None)
+        if wrong:
+            raise ValueError(f"this curvedness is not the dashboard's segment {a} -> {b} at t={t} ({want}, chord "
+                             f"{chord:.6g}): it has {wrong}; compute it on state.x_t({t}, {a}) and "
+                             f"state.x_t({t}, {b}) with the state's k, n_points and tol, or let the dashboard "
+                             "compute its own")
+        self.memo.get(("curvedness", a, b, t), lambda: c)
 
     def view(self, *, a: int, b: int, t: int, progress: Report | None = None) -> CurvednessView:
 
@@ -131,9 +151,10 @@ def draw_curvedness_view(fig: Any, view: CurvednessView, part: str) -> None:
         raise ValueError(f"part must be 'segment' or 'profile', got {part!r}")
 
 
-def curvedness_dashboard(model: Any = None, *, state: CurvednessState | None = None, **state_kwargs: Any) -> Any:
+def curvedness_dashboard(model: Any = None, *, state: CurvednessState | None = None, t: int | None = None,
+                         **state_kwargs: Any) -> Any:
     """Two sample pickers and a timestep slider over a :class:`CurvednessState` (``model``
-    default: embedded ``shapes``).
+    default: embedded ``shapes``); ``t``: the slider's initial timestep (default: the middle one).
 
     >>> import diffgeo
     >>> dash = curvedness_dashboard(diffgeo.load("shapes"), n=2, steps=4, k=2, n_points=3)
@@ -171,14 +192,16 @@ def curvedness_dashboard(model: Any = None, *, state: CurvednessState | None = N
                               "images show which change of the scene goes with it. <b>Reference:</b> the flat floor "
                               f"({self.view.floor:.2f} rad per step) is what a flat map reads with the same solver.")}
 
+    first_t = state.timesteps[len(state.timesteps) // 2] if t is None else t
+    if first_t not in state.timesteps:
+        raise ValueError(f"t must be one of the dashboard's timesteps {state.timesteps}, got {t!r}")
     dash = CurvednessDashboard()
     dash.state = state
     w = widgets()
     options = [(f"sample {i}", i) for i in range(state.n)]
     dash.controls = {"a": w.Dropdown(options=options, value=0, description="from"),
                      "b": w.Dropdown(options=options[1:], value=1, description="to"),
-                     "t": slider("select", options=state.timesteps, value=state.timesteps[len(state.timesteps) // 2],
-                                 description="timestep t")}
+                     "t": slider("select", options=state.timesteps, value=first_t, description="timestep t")}
     c = dash.controls
     dash.figures["notice"] = w.HTML()
     dash.assemble([w.HBox([c["a"], c["b"], c["t"]])],

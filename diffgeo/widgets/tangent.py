@@ -20,11 +20,11 @@ from typing import Any, Callable
 
 import torch
 
-from diffgeo.geometry.basis import local_basis
 from diffgeo.geometry.subspaces import grassmann_distance, radial_power_spectrum
 from diffgeo.sampling.ddim import ddim_timesteps
 from diffgeo.viz.draw import draw_curves, draw_images, draw_scatter, draw_spectra
 from diffgeo.widgets._core import Memo, SampledPath, Stages, figure_png, state_for
+from diffgeo.widgets._diskcache import cached_basis
 from diffgeo.widgets._reference import random_subspace_distance
 from diffgeo.widgets._ui import Dashboard, slider, widgets
 
@@ -54,24 +54,47 @@ class TangentView:
 class TangentState(SampledPath):
     """n samples from ``seed`` on a ``steps``-step DDIM path, k basis vectors per local basis;
     ``prompt`` / ``guidance_scale`` for text models (the basis is taken on the prompt's branch);
-    ``tol``: the local-basis tolerance (looser is faster)."""
+    ``tol``: the local-basis tolerance (looser is faster); ``cache``: a folder that keeps the bases
+    across sessions (:func:`diffgeo.widgets._diskcache.cached_basis`; None: memory only)."""
 
     def __init__(self, model: Any, *, n: int = 4, seed: int = 0, steps: int = 10, k: int = 4,
-                 prompt: str | None = None, guidance_scale: float | None = None, basis_seed: int = 0, tol: float = 1e-3):
+                 prompt: str | None = None, guidance_scale: float | None = None, basis_seed: int = 0, tol: float = 1e-3,
+                 cache: Any = None):
 
         for name, value in (("n", n), ("steps", steps), ("k", k)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.model, self.n, self.seed, self.steps, self.k = model, n, seed, steps, k
         self.prompt, self.guidance_scale, self.basis_seed, self.tol = prompt, guidance_scale, basis_seed, tol
+        self.cache = cache
         self.memo = Memo(1024)
         self.timesteps: list[int] = [int(t) for t in ddim_timesteps(model, steps)]
 
     def basis(self, t: int, sample: int) -> Any:
 
         x = self.x_t(t, sample)
-        return self.memo.get(("basis", t, sample), lambda: local_basis(
-            self.model, x, t, self.k, prompt=self.prompt, seed=self.basis_seed, tol=self.tol, progress=False))
+        return self.memo.get(("basis", t, sample), lambda: cached_basis(
+            self.model, x, t, self.k, prompt=self.prompt, seed=self.basis_seed, tol=self.tol, cache=self.cache))
+
+    def adopt_basis(self, basis: Any, *, t: int, sample: int) -> None:
+        """Use a local basis computed elsewhere (a notebook's plain ``diffgeo.local_basis`` call)
+        as this state's basis of ``sample`` at ``t``. It must be the one :meth:`basis` would
+        compute: of exactly this x_t (so adopt the trajectory first), with this k, tolerance, seed
+        and prompt; anything else is a ValueError and leaves the state as it was."""
+        x = self.x_t(t, sample)
+        meta = dict(getattr(basis, "meta", None) or {})
+        if isinstance(meta.get("prompt"), (list, tuple)) and len(meta["prompt"]) == 1:
+            meta["prompt"] = meta["prompt"][0]
+        want = {"t": t, "k": self.k, "tol": self.tol, "seed": self.basis_seed, "prompt": self.prompt}
+        wrong = {key: meta.get(key) for key, v in want.items() if meta.get(key) != v}
+        bx = getattr(basis, "x", None)
+        if bx is None or bx.reshape(x.shape).shape != x.shape or not torch.equal(bx.reshape(x.shape).to(x), x):
+            wrong["x"] = "another x_t"
+        if wrong:
+            raise ValueError(f"this basis is not the dashboard's basis of sample {sample} at t={t} ({want}): it has "
+                             f"{wrong}; compute it with diffgeo.local_basis on state.x_t({t}, {sample}) and the "
+                             "state's k, tol and seed, or let the dashboard compute its own")
+        self.memo.get(("basis", t, sample), lambda: basis)
 
     def _bases(self, keys: list[tuple[int, int]], progress: Report | None) -> list[Any]:
         todo = [key for key in keys if ("basis", *key) not in self.memo]

@@ -20,18 +20,18 @@ a timestep slider and a guidance slider.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import torch
 
-from diffgeo.geometry.basis import local_basis
 from diffgeo.geometry.subspaces import distance_matrix, grassmann_distance
 from diffgeo.models.conditioning import default_guidance
 from diffgeo.models.zoo import entry
 from diffgeo.sampling.ddim import ddim_timesteps, sample
 from diffgeo.viz.draw import draw_curves, draw_images, draw_matrix, draw_scatter
 from diffgeo.widgets._core import Memo, Stages, figure_png, state_for
+from diffgeo.widgets._diskcache import cached_basis
 from diffgeo.widgets._reference import GUIDANCE_MAX, random_subspace_distance, sampler_settings
 from diffgeo.widgets._ui import Dashboard, slider, widgets
 
@@ -91,10 +91,11 @@ class TextView:
 
 class TextState:
     """A text model, the ``seed`` of the shared x_T, ``steps`` DDIM steps, k basis vectors, the
-    local-basis tolerance ``tol`` (looser is faster)."""
+    local-basis tolerance ``tol`` (looser is faster); ``cache``: a folder that keeps the bases
+    across sessions (:func:`diffgeo.widgets._diskcache.cached_basis`; None: memory only)."""
 
     def __init__(self, model: Any, *, seed: int = 3, steps: int = 10, k: int = 4, basis_seed: int = 0,
-                 tol: float = 1e-3):
+                 tol: float = 1e-3, cache: Any = None):
 
         if not getattr(model, "is_conditional", False):
             raise ValueError(f"model {getattr(model, 'name', model)!r} takes no prompts: use a text model such as "
@@ -103,6 +104,7 @@ class TextState:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.model, self.seed, self.steps, self.k, self.basis_seed, self.tol = model, seed, steps, k, basis_seed, tol
+        self.cache = cache
         self.memo = Memo(1024)
         self.timesteps: list[int] = [int(t) for t in ddim_timesteps(model, steps) if t > 0]
 
@@ -125,10 +127,56 @@ class TextState:
         def compute() -> Any:
             traj = self.trajectory(path_prompt, guidance_scale)
             x = traj.xs[traj.timesteps.tolist().index(t)]
-            return local_basis(self.model, x, t, self.k, prompt=prompt, seed=self.basis_seed, tol=self.tol,
-                                       progress=False)
+            return cached_basis(self.model, x, t, self.k, prompt=prompt, seed=self.basis_seed, tol=self.tol,
+                                cache=self.cache)
 
         return self.memo.get(("basis", path_prompt, float(guidance_scale), t, prompt), compute)
+
+    def adopt(self, trajectory: Any, *, index: int = 0, bases: Sequence[Any] = ()) -> None:
+        """Use what a notebook's plain calls computed instead of computing it again: sample
+        ``index`` of ``trajectory`` becomes the path of its prompt and guidance scale, and each of
+        ``bases`` (local bases of that path's x_t, on any prompt's branch) its basis. Checked: the
+        sample starts from this state's x_T (bit for bit) with this state's steps and sampler
+        settings (:func:`sampler_settings`), and each basis is of that path's x_t at a grid
+        timestep with this state's k, tol and seed; anything else is a ValueError and leaves the
+        state as it was."""
+
+        def one(p: Any, i: int) -> Any:
+            if isinstance(p, (list, tuple)):
+                return p[i] if len(p) > i else p[0]
+            return p
+
+        meta = dict(getattr(trajectory, "meta", None) or {})
+        xs = trajectory.xs[:, index:index + 1]
+        path, w = one(meta.get("prompt"), index), meta.get("guidance_scale")
+        want = {"model": self.model.name, "direction": "sample", "steps": self.steps, "eta": 0.0,
+                "branch": "cfg", **sampler_settings(self.model)}
+        wrong = {key: meta.get(key) for key, v in want.items() if meta.get(key) != v}
+        if not isinstance(path, str) or w is None:
+            wrong["prompt"] = meta.get("prompt")
+        if xs.shape[1] != 1 or not torch.equal(xs[0].to(self.model.device, self.model.dtype), self.noise()):
+            wrong["x_T"] = "another x_T"
+        found = []
+        grid = [int(t) for t in trajectory.timesteps.tolist()]
+        for b in bases:
+            t = int(b.meta.get("t", -1))
+            if t not in self.timesteps or t not in grid:
+                wrong["basis t"] = t
+                continue
+            bad = {k: b.meta.get(k) for k, v in (("k", self.k), ("tol", self.tol), ("seed", self.basis_seed))
+                   if b.meta.get(k) != v}
+            if bad or not torch.equal(b.x.reshape(xs.shape[1:]).to(xs), xs[grid.index(t)]):
+                wrong[f"basis at t={t}"] = bad or "another x_t"
+            found.append((t, one(b.meta.get("prompt"), 0) or "", b))
+        if wrong:
+            raise ValueError(f"these results are not the text dashboard's ({want}, x_T of seed {self.seed}, "
+                             f"k={self.k}, tol={self.tol}): they have {wrong}; compute them as the notebook's calls do "
+                             "or let the dashboard compute its own")
+        w = float(w)
+        self.memo.get(("trajectory", path, w), lambda: replace(trajectory, xs=xs, x0_preds=trajectory.x0_preds[
+            :, index:index + 1], meta={**meta, "prompt": [path]}))
+        for t, prompt, b in found:
+            self.memo.get(("basis", path, w, t, prompt), lambda b=b: b)
 
     def curve_timesteps(self, t: int, points: int = 6) -> list[int]:
         """The timesteps of the conditional-vs-unconditional curve: ``points`` evenly spread over

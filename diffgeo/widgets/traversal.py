@@ -1,14 +1,12 @@
-"""Attribute traversals, live: x-space editing (Park et al.: move x_t along a direction at one
-timestep t_edit, then denoise) beside h-space editing with the asymmetric reverse process
-(Asyrp, Kwon et al.), for several samples (or inverted real images) at once, each image captioned
-by what the model's reader sees in it.
+"""Attribute traversals, live: x-space editing (Park et al.: move x_t along a direction at one timestep
+t_edit, then denoise) beside h-space editing with the asymmetric reverse process (Asyrp, Kwon et al.),
+for several samples (or inverted real images) at once, each image captioned by what the model's reader sees.
 
-:class:`TraversalState` holds the computation and its caches and knows nothing of widgets:
-the trajectory of each source (sampled, or the inversion of real scenes) is computed once; the
-local basis of each image at each t_edit once; each edited result once per parameter set. A
-strength move therefore costs one x-space edit (:func:`diffgeo.editing.xspace.edit_x`, DDIM from
-t_edit) and one Asyrp run (:func:`diffgeo.editing.hspace.asyrp`); the coarse preview (the x0 the model
-predicts right after the x-space edit, one forward pass) is shown first.
+:class:`TraversalState` holds the computation and its caches and knows nothing of widgets: the trajectory
+of each source (sampled, or the inversion of real scenes) is computed once; the local basis of each image
+at each t_edit once; each edited result once per parameter set. A strength move therefore costs one x-space
+edit (:func:`diffgeo.editing.xspace.edit_x`, DDIM from t_edit) and one Asyrp run (:func:`diffgeo.editing.hspace.asyrp`);
+the coarse preview (the x0 predicted right after the x-space edit, one forward pass) is shown first.
 :func:`traversal_dashboard` is the ipywidgets front end.
 
 >>> import diffgeo
@@ -26,16 +24,16 @@ import torch
 import diffgeo.editing as editing
 import diffgeo.editing.directions as directions
 from diffgeo.editing.named import load_named, named_edit, named_info
-from diffgeo.geometry.basis import local_basis
 from diffgeo.sampling.ddim import ddim_timesteps, denoise, sample
 from diffgeo.sampling.inversion import invert
-from diffgeo.widgets._core import Memo, Stages, figure_png, state_for
+from diffgeo.widgets._core import Memo, Stages, check_trajectory, figure_png, state_for
+from diffgeo.widgets._diskcache import cached_basis
 from diffgeo.widgets._directions import group_direction, menu, named_name, named_summary
 from diffgeo.widgets._readout import readout
 from diffgeo.widgets._traversal_view import TraversalView, draw_traversal, figure_size, notice
 from diffgeo.widgets._ui import Dashboard, slider, widgets
-from diffgeo.widgets._units import (OLD_REAL, REAL, SAMPLES, boost_options, h_norms, real_images, relative_h,
-                                     sources_for, x_scale)
+from diffgeo.widgets._units import (OLD_REAL, REAL, SAMPLES, boost_options, h_norms, path_anchors, real_images,
+                                     relative_h, sources_for, x_scale)
 
 __all__ = ["TraversalState", "TraversalView", "traversal_dashboard", "SOURCES", "draw_traversal"]
 
@@ -54,28 +52,25 @@ class _FirstStep(Exception):
 class TraversalState:
     """The computation behind the traversal dashboard (see the module docstring).
 
-    model: a :class:`Model`; n: images edited at once; seed: of the samples (and of the
-    real scenes, drawn with ``seed + 10_000``, a seed range the training never used); steps: the
-    DDIM grid; k: local basis vectors offered as directions; preview: show the coarse preview
-    (the predicted x0 at the edited x_t, one forward pass) before the full result; prompt: text
-    models' prompt for sampling, Jacobians and edits (default ``""``, the empty one); tol: the
-    local-basis tolerance (looser is faster). ``memo``
-    counts hits and misses of every cached piece.
+    model: a :class:`Model`; n: images edited at once; seed: of the samples (and of the real scenes, drawn
+    with ``seed + 10_000``, a seed range the training never used); steps: the DDIM grid; k: local basis
+    vectors offered as directions; preview: show the coarse preview (the predicted x0 at the edited x_t,
+    one forward pass) before the full result; prompt: text models' prompt for sampling, Jacobians and
+    edits (default ``""``, the empty one); tol: the local-basis tolerance (looser is faster); cache: a
+    folder keeping the local bases across sessions (:func:`diffgeo.widgets._diskcache.cached_basis`).
     """
 
     def __init__(self, model: Any, *, n: int = 3, seed: int = 0, steps: int = 10, k: int = 4,
                  preview: bool = True, basis_seed: int = 0, prompt: str | None = None, tol: float = 1e-3,
-                 memo_size: int = 256):
-
+                 memo_size: int = 256, cache: Any = None):
         for name, value in (("n", n), ("steps", steps), ("k", k)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.model, self.n, self.seed, self.steps, self.k = model, n, seed, steps, k
-        self.preview, self.basis_seed, self.tol = preview, basis_seed, tol
+        self.preview, self.basis_seed, self.tol, self.cache = preview, basis_seed, tol, cache
         # text models: one prompt for sampling, the Jacobians and the edits ("": the empty prompt)
         self.prompt = prompt if prompt is not None or not getattr(model, "is_conditional", False) else ""
-        self.memo = Memo(memo_size)
-        self.inversion_warning = ""
+        self.memo, self.inversion_warning = Memo(memo_size), ""
         self.timesteps: list[int] = [int(t) for t in ddim_timesteps(model, steps)]
 
     # -- cached pieces -------------------------------------------------------------------------
@@ -86,7 +81,6 @@ class TraversalState:
     def _source(self, source: str) -> str:
         source = REAL if source == OLD_REAL else source
         if source not in self.sources():
-
             raise ValueError(f"source must be one of {self.sources()} for model {self.model.name!r}, got {source!r}")
         return source
 
@@ -101,16 +95,23 @@ class TraversalState:
             with torch.no_grad():
                 if source == SOURCES[0]:
                     traj = sample(self.model, self.n, steps=self.steps, seed=self.seed, prompt=self.prompt,
-                                          progress=False)
+                                  progress=False)
+                    self.memo.get(("reconstruction", source), lambda: traj.result)  # DDIM from x_T: the samples
                 else:
                     images = self.real(source)
                     traj = invert(self.model, images, steps=self.steps, prompt=self.prompt, progress=False)
                     bad = sorted({int(i) for u in traj.meta.get("unconverged", []) for i in u.get("samples", [])})
                     self.inversion_warning = (f"inversion did not converge for image(s) {', '.join(map(str, bad))}: "
                                               "their regeneration can differ from the real image" if bad else "")
-            return {int(t): traj.xs[i] for i, t in enumerate(traj.timesteps.tolist()) if t in self.timesteps}
+            return path_anchors(traj, self.timesteps)
 
         return self.memo.get(("anchors", source), compute)
+
+    def adopt_samples(self, trajectory: Any) -> None:
+        """Use a notebook's plain ``diffgeo.sample`` as the samples' path (checked: :func:`check_trajectory`)."""
+        check_trajectory(trajectory, self.model, n=self.n, steps=self.steps, seed=self.seed, prompt=self.prompt)
+        self.memo.get(("reconstruction", SAMPLES), lambda: trajectory.result)  # DDIM from x_T: the samples
+        self.memo.get(("anchors", SAMPLES), lambda: path_anchors(trajectory, self.timesteps))
 
     def real(self, source: str = REAL) -> torch.Tensor:
         """The real images (n, *x_shape) that ``source`` inverts (drawn with ``seed + 10_000``)."""
@@ -145,8 +146,8 @@ class TraversalState:
         """The local basis (k vectors) of image i at t_edit."""
 
         x = self.anchors(source)[t_edit][i:i + 1]
-        return self.memo.get(("basis", source, t_edit, i), lambda: local_basis(
-            self.model, x, t_edit, self.k, prompt=self.prompt, seed=self.basis_seed, tol=self.tol, progress=False))
+        return self.memo.get(("basis", source, t_edit, i), lambda: cached_basis(
+            self.model, x, t_edit, self.k, prompt=self.prompt, seed=self.basis_seed, tol=self.tol, cache=self.cache))
 
     def direction_names(self) -> list[str]:
         """The direction menu (:func:`diffgeo.widgets._directions.menu`): the model's shipped named

@@ -14,10 +14,14 @@ to edit at their own scale (mean differences, learned f_t), of that scale (:func
   (:func:`~diffgeo.editing.factors.factor_directions`), Asyrp in h / a step in x;
 - ``pca_h``: principal components of h over the calibration samples (both signs);
 - ``learned_h``: Asyrp's f_t trained against the probe, keeping the other factors
-  (:func:`~diffgeo.editing.objectives.probe_objective` with ``keep``), as a per-timestep direction.
+  (:func:`~diffgeo.editing.objectives.probe_objective` with ``keep``), as a per-timestep direction;
+- ``target_x`` / ``target_gn`` (per sample, shapes only): x_t moved towards the sample's own fitted
+  scene re-rendered with the target (:mod:`diffgeo.editing.target`): its clean-image part moved by the
+  change (``x0``) / the Gauss-Newton step of x0_hat; found again on every edited sample
+  (``Candidate.meta["per_sample"]``: the (n, *x_shape) steps), so they have no transfer.
 
 >>> sorted(METHODS)
-['learned_h', 'loco', 'mean_difference_h', 'mean_difference_x', 'pca_h', 'pullback']
+['learned_h', 'loco', 'mean_difference_h', 'mean_difference_x', 'pca_h', 'pullback', 'target_gn', 'target_x']
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from diffgeo.editing.factors import FACTOR_DEFAULTS, factor_directions
 from diffgeo.editing.learned import train_direction
 from diffgeo.editing.loco import loco_directions, scene_mask
 from diffgeo.editing.objectives import probe_objective
+from diffgeo.editing.target import scene_target, target_steps
 from diffgeo.editing.table.tasks import Samples, Task, classes
 from diffgeo.geometry.basis import local_basis
 from diffgeo.sampling.ddim import sample
@@ -155,6 +160,27 @@ def _find_learned(model: Any, t: Task, cal: Samples, *, t_edit: int, steps: int,
     return [Candidate(unit(d), "f_t", {"train_steps": train_steps, "natural": natural(d)})]
 
 
+def _find_target(mode: str) -> Callable[..., list[Candidate]]:
+    def find(model: Any, t: Task, cal: Samples, *, t_edit: int, steps: int, prompt: Any = None) -> list[Candidate]:
+        if t.model != "shapes":
+            return []  # the target change needs the scene renderer
+        delta = scene_target(cal.images, t.factor, t.target)
+        v = target_steps(model, _x_t_all(model, cal, t_edit, steps, prompt), t_edit, delta, prompt=prompt, mode=mode)
+        d = Direction(v[:1], torch.tensor([-1]), "x", model.name, {"source": "target", "mode": mode})
+        return [Candidate(d, f"target_{mode}", {"natural": 1.0, "per_sample": v, "grid": PER_SAMPLE_GRID})]
+    return find
+
+
+def _x_t_all(model: Any, cal: Samples, t: int, steps: int, prompt: Any) -> torch.Tensor:
+    kw = {"prompt": prompt} if model.is_conditional else {}
+    with torch.no_grad():
+        tr = sample(model, noise=cal.x_T, steps=steps, progress=False, **kw)
+    return tr.xs[tr.timesteps.tolist().index(t)]
+
+
+#: Strengths of per-sample target steps (multiples of the Gauss-Newton step).
+PER_SAMPLE_GRID = (0.5, 1.0, 1.5, 2.0, 4.0)
+
 #: method -> (space, finder)
 METHODS: dict[str, tuple[str, Callable[..., list[Candidate]]]] = {
     "pullback": ("x", _find_pullback),
@@ -163,5 +189,7 @@ METHODS: dict[str, tuple[str, Callable[..., list[Candidate]]]] = {
     "mean_difference_h": ("h", _find_mean_difference("h")),
     "pca_h": ("h", _find_pca),
     "learned_h": ("h", _find_learned),
+    "target_x": ("x", _find_target("x0")),
+    "target_gn": ("x", _find_target("gauss_newton")),
 }
 SPACE = {k: v[0] for k, v in METHODS.items()}

@@ -2,17 +2,22 @@
 measure it on held-out samples, save JSON + CSV + a figure of before/after strips.
 
 For every task (:data:`~diffgeo.editing.table.tasks.TASKS`) and method
-(:data:`~diffgeo.editing.table.methods.METHODS`): the method's finder proposes unit-norm candidates
-(timed: ``find_s``); each is tried at the strengths ``fraction * reference_norm`` on ``n_cal``
-calibration samples (seed ``seed_cal``) and the candidate and strength with the most clean edits
-(success, preservation and validity at once) win (``select_s``); the winner is measured on ``n``
+(:data:`~diffgeo.editing.table.methods.METHODS`) and every t_edit of the grid (``t_edit``: one
+timestep or several; coarse factors are set early, fine ones late, so each method picks its own):
+the method's finder proposes unit-norm candidates at that t_edit (timed: ``find_s``, of the chosen
+t_edit); each is tried at the strengths ``fraction * reference_norm`` on ``n_cal``
+calibration samples (seed ``seed_cal``) and the t_edit, candidate and strength with the most clean
+edits (success, preservation and validity at once; ties: the larger sum of the three rates, then
+the smaller strength) win (``select_s``, over the whole grid; ``meta["t_grid"]``: the best
+calibration row at each t_edit); the winner is measured on ``n``
 held-out samples (seed ``seed_eval``, generated or inverted real scenes): success, preservation,
 validity, clean (each with a Wilson 95% interval), SSIM to the unedited image (mean, normal 95%
 interval), seconds per edited sample; ``meta["preservation_fit_scene"]`` re-reads preservation
 with :func:`~diffgeo.readers.probe.fit_scene` on the first ``n_fit`` samples. Directions found on one sample (pullback, LOCO) are applied
 to all the held-out ones, so their success is the transfer success; ``local`` re-finds the chosen
 direction on each of ``n_local`` held-out samples (the candidate closest to the winner) and edits
-each with its own.
+each with its own. Per-sample methods (``Candidate.meta["per_sample"]``, e.g. ``target_x``) are found
+again on every held-out sample (``find_s``: seconds per sample) and have no transfer and nothing to ship.
 
 >>> r = EditQualityRow(model="shapes", task="colour:blue", method="loco", space="x", samples="generated",
 ...                    candidate="loco1+", strength=5.0, t_edit=500, steps=10, n=4, success=1.0)
@@ -141,8 +146,10 @@ def _mean_ci(x: torch.Tensor) -> tuple[float, tuple[float, float]]:
     return m, (m - half, m + half)
 
 
-def _scaled(c: Candidate, s: float) -> Direction:
-    return c.direction * s
+def _scaled(c: Candidate, s: float) -> Any:
+    """The candidate at strength s: a Direction, or (per-sample candidates) their (n, *x_shape) steps."""
+    own = c.meta.get("per_sample")
+    return c.direction * s if own is None else own * s
 
 
 def _select(model: Any, t: Task, cands: list[Candidate], space: str, cal: Samples, t_edit: int, steps: int,
@@ -152,14 +159,15 @@ def _select(model: Any, t: Task, cands: list[Candidate], space: str, cal: Sample
     tried, best = [], None
     for c in cands:
         own = c.meta.get("natural")
-        grid = NATURAL if own else (fractions[space] if isinstance(fractions, dict) else fractions)
+        grid = c.meta.get("grid") or (NATURAL if own else (fractions[space] if isinstance(fractions, dict) else fractions))
         for f in grid:
             s = f * (own or ref)
             sc = score(t, cal, edit(1.0, _scaled(c, s)), fit=False)
             row = {"candidate": c.label, "fraction": f, "strength": s,
-                   **{k: float(v.float().mean()) for k, v in sc.items() if isinstance(v, torch.Tensor)}}
+                   **{k: float(v.float().mean()) for k, v in sc.items() if isinstance(v, torch.Tensor)},
+                   **{"kept_" + k: float(v.float().mean()) for k, v in sc["kept"].items()}}
             tried.append(row)
-            key = (row["clean"], row["success"], -f)
+            key = _cal_key(row)
             if best is None or key > best[0]:
                 best = (key, c, s)
             if row["valid"] == 0.0:
@@ -174,22 +182,27 @@ def _local(model: Any, t: Task, finder: Any, space: str, ev: Samples, chosen: Di
     """Each of the first ``n_local`` held-out samples edited along its own direction: the candidate
     found on it closest (|cosine|, sign aligned) to the chosen one, at the chosen strength."""
     k = min(n_local, len(ev.x_T))
-    outs, cos = [], []
+    outs, cos, find_s, edit_s = [], [], 0.0, 0.0
     for i in range(k):
         one = Samples(ev.x_T[i:i + 1], ev.images[i:i + 1], {}, None)
+        start = time.perf_counter()
         cands = finder(model, t, one, t_edit=t_edit, steps=steps, prompt=prompt)
+        find_s += time.perf_counter() - start
         ref = chosen.vectors.flatten()
         dots = [float(cd.direction.vectors.flatten() @ ref) for cd in cands]
         j = max(range(len(cands)), key=lambda q: dots[q])
         cos.append(dots[j])
         _, edit = _editor(model, space, ev.x_T[i:i + 1], t_edit, steps, prompt)
+        start = time.perf_counter()
         outs.append(edit(1.0, _scaled(cands[j], s)))
+        edit_s += time.perf_counter() - start
     sub = Samples(ev.x_T[:k], ev.images[:k], {f: v[:k] for f, v in ev.reads.items() if f != "continuous"},
                   None if ev.continuous is None else {f: v[:k] for f, v in ev.continuous.items()})
     sc = score(t, sub, torch.cat(outs))
     rates = {key: _rate(sc[key]) for key in ("success", "preserved", "valid", "clean")}
     return {"n": k, **{key: v[0] for key, v in rates.items()}, **{key + "_ci": v[1] for key, v in rates.items()},
-            "mean_abs_cosine_to_transferred": sum(map(abs, cos)) / k}
+            "mean_abs_cosine_to_transferred": sum(map(abs, cos)) / k, "find_s_per_sample": find_s / k,
+            "edit_s_per_sample": edit_s / k}
 
 
 def _fit_check(t: Task, ev: Samples, out: torch.Tensor, n_fit: int) -> dict | None:
@@ -210,7 +223,37 @@ def _x_t_batch(model: Any, x_T: torch.Tensor, t: int, steps: int, prompt: Any) -
     return tr.xs[tr.timesteps.tolist().index(t)]
 
 
-def run_task(model: Any, t: Task, methods: Sequence[str], cal: Samples, evals: dict[str, Samples], *, t_edit: int = 500,
+def _cal_key(row: dict) -> tuple:
+    # most clean edits; among equals the best sum of the three rates (a strength that makes every
+    # sample invalid does not win on success alone), then the smaller strength
+    return (row["clean"], row["success"] + row["preserved"] + row["valid"], -row["fraction"])
+
+
+def _pick_t(model: Any, t: Task, name: str, cal: Samples, grid: list[int], steps: int, prompt: Any,
+            fractions: Any) -> tuple | None:
+    """The method's candidate, strength and t_edit with the most clean calibration edits over ``grid``:
+    (t_edit, candidate, strength, tried at that t, find seconds at that t, select seconds over the grid,
+    {t_edit: its best calibration row}, the candidates at that t); None without candidates."""
+    space, finder = METHODS[name]
+    best, per_t, select_s = None, {}, 0.0
+    for te in grid:
+        start = time.perf_counter()
+        cands = finder(model, t, cal, t_edit=te, steps=steps, prompt=prompt)
+        find_s = time.perf_counter() - start
+        if not cands:
+            return None
+        start = time.perf_counter()
+        c, s, tried = _select(model, t, cands, space, cal, te, steps, prompt, fractions)
+        select_s += time.perf_counter() - start
+        top = max(tried, key=_cal_key)
+        per_t[te] = {**top, "find_s": find_s}
+        if best is None or _cal_key(top) > _cal_key(best[0]):
+            best = (top, te, c, s, tried, find_s, cands)
+    top, te, c, s, tried, find_s, cands = best
+    return te, c, s, tried, find_s, select_s, per_t, cands
+
+
+def run_task(model: Any, t: Task, methods: Sequence[str], cal: Samples, evals: dict[str, Samples], *, t_edit: int | Sequence[int] = 500,
              steps: int = 10, prompt: Any = None, fractions: Any = FRACTIONS, n_local: int = 0,
              strips: int = 6, n_fit: int = 16, progress: bool | None = None) -> tuple[list[EditQualityRow], dict[str, Direction], dict]:
     """The rows of one task for ``methods`` on calibration samples ``cal`` and held-out samples
@@ -230,26 +273,31 @@ def run_task(model: Any, t: Task, methods: Sequence[str], cal: Samples, evals: d
     ('mean_difference_x', 2, True)
     """
     rows, chosen, pics = [], {}, {}
+    grid = [int(t_edit)] if isinstance(t_edit, (int, float)) else [int(v) for v in t_edit]
+    if not grid:
+        raise ValueError("t_edit: give a timestep or a non-empty list of timesteps of the steps grid")
     for name in progress_bar(list(methods), desc=f"table {t.name}", progress=progress):
         if name not in METHODS:
             raise ValueError(f"unknown method {name!r}: known ones are {', '.join(METHODS)}")
         space, finder = METHODS[name]
-        start = time.perf_counter()
-        cands = finder(model, t, cal, t_edit=t_edit, steps=steps, prompt=prompt)
-        find_s = time.perf_counter() - start
-        if not cands:
+        pick = _pick_t(model, t, name, cal, grid, steps, prompt, fractions)
+        if pick is None:
             logger.info("%s: no candidates for %s", name, t.name)
             continue
-        start = time.perf_counter()
-        c, s, tried = _select(model, t, cands, space, cal, t_edit, steps, prompt, fractions)
-        select_s = time.perf_counter() - start
-        logger.info("%s %s: chose %s at strength %.3g on calibration (find %.1fs, select %.1fs): %s", t.name, name,
-                    c.label, s, find_s, select_s, max(tried, key=lambda r: (r["clean"], r["success"])))
+        te, c, s, tried, find_s, select_s, per_t, cands = pick
+        logger.info("%s %s: chose %s at t_edit %d, strength %.3g on calibration (find %.1fs, select %.1fs over "
+                    "t_edit %s): %s", t.name, name, c.label, te, s, find_s, select_s, grid, per_t[te])
+        per_sample = c.meta.get("per_sample") is not None
         d = _scaled(c, s)
         u = c.direction
-        chosen[name] = Direction(u.vectors, u.timesteps, u.space, u.model, {**u.meta, "candidate": c.label})
+        if not per_sample:
+            chosen[name] = Direction(u.vectors, u.timesteps, u.space, u.model, {**u.meta, "candidate": c.label})
         for kind, ev in evals.items():
-            base, edit = _editor(model, space, ev.x_T, t_edit, steps, prompt)
+            base, edit = _editor(model, space, ev.x_T, te, steps, prompt)
+            if per_sample:  # found again on each edited sample: its own step, the calibration's strength
+                start = time.perf_counter()
+                d = _scaled(finder(model, t, ev, t_edit=te, steps=steps, prompt=prompt)[0], s)
+                find_s = (time.perf_counter() - start) / len(ev.x_T)
             start = time.perf_counter()
             out = edit(1.0, d)
             edit_s = (time.perf_counter() - start) / len(ev.x_T)
@@ -264,15 +312,16 @@ def run_task(model: Any, t: Task, methods: Sequence[str], cal: Samples, evals: d
                 warnings.warn(f"{t.name} by {name} at strength {s:.3g}: validity 0 of {len(out)} held-out samples",
                               stacklevel=2)
             one_sample = name in ("pullback", "loco")
-            local = (_local(model, t, finder, space, ev, c.direction, s, t_edit, steps, prompt, n_local)
+            local = (_local(model, t, finder, space, ev, c.direction, s, te, steps, prompt, n_local)
                      if one_sample and n_local > 0 else None)
-            meta = {"calibration": tried, "preservation_fit_scene": fit_check, "local": local, "n_cal": len(cal.x_T), "base_vs_unedited_rmse":
+            meta = {"calibration": tried, "t_grid": per_t, "kept": {f: float(k.float().mean()) for f, k in sc["kept"].items()}, "preservation_fit_scene": fit_check, "local": local, "n_cal": len(cal.x_T), "base_vs_unedited_rmse":
                     float((base - ev.images).pow(2).mean().sqrt()),
-                    "transfer": "found on one calibration sample" if one_sample else "found on groups (global)"}
+                    "transfer": ("found again on every edited sample (no transfer; find_s per sample)" if per_sample
+                                 else "found on one calibration sample" if one_sample else "found on groups (global)")}
             if ev.real is not None:
                 meta["inversion_rmse"] = float((base - ev.real).pow(2).mean().sqrt())
             rows.append(EditQualityRow(model=model.name, task=t.name, method=name, space=space, samples=kind,
-                                       candidate=c.label, strength=s, t_edit=t_edit, steps=steps, n=len(out),
+                                       candidate=c.label, strength=s, t_edit=te, steps=steps, n=len(out),
                                        success=su, success_ci=su_ci, preservation=pr, preservation_ci=pr_ci,
                                        validity=va, validity_ci=va_ci, clean=cl, clean_ci=cl_ci, ssim=ss,
                                        ssim_ci=ss_ci, transfer=su if one_sample else None, find_s=find_s,

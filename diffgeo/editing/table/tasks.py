@@ -176,7 +176,7 @@ def pick_samples(model: Any, t: Task, n: int, seed: int, *, steps: int = 10, rea
 def score(t: Task, base: Samples, edited: torch.Tensor, *, fit: bool = False) -> dict[str, torch.Tensor]:
     """Per sample (n,) bool: ``success`` (reads the target), ``preserved`` (every other factor kept, see
     the module docstring; all True on digits, where ``preservation_read`` is False), ``valid``, and
-    ``clean`` (all three). ``fit``: continuous factors by fit_scene (``base.continuous`` must then
+    ``clean`` (all three); ``kept``: {other factor: (n,) bool, that factor kept}. ``fit``: continuous factors by fit_scene (``base.continuous`` must then
     be fitted too).
 
     >>> from diffgeo.data.shapes import make_scenes
@@ -189,15 +189,13 @@ def score(t: Task, base: Samples, edited: torch.Tensor, *, fit: bool = False) ->
     r = read(t.model, edited)
     names = classes(t.model)[t.factor]
     success = r[t.factor] == names.index(t.target)
-    preserved = torch.ones(len(edited), dtype=torch.bool)
-    for f in classes(t.model):
-        if f != t.factor and f not in TOLERANCE:
-            preserved &= r[f] == base.reads[f]
+    kept = {f: r[f] == base.reads[f] for f in classes(t.model) if f != t.factor and f not in TOLERANCE}
     cont = _continuous(t.model, edited, fit)
     if cont is not None:
-        for f, tol in TOLERANCE.items():
-            if f != t.factor:
-                preserved &= (cont[f] - base.continuous[f]).abs() <= tol
+        kept |= {f: (cont[f] - base.continuous[f]).abs() <= tol for f, tol in TOLERANCE.items() if f != t.factor}
+    preserved = torch.ones(len(edited), dtype=torch.bool)
+    for k in kept.values():
+        preserved &= k
     valid = r["valid"]
     return {"success": success, "preserved": preserved, "valid": valid, "clean": success & preserved & valid,
-            "preservation_read": cont is not None}
+            "preservation_read": cont is not None, "kept": kept}

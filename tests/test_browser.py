@@ -2,8 +2,9 @@
 Playwright Python package (it never downloads a browser). One ``voila`` server on 127.0.0.1 (a
 free port, no retries) serves a folder of the six notebooks; each page is opened in turn, the time
 until its first dashboard is interactive is printed (a benchmark, not an assertion), the
-dashboard's main control is moved and its figure must change, and a small screenshot goes to
-figures/screenshots/. The server is stopped by its PID.
+dashboard's main control is moved and its figure must change, and a small screenshot is taken
+(real mode: into figures/screenshots/, the README's; fast mode: into a temporary folder, so that
+`make test` never rewrites tracked files). The server is stopped by its PID.
 
 Mode: ``DIFFGEO_BROWSER_REAL=1`` runs the notebooks in their real mode (what a class sees; the
 times to interactive in the README come from such a run); the default is their fast mode, which
@@ -22,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -33,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-SHOTS = ROOT / "figures" / "screenshots"
 REAL = os.environ.get("DIFFGEO_BROWSER_REAL") == "1"
+SHOTS = ROOT / "figures" / "screenshots" if REAL else Path(tempfile.mkdtemp(prefix="diffgeo-screenshots-"))
 LOAD_TIMEOUT_S = 600 if REAL else 240  # cold start: kernel, `import diffusers`, the first views
 CHANGE_TIMEOUT_S = 300 if REAL else 120
 

@@ -65,9 +65,10 @@ def named_summary(model: Any, name: str) -> str:
         v = row.get(key)
         return "not measured" if v is None else f"{float(v):.0%}"
 
-    text = (f"{name}: {row.get('method', '?')} ({row.get('space')}-space), shipped strength {row.get('strength')} "
-            f"at t_edit {row.get('t_edit')}; success {pct('success')}, preservation {pct('preservation')} "
-            f"(n = {row.get('n', 0)})")
+    strength = float(row.get("strength", float("nan")))
+    text = (f"{name}: {row.get('method', '?')} ({row.get('space')}-space), shipped strength {strength:.3g} "
+            f"at t_edit {row.get('t_edit')}; success {pct('success')}, preservation {pct('preservation')}, "
+            f"clean {pct('clean')} (n = {row.get('n', 0)})")
     return text + (" - provisional" if row.get("provisional") else "")
 
 

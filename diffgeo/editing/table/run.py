@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 #: h-space edits need larger ones, Asyrp changes only the x0 part of each step).
 FRACTIONS = {"x": (0.05, 0.1, 0.2, 0.4), "h": (0.1, 0.2, 0.4, 0.8, 1.6)}
 #: Strengths of directions with a scale of their own (``Candidate.meta["natural"]``), as multiples of it.
-NATURAL = (0.5, 1.0, 2.0, 4.0)
+NATURAL = (0.5, 0.7, 1.0, 1.4, 2.0, 4.0)
 
 
 @dataclass(frozen=True)

@@ -176,3 +176,26 @@ def test_target_edit_is_clean_on_fresh_samples(row):
     sc = score(t, ev, after)
     for key in ("success", "preserved", "valid"):
         assert int(sc[key].sum()) >= 26, f"{row['task']}: {key} {int(sc[key].sum())} of 32 fresh samples"
+
+
+def test_report_claims_the_best_single_direction_not_the_per_sample_reference(tmp_path):
+    """Claims 8a-e judge directions a user can apply to any sample: the renderer-based target_x reference
+    (clean 0.95 here) goes to the notes, the claim takes the best single direction (clean 0.20: not
+    reproduced), and a table whose single direction meets every bound reads reproduced."""
+    from types import SimpleNamespace as NS
+
+    from diffgeo.analyses.edit_quality import ANALYSIS
+    from diffgeo.editing.table import EditQualityTable
+    from diffgeo.editing.table.run import EditQualityRow
+
+    def row(method, clean, success, preservation, task="colour:blue"):
+        return EditQualityRow("shapes", task, method, "x", "generated", "c", 1.0, 100, 10, 64, success=success,
+                              preservation=preservation, validity=1.0, clean=clean, clean_ci=(clean - 0.1, clean + 0.05))
+
+    EditQualityTable([row("target_x", 0.95, 1.0, 0.95), row("mean_difference_x", 0.20, 0.3, 0.9),
+                      row("loco", 0.92, 0.95, 0.93, task="size:large")]).save(tmp_path / "edit_quality")
+    res = ANALYSIS.run(NS(out=tmp_path, primary="shapes"))
+    by_note = {c.note.split(" on ")[0]: c for c in res.claims}
+    assert [c.verdict for c in res.claims] == ["not reproduced", "reproduced"]
+    assert by_note["colour:blue"].value == pytest.approx(0.20) and "mean_difference_x" in by_note["colour:blue"].note
+    assert any("target_x" in n and "colour:blue" in n for n in res.notes)

@@ -29,7 +29,8 @@ from diffgeo.models.loading import load
 from diffgeo.sampling.ddim import sample
 from diffgeo.viz.figures import figure, figure_bytes
 
-__all__ = ["Memo", "torch_threads", "figure_png", "DASHBOARD_THREADS", "Stages", "check_trajectory"]
+__all__ = ["Memo", "torch_threads", "figure_png", "DASHBOARD_THREADS", "Stages", "check_trajectory", "meta_mismatch",
+           "same_tensor"]
 
 #: Torch threads for dashboard callbacks, chosen by measurement (benchmarks/bench_widgets.py):
 #: with other work on the machine two threads were 8-11x slower than one.
@@ -116,6 +117,32 @@ def state_for(state_cls: Callable[..., Any], model: Any, state: Any, kwargs: dic
     return state_cls(model, **kwargs)
 
 
+def meta_mismatch(meta: Any, want: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``want`` that a result's ``meta`` (a dict, or None) does not hold, with the
+    values ``meta`` has instead; a prompt given once per sample (all equal) reads as that prompt.
+    The one check behind every dashboard state's ``adopt_*``.
+
+    >>> meta_mismatch({"t": 1, "prompt": ["a", "a"]}, {"t": 1, "prompt": "a", "k": 2})
+    {'k': None}
+    """
+    m = dict(meta or {})
+    if isinstance(m.get("prompt"), (list, tuple)) and len(set(m["prompt"])) == 1:
+        m["prompt"] = m["prompt"][0]
+    return {k: m.get(k) for k, v in want.items() if m.get(k) != v}
+
+
+def same_tensor(a: Any, b: torch.Tensor) -> bool:
+    """Whether ``a`` holds exactly ``b``'s values (any shape with as many elements, any device / dtype
+    that represents them).
+
+    >>> same_tensor(torch.ones(1, 4), torch.ones(4)), same_tensor(torch.ones(3), torch.ones(4))
+    (True, False)
+    >>> same_tensor(None, torch.ones(1))
+    False
+    """
+    return isinstance(a, torch.Tensor) and a.numel() == b.numel() and torch.equal(a.reshape(b.shape).to(b), b)
+
+
 def check_trajectory(trajectory: Any, model: Any, *, n: int, steps: int, seed: int, prompt: str | None = None,
                      guidance_scale: float | None = None) -> None:
     """Raise a ValueError unless ``trajectory`` (xs (steps + 1, n, *x_shape)) is what
@@ -132,13 +159,11 @@ def check_trajectory(trajectory: Any, model: Any, *, n: int, steps: int, seed: i
     ...
     ValueError: this trajectory is not the one the dashboard samples ...
     """
-    meta = dict(getattr(trajectory, "meta", None) or {})
-    if isinstance(meta.get("prompt"), (list, tuple)) and len(set(meta["prompt"])) == 1:
-        meta["prompt"] = meta["prompt"][0]  # one prompt for every sample
+    meta = getattr(trajectory, "meta", None) or {}
     want = {"model": model.name, "direction": "sample", "steps": steps, "seed": seed, "eta": 0.0, "prompt": prompt}
     if meta.get("guidance_scale") is not None or guidance_scale is not None:
         want["guidance_scale"] = float(default_guidance(model) if guidance_scale is None else guidance_scale)
-    wrong = {k: meta.get(k) for k, v in want.items() if meta.get(k) != v}
+    wrong = meta_mismatch(meta, want)
     xs = getattr(trajectory, "xs", None)
     if xs is None or xs.dim() < 2 or xs.shape[1] != n:
         wrong["samples"] = None if xs is None or xs.dim() < 2 else xs.shape[1]

@@ -24,7 +24,7 @@ from diffgeo.geometry.curvedness import curvedness
 from diffgeo.geometry.subspaces import grassmann_distance
 from diffgeo.sampling.ddim import ddim_timesteps, denoise
 from diffgeo.viz.draw import draw_curves, draw_images
-from diffgeo.widgets._core import Memo, SampledPath, figure_png, state_for
+from diffgeo.widgets._core import Memo, SampledPath, figure_png, meta_mismatch, state_for
 from diffgeo.widgets._diskcache import cached_basis
 from diffgeo.widgets._ui import Dashboard, slider, widgets
 
@@ -82,9 +82,8 @@ class CurvednessState(SampledPath):
         (its length ``chord_x`` equals ||x_t(b) - x_t(a)||: adopt the trajectory first); anything
         else is a ValueError and leaves the state as it was."""
         chord = float((self.x_t(t, b) - self.x_t(t, a)).double().norm())
-        meta = dict(getattr(c, "meta", None) or {})
         want = {"t": t, "k": self.k, "n_points": self.n_points, "tol": self.tol, "seed": 0, "method": "local"}
-        wrong = {key: meta.get(key) for key, v in want.items() if meta.get(key) != v}
+        wrong = meta_mismatch(getattr(c, "meta", None), want)
         if not abs(float(getattr(c, "chord_x", float("nan"))) - chord) <= 1e-6 * chord or chord == 0:  # NaN: wrong
             wrong["chord_x"] = getattr(c, "chord_x", None)
         if wrong:

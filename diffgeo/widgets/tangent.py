@@ -23,7 +23,7 @@ import torch
 from diffgeo.geometry.subspaces import grassmann_distance, radial_power_spectrum
 from diffgeo.sampling.ddim import ddim_timesteps
 from diffgeo.viz.draw import draw_curves, draw_images, draw_scatter, draw_spectra
-from diffgeo.widgets._core import Memo, SampledPath, Stages, figure_png, state_for
+from diffgeo.widgets._core import Memo, SampledPath, Stages, figure_png, meta_mismatch, same_tensor, state_for
 from diffgeo.widgets._diskcache import cached_basis
 from diffgeo.widgets._reference import random_subspace_distance
 from diffgeo.widgets._ui import Dashboard, slider, widgets
@@ -81,14 +81,9 @@ class TangentState(SampledPath):
         as this state's basis of ``sample`` at ``t``. It must be the one :meth:`basis` would
         compute: of exactly this x_t (so adopt the trajectory first), with this k, tolerance, seed
         and prompt; anything else is a ValueError and leaves the state as it was."""
-        x = self.x_t(t, sample)
-        meta = dict(getattr(basis, "meta", None) or {})
-        if isinstance(meta.get("prompt"), (list, tuple)) and len(meta["prompt"]) == 1:
-            meta["prompt"] = meta["prompt"][0]
         want = {"t": t, "k": self.k, "tol": self.tol, "seed": self.basis_seed, "prompt": self.prompt}
-        wrong = {key: meta.get(key) for key, v in want.items() if meta.get(key) != v}
-        bx = getattr(basis, "x", None)
-        if bx is None or bx.reshape(x.shape).shape != x.shape or not torch.equal(bx.reshape(x.shape).to(x), x):
+        wrong = meta_mismatch(getattr(basis, "meta", None), want)
+        if not same_tensor(getattr(basis, "x", None), self.x_t(t, sample)):
             wrong["x"] = "another x_t"
         if wrong:
             raise ValueError(f"this basis is not the dashboard's basis of sample {sample} at t={t} ({want}): it has "

@@ -30,7 +30,7 @@ from diffgeo.models.conditioning import default_guidance
 from diffgeo.models.zoo import entry
 from diffgeo.sampling.ddim import ddim_timesteps, sample
 from diffgeo.viz.draw import draw_curves, draw_images, draw_matrix, draw_scatter
-from diffgeo.widgets._core import Memo, Stages, figure_png, state_for
+from diffgeo.widgets._core import Memo, Stages, figure_png, meta_mismatch, same_tensor, state_for
 from diffgeo.widgets._diskcache import cached_basis
 from diffgeo.widgets._reference import GUIDANCE_MAX, random_subspace_distance, sampler_settings
 from diffgeo.widgets._ui import Dashboard, slider, widgets
@@ -151,7 +151,7 @@ class TextState:
         path, w = one(meta.get("prompt"), index), meta.get("guidance_scale")
         want = {"model": self.model.name, "direction": "sample", "steps": self.steps, "eta": 0.0,
                 "branch": "cfg", **sampler_settings(self.model)}
-        wrong = {key: meta.get(key) for key, v in want.items() if meta.get(key) != v}
+        wrong = meta_mismatch(meta, want)
         if not isinstance(path, str) or w is None:
             wrong["prompt"] = meta.get("prompt")
         if xs.shape[1] != 1 or not torch.equal(xs[0].to(self.model.device, self.model.dtype), self.noise()):
@@ -163,9 +163,8 @@ class TextState:
             if t not in self.timesteps or t not in grid:
                 wrong["basis t"] = t
                 continue
-            bad = {k: b.meta.get(k) for k, v in (("k", self.k), ("tol", self.tol), ("seed", self.basis_seed))
-                   if b.meta.get(k) != v}
-            if bad or not torch.equal(b.x.reshape(xs.shape[1:]).to(xs), xs[grid.index(t)]):
+            bad = meta_mismatch(b.meta, {"k": self.k, "tol": self.tol, "seed": self.basis_seed})
+            if bad or not same_tensor(b.x, xs[grid.index(t)]):
                 wrong[f"basis at t={t}"] = bad or "another x_t"
             found.append((t, one(b.meta.get("prompt"), 0) or "", b))
         if wrong:

@@ -178,7 +178,7 @@ def _x_t_all(model: Any, cal: Samples, t: int, steps: int, prompt: Any) -> torch
     return tr.xs[tr.timesteps.tolist().index(t)]
 
 
-#: Strengths of per-sample target steps (multiples of the Gauss-Newton step).
+#: Strengths of per-sample target steps, as multiples of the step :func:`target_steps` returns.
 PER_SAMPLE_GRID = (0.5, 1.0, 1.5, 2.0, 4.0)
 
 #: method -> (space, finder)

@@ -16,12 +16,13 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import diffgeo
 from diffgeo.core.io import atomic_path
-from diffgeo.editing.named import ship_named
+from diffgeo.editing.named import named_info, ship_named
 from diffgeo.editing.table import METHODS, TASKS, EditQualityTable, pick_samples, run_task, save_strips
 from diffgeo.editing.table.ceiling import ceiling, perfect_edits, reader_agreement
 
@@ -121,10 +122,13 @@ def measure_ceiling(a: argparse.Namespace, out: Path) -> int:
 def ship(table: EditQualityTable, task: str, chosen: dict) -> None:
     """Ship the task's best shippable row (most clean edits on generated samples among the methods with
     one direction for every sample; per-sample methods such as target_x have none to ship)."""
-    rows = [r for r in table.rows if r.task == task and r.samples == "generated" and (task, r.method) in chosen
-            and r.clean == r.clean]
+    rows = [r for r in table.rows if r.task == task and r.samples == "generated" and r.clean == r.clean
+            and ((task, r.method) in chosen or _is_shipped(r))]
     best = max(rows, key=lambda r: (r.clean, r.success), default=None)
     if best is None:
+        return
+    if (task, best.method) not in chosen:  # a row kept from an earlier run whose direction is the one shipped
+        logging.info("kept the shipped %s: %s", task, best.method)
         return
     d, t = chosen[(task, best.method)]
     row = {k: v for k, v in best.__dict__.items() if k != "meta"}
@@ -135,6 +139,16 @@ def ship(table: EditQualityTable, task: str, chosen: dict) -> None:
                                 "for every sample",
                    "real": None if real is None else {k: v for k, v in real.__dict__.items() if k != "meta"}})
     logging.info("shipped %s: %s", task, best.method)
+
+
+def _is_shipped(r: Any) -> bool:
+    """Whether row ``r`` is the one that chose its task's shipped direction (a row kept from an earlier
+    run has no direction in this run's parts, but the shipped one is on disk)."""
+    try:
+        info = named_info(r.model, r.task)
+    except ValueError:
+        return False
+    return (info.get("method"), info.get("candidate"), info.get("t_edit")) == (r.method, r.candidate, r.t_edit)
 
 
 def merge(parts: list[Path], out: Path, do_ship: bool) -> int:

@@ -79,6 +79,40 @@ def test_direction_is_the_mean_of_f_over_noised_images(shapes_model, blue):
     assert torch.allclose(d.at(t), ref, atol=1e-5)
 
 
+def test_asyrp_with_f_t_edits_each_sample_by_f_of_its_own_h(shapes_model, blue):
+    """Given the f_t itself, asyrp adds f_t(h_i, t) to each sample's own h (Asyrp's edit), not one mean
+    vector: the edited eps of every edited step equals a forward pass with a plain torch forward hook
+    on the mid block that adds ``strength * net(h, t)``, computed here without diffgeo's hooks."""
+    ld, _ = blue
+    m = shapes_model
+    x_T = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(31))
+    seen = []
+    with torch.no_grad():
+        diffgeo.asyrp(m, x_T, ld, strength=0.7, t_edit=T_EDIT, t_boost=0, steps=STEPS, progress=False,
+                      callback=lambda st: seen.append((st["t"], st["x_t"].clone(), st["eps"].clone())))
+    mid = dict(m.unet.named_modules())[m.h_module]
+    edited = [(t, x, e) for t, x, e in seen if t >= T_EDIT]
+    assert [t for t, _, _ in edited] == [875, 750, 625, 500]
+    deltas = []
+    for t, x, eps in edited:
+        tb = torch.full((len(x),), t)
+
+        def add(module, inputs, output, tb=tb):
+            deltas.append(ld.net(output, tb))
+            return output + 0.7 * deltas[-1]
+
+        handle = mid.register_forward_hook(add)
+        try:
+            with torch.no_grad():
+                ref = m.eps_fn(x, tb)  # the U-Net output as eps (shapes predicts v)
+        finally:
+            handle.remove()
+        assert torch.allclose(eps, ref, atol=1e-5), (t, float((eps - ref).abs().max()))
+    # the per-sample deltas differ between samples (so one mean vector would not reproduce them)
+    d = deltas[0].flatten(1)
+    assert float((d[0] - d[1]).norm()) > 0.05 * float(d[0].norm())
+
+
 def test_resume_equals_one_uninterrupted_run(shapes_model, tmp_path):
     kw = dict(batch_size=2, n_images=4, t_edit=T_EDIT, seed=3, save_every=1, progress=False)
     obj = O.probe_objective(shapes_model, "shape", "circle")

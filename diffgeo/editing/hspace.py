@@ -38,8 +38,12 @@ __all__ = ["asyrp", "asyrp_eps"]
 logger = logging.getLogger(__name__)
 
 
-def _h_delta(model: Any, direction: Any) -> Callable[[int], torch.Tensor]:
-    """t -> dh (1 or B, *h_shape) from a Direction, a tensor or a function."""
+def _h_delta(model: Any, direction: Any) -> Callable[[int], Any]:
+    """t -> dh (1 or B, *h_shape) from a Direction, a tensor or a function; a learned f_t
+    (:class:`~diffgeo.editing.learned.LearnedDirection`) gives t -> (h -> f_t(h, t)), Asyrp's edit of each
+    sample by its own h."""
+    if callable(getattr(direction, "h_delta", None)):  # a learned f_t: each sample edited by f_t of its own h
+        return direction.h_delta(model)
     if isinstance(direction, Direction):
         direction.check(model, "h")
         return lambda t: direction.at(t)[None].to(device=model.device, dtype=model.dtype)
@@ -58,10 +62,11 @@ def _h_delta(model: Any, direction: Any) -> Callable[[int], torch.Tensor]:
                     f"got {type(direction).__name__}")
 
 
-def asyrp_eps(model: Any, cond: Cond | None, dh: Callable[[int], torch.Tensor], strength: float,
+def asyrp_eps(model: Any, cond: Cond | None, dh: Callable[[int], Any], strength: float,
               t_edit: int) -> EpsPair:
     """Asyrp's :data:`~diffgeo.sampling.ddim.EpsPair`: on steps with t >= t_edit (and strength != 0)
-    the eps of h + strength dh(t) (dh: (1 or B, *h_shape)) for P_t and the plain eps for D_t; the
+    the eps of h + strength dh(t) (dh(t): a tensor (1 or B, *h_shape), or a function of h giving one) for
+    P_t and the plain eps for D_t; the
     plain eps twice elsewhere. eps: (B, *x_shape).
 
     >>> import diffgeo
@@ -78,9 +83,10 @@ def asyrp_eps(model: Any, cond: Cond | None, dh: Callable[[int], torch.Tensor], 
         eps = model.eps_fn(x, tb, cond)
         if strength == 0.0 or t == CLEAN or t < t_edit:
             return eps, eps
-        delta = strength * dh(t)
+        d = dh(t)
 
-        def add(h: torch.Tensor, delta: torch.Tensor = delta) -> torch.Tensor:
+        def add(h: torch.Tensor) -> torch.Tensor:
+            delta = strength * (d(h) if callable(d) else d)
             return delta if delta.shape[0] in (1, h.shape[0]) else delta.repeat(h.shape[0] // delta.shape[0],
                                                                               *[1] * (h.dim() - 1))
 
@@ -100,7 +106,9 @@ def asyrp(model: Any, x_T: torch.Tensor | None = None, direction: Any = None, *,
     """Asyrp: sample from x_T (B, *x_shape) editing h by ``strength * dh(t)`` in the x0 prediction only.
 
     direction: an h-space :class:`~diffgeo.editing.directions.Direction`, a tensor (*h_shape) or
-    (B, *h_shape), or a function ``t -> dh``. Steps with t >= t_edit take
+    (B, *h_shape), a function ``t -> dh``, or a learned f_t
+    (:class:`~diffgeo.editing.learned.LearnedDirection`: each sample's dh is f_t of its own h, the
+    paper's edit). Steps with t >= t_edit take
     ``x_prev = sqrt(a_prev) P_t(eps(x_t | h + dh)) + D_t(eps(x_t))``; then plain DDIM; steps below
     t_boost are stochastic (eta = 1, noise from ``seed``). ``t_edit``/``t_boost`` None: the
     paper's rule (:func:`~diffgeo.editing.interval.edit_interval` with ``distance``, computed once
@@ -145,7 +153,9 @@ def asyrp(model: Any, x_T: torch.Tensor | None = None, direction: Any = None, *,
     g = make_generator(seed, None) if t_boost > 0 else None
     meta = {"model": model.name, "direction": "asyrp", "strength": strength, "t_edit": t_edit, "t_boost": t_boost,
             "steps": steps, "seed": seed, "use_clipped_model_output": clipped_eps,
-            "edit": direction.meta if isinstance(direction, Direction) else None,
+            "edit": (direction.meta if isinstance(direction, Direction)
+                     else {"source": "learned f_t", "train": direction.train, "step": direction.step}
+                     if callable(getattr(direction, "h_delta", None)) else None),
             **(c.meta() if c is not None else {})}
     return ddim_loop(model, x_T, path, asyrp_eps(model, c, dh, strength, t_edit), eta=boosting(t_boost), generator=g,
                      clip=clip, clipped_eps=clipped_eps, steps=steps, callback=callback, progress=progress,

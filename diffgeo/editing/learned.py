@@ -130,6 +130,21 @@ class LearnedDirection:
     def __call__(self, h: torch.Tensor, t: Any) -> torch.Tensor:
         return self.net(h, t)
 
+    def h_delta(self, model: Any) -> Callable[[int], Callable[[torch.Tensor], torch.Tensor]]:
+        """``t -> (h -> f_t(h, t))`` on ``model``'s device: what :func:`diffgeo.asyrp` adds to each sample's
+        own h (B, *h_shape) when given this f_t as its direction (Asyrp's edit; :meth:`to_direction`
+        is its one-vector-per-timestep average).
+
+        >>> import diffgeo, torch
+        >>> m = diffgeo.load("shapes")
+        >>> ld = train_direction(m, probe_objective(m), steps=1, batch_size=2, n_images=2, t_edit=600, progress=False)
+        >>> ld.h_delta(m)(700)(torch.zeros(3, *m.h_shape)).shape
+        torch.Size([3, 128, 8, 8])
+        """
+        self.check(model)
+        net = self.net.to(model.device, model.dtype)
+        return lambda t: (lambda h: net(h, model.timesteps_tensor(t, h.shape[0])))
+
     def check(self, model: Any) -> None:
         """Raise a ValueError unless this f_t was trained for ``model`` (name and h shape)."""
         if self.model != model.name:

@@ -233,7 +233,7 @@ def _pick_t(model: Any, t: Task, name: str, cal: Samples, grid: list[int], steps
             fractions: Any) -> tuple | None:
     """The method's candidate, strength and t_edit with the most clean calibration edits over ``grid``:
     (t_edit, candidate, strength, tried at that t, find seconds at that t, select seconds over the grid,
-    {t_edit: its best calibration row}, the candidates at that t); None without candidates."""
+    {t_edit: its best calibration row}); None without candidates."""
     space, finder = METHODS[name]
     best, per_t, select_s = None, {}, 0.0
     for te in grid:
@@ -248,9 +248,9 @@ def _pick_t(model: Any, t: Task, name: str, cal: Samples, grid: list[int], steps
         top = max(tried, key=_cal_key)
         per_t[te] = {**top, "find_s": find_s}
         if best is None or _cal_key(top) > _cal_key(best[0]):
-            best = (top, te, c, s, tried, find_s, cands)
-    top, te, c, s, tried, find_s, cands = best
-    return te, c, s, tried, find_s, select_s, per_t, cands
+            best = (top, te, c, s, tried, find_s)
+    top, te, c, s, tried, find_s = best
+    return te, c, s, tried, find_s, select_s, per_t
 
 
 def run_task(model: Any, t: Task, methods: Sequence[str], cal: Samples, evals: dict[str, Samples], *, t_edit: int | Sequence[int] = 500,
@@ -284,7 +284,7 @@ def run_task(model: Any, t: Task, methods: Sequence[str], cal: Samples, evals: d
         if pick is None:
             logger.info("%s: no candidates for %s", name, t.name)
             continue
-        te, c, s, tried, find_s, select_s, per_t, cands = pick
+        te, c, s, tried, find_s, select_s, per_t = pick
         logger.info("%s %s: chose %s at t_edit %d, strength %.3g on calibration (find %.1fs, select %.1fs over "
                     "t_edit %s): %s", t.name, name, c.label, te, s, find_s, select_s, grid, per_t[te])
         per_sample = c.meta.get("per_sample") is not None

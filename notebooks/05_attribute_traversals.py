@@ -93,10 +93,15 @@ plt.show()
 
 # %% [markdown]
 # ## The dashboard
-# The **direction** menu: a local basis vector (x-space: each image's own v_i at t_edit; h-space:
-# u_i of the first image's basis), the mean difference of h between two groups of scenes that
-# differ in one factor, or a principal component of h. The last two live in h only, so only
-# the Asyrp side moves. Under each image the attribute probe's reading; a red frame when the
+# The **direction** menu: first the named directions shipped with the model (each the best
+# method of the edit-quality table for its factor, applied as its row says; the line under the
+# images names the method and its measured success and preservation), then a local basis vector
+# (x-space: each image's own v_i at t_edit; h-space: u_i of the first image's basis), the mean
+# difference of h between two groups of scenes that differ in one factor, or a principal
+# component of h. The last two live in h only, so only the Asyrp side moves.
+# It opens on `size:large`: on these four images it grows every shape and keeps colour, shape
+# and position. `background:dark` would frame them red: three of the four are dark already, and
+# darker leaves the training range. Under each image the attribute probe's reading; a red frame when the
 # probe cannot re-render the image. **images** switches to real scenes (inverted first).
 # t_boost offers only values below t_edit. Its state adopts the samples of the calls above (checked
 # to be what it would sample) and keeps the local bases it computes on disk for the next session.
@@ -106,5 +111,5 @@ from diffgeo.widgets import TraversalState, notebook_cache, traversal_dashboard
 
 state = TraversalState(model, n=N, steps=STEPS, k=K, tol=TOL, cache=notebook_cache("bases"))
 state.adopt_samples(traj)
-dash = traversal_dashboard(state=state)
+dash = traversal_dashboard(state=state, direction="named: size:large")
 dash

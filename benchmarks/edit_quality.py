@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/edit_quality.py --tasks colour:blue --methods loco pullback --n 16
 
 Writes figures/edit_quality.json / .csv / .png (rewritten after every task, so a stopped run keeps
-what it finished; rows of tasks not rerun are kept) and, with --ship, the winner of every task
+what it finished; rows and strips of tasks not rerun are kept: the strips' images live in
+edit_quality_strips.safetensors, uint8) and, with --ship, the winner of every task
 (the most clean edits on generated samples) to diffgeo/embedded/directions/<model>/.
 """
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.ceiling:
         return measure_ceiling(a, out)
     old = EditQualityTable.load(out) if out.with_name(out.name + ".json").exists() else EditQualityTable([])
-    rows, pics, kept = list(old.rows), {}, {}
+    rows, pics, kept = list(old.rows), load_pics(out), {}
     for model_name in a.models:
         model = diffgeo.load(model_name)
         prompt = "" if model.is_conditional else None
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                                             "seeds": {"calibration": 11, "generated": 22, "real": 33},
                                             "threads": a.threads})
             table.save(out)
+            save_pics(out, pics)
             save_strips(pics, out.with_name(out.name + ".png"), rows)
             torch.save({"pics": pics, "chosen": {k: (d.vectors, d.timesteps, d.space, d.model, d.meta, t.__dict__)
                                                  for k, (d, t) in kept.items()}}, out.with_name(out.name + ".parts.pt"))
@@ -93,6 +95,42 @@ def main(argv: list[str] | None = None) -> int:
                 ship(table, t.name, {(t.name, k): (d, t) for k, d in chosen.items()})
             logging.info("task %s took %.0fs", t.name, time.perf_counter() - start)
     return 0
+
+
+def _pics_path(out: Path) -> Path:
+    return out.with_name(out.name + "_strips.safetensors")
+
+
+def save_pics(out: Path, pics: dict) -> None:
+    """The strips' images {(task, method, samples): (before, after, invalid)} beside the table, as uint8
+    (atomic), so that a later run or merge that reruns some rows keeps the others' strips."""
+    from safetensors.torch import save_file
+
+    def u8(x: torch.Tensor) -> torch.Tensor:
+        return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).contiguous()
+
+    tensors, meta = {}, {}
+    for i, (key, (before, after, bad)) in enumerate(pics.items()):
+        tensors[f"{i}.before"], tensors[f"{i}.after"] = u8(before), u8(after)
+        meta[str(i)] = json.dumps({"key": list(key), "invalid": [bool(b) for b in bad]})
+    with atomic_path(_pics_path(out)) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_pics(out: Path) -> dict:
+    """The strips :func:`save_pics` saved beside ``out`` ({} when there are none), in [-1, 1]."""
+    from safetensors import safe_open
+
+    path = _pics_path(out)
+    if not path.exists():
+        return {}
+    pics = {}
+    with safe_open(str(path), "pt") as f:
+        for i, m in f.metadata().items():
+            info = json.loads(m)
+            back = [f.get_tensor(f"{i}.{side}").float() / 127.5 - 1 for side in ("before", "after")]
+            pics[tuple(info["key"])] = (*back, info["invalid"])
+    return pics
 
 
 def save_json(path: Path, obj: dict) -> None:
@@ -157,7 +195,7 @@ def merge(parts: list[Path], out: Path, do_ship: bool) -> int:
     from diffgeo.editing.directions import Direction
     from diffgeo.editing.table import Task
 
-    rows, pics, chosen = [], {}, {}
+    rows, pics, chosen = [], load_pics(out), {}
     for part in parts:
         rows += EditQualityTable.load(part).rows
         blob = torch.load(part.with_name(part.name + ".parts.pt"), weights_only=False)
@@ -170,6 +208,7 @@ def merge(parts: list[Path], out: Path, do_ship: bool) -> int:
     table = EditQualityTable(rows, {**EditQualityTable.load(parts[0]).config, "parts": [str(p) for p in parts],
                                     "kept_from_earlier_run": sorted({f"{r.task} {r.method} {r.samples}" for r in kept})})
     table.save(out)
+    save_pics(out, pics)
     save_strips(pics, out.with_name(out.name + ".png"), rows)
     if do_ship:
         for task in dict.fromkeys(r.task for r in rows):

@@ -113,6 +113,30 @@ def test_asyrp_with_f_t_edits_each_sample_by_f_of_its_own_h(shapes_model, blue):
     assert float((d[0] - d[1]).norm()) > 0.05 * float(d[0].norm())
 
 
+def test_table_learned_ft_edits_like_asyrp_with_the_f_t_at_its_strength(shapes_model, blue):
+    """The edit-quality table's ``learned_ft`` candidate at strength s is Asyrp with the f_t at strength
+    s (the path checked against a plain torch hook above), each sample edited by its own h: the batch
+    equals each sample edited alone, and differs from the per-timestep mean direction's edit."""
+    from diffgeo.editing.properties import _editor
+    from diffgeo.editing.table.methods import Candidate, unit
+    from diffgeo.editing.table.run import _scaled
+
+    ld, _ = blue
+    m = shapes_model
+    x_T = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(32))
+    mean = ld.to_direction(m, n=8, steps=STEPS)
+    c = Candidate(unit(mean), "f_t(h)", {"natural": 1.0, "f_t": ld.h_delta(m)})
+    _, edit = _editor(m, "h", x_T, T_EDIT, STEPS)
+    out = edit(1.0, _scaled(c, 1.5))
+    with torch.no_grad():
+        alone = torch.cat([diffgeo.asyrp(m, x_T[i:i + 1], ld, strength=1.5, t_edit=T_EDIT, t_boost=0, steps=STEPS,
+                                         progress=False).result for i in range(3)])
+        by_mean = diffgeo.asyrp(m, x_T, mean, strength=1.5, t_edit=T_EDIT, t_boost=0, steps=STEPS,
+                                progress=False).result
+    assert torch.allclose(out, alone, atol=1e-4), float((out - alone).abs().max())
+    assert float((out - by_mean).abs().max()) > 1e-2
+
+
 def test_resume_equals_one_uninterrupted_run(shapes_model, tmp_path):
     kw = dict(batch_size=2, n_images=4, t_edit=T_EDIT, seed=3, save_every=1, progress=False)
     obj = O.probe_objective(shapes_model, "shape", "circle")

@@ -14,14 +14,18 @@ to edit at their own scale (mean differences, learned f_t), of that scale (:func
   (:func:`~diffgeo.editing.factors.factor_directions`), Asyrp in h / a step in x;
 - ``pca_h``: principal components of h over the calibration samples (both signs);
 - ``learned_h``: Asyrp's f_t trained against the probe, keeping the other factors
-  (:func:`~diffgeo.editing.objectives.probe_objective` with ``keep``), as a per-timestep direction;
+  (:func:`~diffgeo.editing.objectives.probe_objective` with ``keep``), as a per-timestep direction
+  (its average over samples: one direction to ship and transfer);
+- ``learned_ft``: the same f_t applied as Asyrp does, each sample's dh = f_t of its own h
+  (``Candidate.meta["f_t"]``; strengths are multiples of f_t's own output); one network for every
+  sample, but no single direction to ship;
 - ``target_x`` / ``target_gn`` (per sample, shapes only): x_t moved towards the sample's own fitted
   scene re-rendered with the target (:mod:`diffgeo.editing.target`): its clean-image part moved by the
   change (``x0``) / the Gauss-Newton step of x0_hat; found again on every edited sample
   (``Candidate.meta["per_sample"]``: the (n, *x_shape) steps), so they have no transfer.
 
 >>> sorted(METHODS)
-['learned_h', 'loco', 'mean_difference_h', 'mean_difference_x', 'pca_h', 'pullback', 'target_gn', 'target_x']
+['learned_ft', 'learned_h', 'loco', 'mean_difference_h', 'mean_difference_x', 'pca_h', 'pullback', 'target_gn', 'target_x']
 """
 
 from __future__ import annotations
@@ -150,14 +154,18 @@ def _find_pca(model: Any, t: Task, cal: Samples, *, t_edit: int, steps: int, pro
     return _signed(ds, [f"pc{c + 1}" for c in range(components)])
 
 
-def _find_learned(model: Any, t: Task, cal: Samples, *, t_edit: int, steps: int, prompt: Any = None,
-                 train_steps: int = 100, seed: int = 0) -> list[Candidate]:
-    if t.model != "shapes":
-        return []  # the digits reader has no differentiable scores: nothing to train against
-    obj = probe_objective(model, t.factor, t.target, keep=True)
-    ld = train_direction(model, obj, steps=train_steps, t_edit=t_edit, seed=seed, progress=False)
-    d = ld.to_direction(model, n=16, steps=steps)
-    return [Candidate(unit(d), "f_t", {"train_steps": train_steps, "natural": natural(d)})]
+def _find_learned(per_sample: bool) -> Callable[..., list[Candidate]]:
+    def find(model: Any, t: Task, cal: Samples, *, t_edit: int, steps: int, prompt: Any = None,
+             train_steps: int = 100, seed: int = 0) -> list[Candidate]:
+        if t.model != "shapes":
+            return []  # the digits reader has no differentiable scores: nothing to train against
+        obj = probe_objective(model, t.factor, t.target, keep=True)
+        ld = train_direction(model, obj, steps=train_steps, t_edit=t_edit, seed=seed, progress=False)
+        d = ld.to_direction(model, n=16, steps=steps)
+        if per_sample:
+            return [Candidate(unit(d), "f_t(h)", {"train_steps": train_steps, "natural": 1.0, "f_t": ld.h_delta(model)})]
+        return [Candidate(unit(d), "f_t", {"train_steps": train_steps, "natural": natural(d)})]
+    return find
 
 
 def _find_target(mode: str) -> Callable[..., list[Candidate]]:
@@ -188,7 +196,8 @@ METHODS: dict[str, tuple[str, Callable[..., list[Candidate]]]] = {
     "mean_difference_x": ("x", _find_mean_difference("x")),
     "mean_difference_h": ("h", _find_mean_difference("h")),
     "pca_h": ("h", _find_pca),
-    "learned_h": ("h", _find_learned),
+    "learned_h": ("h", _find_learned(per_sample=False)),
+    "learned_ft": ("h", _find_learned(per_sample=True)),
     "target_x": ("x", _find_target("x0")),
     "target_gn": ("x", _find_target("gauss_newton")),
 }

@@ -17,7 +17,8 @@ with :func:`~diffgeo.readers.probe.fit_scene` on the first ``n_fit`` samples. Di
 to all the held-out ones, so their success is the transfer success; ``local`` re-finds the chosen
 direction on each of ``n_local`` held-out samples (the candidate closest to the winner) and edits
 each with its own. Per-sample methods (``Candidate.meta["per_sample"]``, e.g. ``target_x``) are found
-again on every held-out sample (``find_s``: seconds per sample) and have no transfer and nothing to ship.
+again on every held-out sample (``find_s``: seconds per sample) and have no transfer and nothing to ship;
+a learned f_t applied per sample (``learned_ft``) is one network for every sample, with nothing to ship.
 
 >>> r = EditQualityRow(model="shapes", task="colour:blue", method="loco", space="x", samples="generated",
 ...                    candidate="loco1+", strength=5.0, t_edit=500, steps=10, n=4, success=1.0)
@@ -147,8 +148,11 @@ def _mean_ci(x: torch.Tensor) -> tuple[float, tuple[float, float]]:
 
 
 def _scaled(c: Candidate, s: float) -> Any:
-    """The candidate at strength s: a Direction, or (per-sample candidates) their (n, *x_shape) steps."""
-    own = c.meta.get("per_sample")
+    """The candidate at strength s: a Direction, (per-sample candidates) their (n, *x_shape) steps, or
+    (a learned f_t) ``t -> (h -> s * f_t(h, t))`` for :func:`~diffgeo.editing.hspace.asyrp`."""
+    own, f_t = c.meta.get("per_sample"), c.meta.get("f_t")
+    if f_t is not None:
+        return lambda te: (lambda h, f=f_t(te): s * f(h))
     return c.direction * s if own is None else own * s
 
 
@@ -290,7 +294,7 @@ def run_task(model: Any, t: Task, methods: Sequence[str], cal: Samples, evals: d
         per_sample = c.meta.get("per_sample") is not None
         d = _scaled(c, s)
         u = c.direction
-        if not per_sample:
+        if not per_sample and "f_t" not in c.meta:  # one direction to ship
             chosen[name] = Direction(u.vectors, u.timesteps, u.space, u.model, {**u.meta, "candidate": c.label})
         for kind, ev in evals.items():
             base, edit = _editor(model, space, ev.x_T, te, steps, prompt)
@@ -317,7 +321,9 @@ def run_task(model: Any, t: Task, methods: Sequence[str], cal: Samples, evals: d
             meta = {"calibration": tried, "t_grid": per_t, "kept": {f: float(k.float().mean()) for f, k in sc["kept"].items()}, "preservation_fit_scene": fit_check, "local": local, "n_cal": len(cal.x_T), "base_vs_unedited_rmse":
                     float((base - ev.images).pow(2).mean().sqrt()),
                     "transfer": ("found again on every edited sample (no transfer; find_s per sample)" if per_sample
-                                 else "found on one calibration sample" if one_sample else "found on groups (global)")}
+                                 else "found on one calibration sample" if one_sample
+                                 else "one f_t network for every sample (dh = f_t of each sample's own h)"
+                                 if "f_t" in c.meta else "found on groups (global)")}
             if ev.real is not None:
                 meta["inversion_rmse"] = float((base - ev.real).pow(2).mean().sqrt())
             rows.append(EditQualityRow(model=model.name, task=t.name, method=name, space=space, samples=kind,

@@ -361,7 +361,8 @@ def save_strips(pics: dict, path: str | Path, rows: Sequence[EditQualityRow] = (
         for ax, key in zip(axes, keys):
             before, after, bad = pics[key]
             r = by.get(key)
-            note = "" if r is None else f"\nsuccess {r.success:.2f} pres {r.preservation:.2f} valid {r.validity:.2f}"
+            pres = "" if r is None or math.isnan(r.preservation) else f" pres {r.preservation:.2f}"  # digits: not read
+            note = "" if r is None else f"\nsuccess {r.success:.2f}{pres} valid {r.validity:.2f}"
             draw_labelled_grid(ax, torch.cat([before, after]), ["before", "after"], nrow=len(before),
                                marks=[False] * len(before) + list(bad), title=f"{key[0]} {key[1]} ({key[2]}){note}")
         for ax in axes[len(keys):]:

@@ -99,9 +99,10 @@ plt.show()
 # (x-space: each image's own v_i at t_edit; h-space: u_i of the first image's basis), the mean
 # difference of h between two groups of scenes that differ in one factor, or a principal
 # component of h. The last two live in h only, so only the Asyrp side moves.
-# It opens on `size:large`: on these four images it grows every shape and keeps colour, shape
-# and position. `background:dark` would frame them red: three of the four are dark already, and
-# darker leaves the training range. Under each image the attribute probe's reading; a red frame when the
+# It opens on `size:large` at strength 0.1 (0.25 is the shipped strength): these four images hold
+# two shapes that are large already, and the shipped strength pushes them past the largest trained
+# size (framed red); at 0.1 every shape grows and keeps its colour, shape and position.
+# `background:dark` would frame them red too: three of the four are dark already. Under each image the attribute probe's reading; a red frame when the
 # probe cannot re-render the image. **images** switches to real scenes (inverted first).
 # t_boost offers only values below t_edit. Its state adopts the samples of the calls above (checked
 # to be what it would sample) and keeps the local bases it computes on disk for the next session.
@@ -111,5 +112,5 @@ from diffgeo.widgets import TraversalState, notebook_cache, traversal_dashboard
 
 state = TraversalState(model, n=N, steps=STEPS, k=K, tol=TOL, cache=notebook_cache("bases"))
 state.adopt_samples(traj)
-dash = traversal_dashboard(state=state, direction="named: size:large")
+dash = traversal_dashboard(state=state, direction="named: size:large", strength=0.1)
 dash

@@ -5,7 +5,8 @@
 
 Writes figures/edit_quality.json / .csv / .png (rewritten after every task, so a stopped run keeps
 what it finished; rows and strips of tasks not rerun are kept: the strips' images live in
-edit_quality_strips.safetensors, uint8) and, with --ship, the winner of every task
+edit_quality_strips.safetensors, uint8) and, with --ship, the winner of every task (a Direction or
+a learned f_t)
 (the most clean edits on generated samples) to diffgeo/embedded/directions/<model>/.
 """
 
@@ -84,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             table.save(out)
             save_pics(out, pics)
             save_strips(pics, out.with_name(out.name + ".png"), rows)
-            torch.save({"pics": pics, "chosen": {k: (d.vectors, d.timesteps, d.space, d.model, d.meta, t.__dict__)
-                                                 for k, (d, t) in kept.items()}}, out.with_name(out.name + ".parts.pt"))
+            torch.save({"pics": pics, "chosen": {k: (d, t.__dict__) for k, (d, t) in kept.items()}},
+                       out.with_name(out.name + ".parts.pt"))
             for r in new:
                 logging.info("%s %-18s %-9s success %.2f pres %.2f valid %.2f clean %.2f ssim %.2f s=%.3g (%s) "
                              "find %.1fs select %.1fs edit %.3fs/sample", r.task, r.method, r.samples, r.success,
@@ -159,7 +160,8 @@ def measure_ceiling(a: argparse.Namespace, out: Path) -> int:
 
 def ship(table: EditQualityTable, task: str, chosen: dict) -> None:
     """Ship the task's best shippable row (most clean edits on generated samples among the methods with
-    one direction for every sample; per-sample methods such as target_x have none to ship)."""
+    one direction, or one f_t network, for every sample; per-sample methods such as target_x have none
+    to ship)."""
     rows = [r for r in table.rows if r.task == task and r.samples == "generated" and r.clean == r.clean
             and ((task, r.method) in chosen or _is_shipped(r))]
     best = max(rows, key=lambda r: (r.clean, r.success), default=None)
@@ -174,7 +176,7 @@ def ship(table: EditQualityTable, task: str, chosen: dict) -> None:
     ship_named(d, {**row, "name": task, "factor": t.factor, "target": t.target, "source": t.source,
                    "prompt": "" if t.model == "digits" else None, "provisional": False,
                    "chosen_by": "most clean edits on held-out generated samples among the methods with one direction "
-                                "for every sample",
+                                "(or one f_t network) for every sample",
                    "real": None if real is None else {k: v for k, v in real.__dict__.items() if k != "meta"}})
     logging.info("shipped %s: %s", task, best.method)
 
@@ -192,7 +194,6 @@ def _is_shipped(r: Any) -> bool:
 def merge(parts: list[Path], out: Path, do_ship: bool) -> int:
     """Merge the tables, strips and chosen directions of parallel runs into ``out`` (the rows already in
     ``out`` that the parts did not rerun are kept; the config lists them)."""
-    from diffgeo.editing.directions import Direction
     from diffgeo.editing.table import Task
 
     rows, pics, chosen = [], load_pics(out), {}
@@ -200,7 +201,7 @@ def merge(parts: list[Path], out: Path, do_ship: bool) -> int:
         rows += EditQualityTable.load(part).rows
         blob = torch.load(part.with_name(part.name + ".parts.pt"), weights_only=False)
         pics.update(blob["pics"])
-        chosen.update({k: (Direction(*v[:5]), Task(**v[5])) for k, v in blob["chosen"].items()})
+        chosen.update({k: (d, Task(**tk)) for k, (d, tk) in blob["chosen"].items()})
     new = {(r.model, r.task, r.method, r.samples) for r in rows}
     kept = [r for r in (EditQualityTable.load(out).rows if out.with_name(out.name + ".json").exists() else [])
             if (r.model, r.task, r.method, r.samples) not in new]

@@ -76,7 +76,38 @@ def test_shipped_files_match_their_rows():
         for name in list_named(model):
             d, row = load_named(model, name), named_info(model, name)
             assert d.model == model and d.space == row["space"] and row["name"] == name
+            assert type(d).__name__ == row.get("kind", "Direction")
             assert math.isfinite(float(row["strength"]))
+
+
+def test_a_shipped_learned_f_t_loads_without_its_optimizer_and_edits_as_asyrp_with_it(tmp_path):
+    """A learned f_t (Asyrp's per-sample edit) ships as a named direction: the loaded network computes
+    what the trained one does, without the Adam state, and named_edit runs it as its row says (Asyrp
+    with the f_t at the row's strength and t_edit, t_boost 0; asyrp with an f_t is checked against a
+    plain torch forward hook in test_learned_direction)."""
+    from diffgeo.editing.hspace import asyrp
+    from diffgeo.editing.learned import LearnedDirection, train_direction
+    from diffgeo.editing.objectives import probe_objective
+
+    m = diffgeo.load("shapes")
+    ld = train_direction(m, probe_objective(m, "size", "large"), steps=2, batch_size=2, n_images=2, t_edit=500,
+                         progress=False)
+    assert ld.optim, "training keeps the Adam state (what a resume needs)"
+    js = ship_named(ld, {"name": "size:large", "method": "learned_ft", "space": "h", "strength": 40.0, "t_edit": 500,
+                         "steps": 4}, folder=tmp_path)
+    assert '"kind": "LearnedDirection"' in js.read_text()
+    back = load_named("shapes", "size:large", folder=tmp_path)
+    assert isinstance(back, LearnedDirection) and back.optim == {} and back.space == "h"
+    h, t = torch.randn(3, *m.h_shape, generator=torch.Generator().manual_seed(1)), torch.tensor([500, 700, 900])
+    with torch.no_grad():
+        assert torch.equal(back(h, t), ld(h, t)) and back(h, t).abs().max() > 0
+    x_T = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))  # t_edit 500 is on the 4-step grid
+    before, after = named_edit(m, x_T, "size:large", folder=tmp_path)
+    with torch.no_grad():
+        expected = asyrp(m, x_T, ld, strength=40.0, t_edit=500, t_boost=0, steps=4, progress=False).result
+        plain = diffgeo.sample(m, noise=x_T, steps=4, progress=False).result
+    assert torch.allclose(after, expected, atol=1e-6) and torch.allclose(before, plain, atol=1e-6)
+    assert (after - before).abs().max() > 1e-4, "the f_t at strength 40 changed nothing"
 
 
 def test_named_edit_at_strength_zero_is_the_unedited_sample():

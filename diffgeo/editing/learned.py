@@ -130,6 +130,11 @@ class LearnedDirection:
     def __call__(self, h: torch.Tensor, t: Any) -> torch.Tensor:
         return self.net(h, t)
 
+    @property
+    def space(self) -> str:
+        """``"h"``: an f_t edits h (as an h-space :class:`~diffgeo.editing.directions.Direction` does)."""
+        return "h"
+
     def h_delta(self, model: Any) -> Callable[[int], Callable[[torch.Tensor], torch.Tensor]]:
         """``t -> (h -> f_t(h, t))`` on ``model``'s device: what :func:`diffgeo.asyrp` adds to each sample's
         own h (B, *h_shape) when given this f_t as its direction (Asyrp's edit; :meth:`to_direction`

@@ -1,13 +1,15 @@
 """Named edit directions shipped beside the embedded models: ``load_named("shapes", "colour:blue")``.
 
 Each named direction is two files in ``diffgeo/embedded/directions/<model>/``: the
-:class:`~diffgeo.editing.directions.Direction` (safetensors) and the row of the edit-quality table
+:class:`~diffgeo.editing.directions.Direction` or, where Asyrp's per-sample edit won, the learned f_t
+(:class:`~diffgeo.editing.learned.LearnedDirection`, without its optimizer state; the row's ``kind``
+says which) as safetensors, and the row of the edit-quality table
 that chose it (JSON: method, space, strength, t_edit, steps, success, preservation, validity, n and
 their 95% intervals; :mod:`diffgeo.editing.quality_table`). A name is ``factor:target``
 (``"colour:blue"``, ``"shape:square"``, ``"size:large"``, ``"background:dark"``, ``"x:right"``) or,
 for digits, ``"digit:1->7"``. :func:`named_edit` applies one as its row says (the one way to run a
 named direction: x-space directions with :func:`~diffgeo.editing.xspace.edit_x` at ``t_edit``,
-h-space ones with :func:`~diffgeo.editing.hspace.asyrp` on [T, t_edit]).
+h-space ones and learned f_t with :func:`~diffgeo.editing.hspace.asyrp` on [T, t_edit]).
 
 >>> "colour:blue" in list_named("shapes")
 True
@@ -19,6 +21,7 @@ True
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +31,17 @@ from diffgeo.core.checks import check_float, check_int, check_str
 from diffgeo.core.io import atomic_path
 from diffgeo.editing.directions import Direction
 from diffgeo.editing.hspace import asyrp
+from diffgeo.editing.learned import LearnedDirection
 from diffgeo.editing.xspace import edit_x
 from diffgeo.sampling.ddim import ddim_timesteps, sample
 
-__all__ = ["load_named", "list_named", "named_info", "named_edit", "ship_named", "named_file", "DIRECTIONS_DIR"]
+__all__ = ["load_named", "list_named", "named_info", "named_edit", "ship_named", "named_file", "DIRECTIONS_DIR", "KINDS"]
 
 #: The folder of the shipped named directions (one subfolder per model).
 DIRECTIONS_DIR = Path(__file__).parent.parent / "embedded" / "directions"
+
+#: What a named direction's file holds, by the row's ``kind`` (rows without one hold a Direction).
+KINDS: dict[str, type] = {"Direction": Direction, "LearnedDirection": LearnedDirection}
 
 
 def named_file(name: str) -> str:
@@ -111,8 +118,10 @@ def named_info(model: Any, name: str, *, folder: Path | None = None) -> dict[str
     return dict(_row(model, name, folder)[1])
 
 
-def load_named(model: Any, name: str, *, folder: Path | None = None) -> Direction:
-    """The named direction of ``model`` (``"colour:blue"``, ``"digit:1->7"``, ...; :func:`list_named`).
+def load_named(model: Any, name: str, *, folder: Path | None = None) -> Direction | LearnedDirection:
+    """The named direction of ``model`` (``"colour:blue"``, ``"digit:1->7"``, ...; :func:`list_named`):
+    a :class:`Direction`, or a :class:`~diffgeo.editing.learned.LearnedDirection` (an f_t that edits
+    each sample by f_t of its own h) where the row's ``kind`` says so.
 
     Unknown names raise a ValueError listing the known ones; a name shipped only for another model
     says so.
@@ -121,15 +130,19 @@ def load_named(model: Any, name: str, *, folder: Path | None = None) -> Directio
     'shapes'
     """
     m, row = _row(model, name, folder)
-    d = Direction.load((folder or DIRECTIONS_DIR) / m / (named_file(row["name"]) + ".safetensors"))
+    kind = row.get("kind", "Direction")
+    if kind not in KINDS:
+        raise ValueError(f"the row of {name!r} says kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    d = KINDS[kind].load((folder or DIRECTIONS_DIR) / m / (named_file(row["name"]) + ".safetensors"))
     if d.model != m:
         raise ValueError(f"the shipped file of {name!r} holds a direction for {d.model!r}, not {m!r}")
     return d
 
 
-def ship_named(direction: Direction, row: dict[str, Any], *, folder: Path | None = None) -> Path:
-    """Write a named direction (safetensors) and its table row (JSON, with ``name``) beside the
-    embedded models (``folder`` default :data:`DIRECTIONS_DIR`), each atomically. Returns the JSON path.
+def ship_named(direction: Direction | LearnedDirection, row: dict[str, Any], *, folder: Path | None = None) -> Path:
+    """Write a named direction (safetensors; a learned f_t without its optimizer state) and its table
+    row (JSON, with ``name``, and ``kind``: what the file holds) beside the embedded models
+    (``folder`` default :data:`DIRECTIONS_DIR`), each atomically. Returns the JSON path.
 
     >>> import tempfile
     >>> tmp = Path(tempfile.mkdtemp())
@@ -140,8 +153,8 @@ def ship_named(direction: Direction, row: dict[str, Any], *, folder: Path | None
     >>> list_named("shapes", folder=tmp)
     ['colour:blue']
     """
-    if not isinstance(direction, Direction):
-        raise TypeError(f"direction must be a Direction, got {type(direction).__name__}")
+    if not isinstance(direction, tuple(KINDS.values())):
+        raise TypeError(f"direction must be a Direction or a LearnedDirection, got {type(direction).__name__}")
     for key in ("name", "method", "space", "strength", "t_edit", "steps"):
         if key not in row:
             raise ValueError(f"the row of a named direction needs {key!r}; it has {', '.join(row)}")
@@ -149,20 +162,23 @@ def ship_named(direction: Direction, row: dict[str, Any], *, folder: Path | None
         raise ValueError(f"row says space {row['space']!r}, the direction is {direction.space!r}")
     base = (folder or DIRECTIONS_DIR) / direction.model
     stem = named_file(row["name"])
+    if isinstance(direction, LearnedDirection):
+        direction = replace(direction, optim={})  # what edits need: the network, not the Adam state
     direction.save(base / (stem + ".safetensors"))
     js = base / (stem + ".json")
     with atomic_path(js) as tmp:
-        tmp.write_text(json.dumps({**row, "model": direction.model}, indent=1, default=str))
+        tmp.write_text(json.dumps({**row, "model": direction.model, "kind": type(direction).__name__}, indent=1,
+                                  default=str))
     return js
 
 
-def named_edit(model: Any, x_T: torch.Tensor, name: str | Direction, *, strength: float | None = None,
+def named_edit(model: Any, x_T: torch.Tensor, name: str | Direction | LearnedDirection, *, strength: float | None = None,
                info: dict[str, Any] | None = None, steps: int | None = None, progress: bool | None = False,
                folder: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Edit the samples of x_T (B, *x_shape) along a named direction as its row says; returns the
     (unedited, edited) clean images, each (B, *x_shape).
 
-    ``name``: a shipped name, or a :class:`Direction` with ``info`` (a row: space, t_edit, steps,
+    ``name``: a shipped name, or a :class:`Direction` or learned f_t with ``info`` (a row: space, t_edit, steps,
     strength; text models: the row's ``prompt``, ``""`` the empty one). ``strength``: default the row's. x-space rows: DDIM from x_T to t_edit, then
     :func:`~diffgeo.editing.xspace.edit_x`; h-space rows: :func:`~diffgeo.editing.hspace.asyrp`
     (t_boost 0).
@@ -174,7 +190,7 @@ def named_edit(model: Any, x_T: torch.Tensor, name: str | Direction, *, strength
     >>> before.shape, after.shape
     (torch.Size([1, 3, 32, 32]), torch.Size([1, 3, 32, 32]))
     """
-    if isinstance(name, Direction):
+    if isinstance(name, tuple(KINDS.values())):
         if info is None:
             raise ValueError("a Direction needs info= (a row with space, t_edit, steps and strength)")
         direction, row = name, dict(info)
@@ -184,7 +200,12 @@ def named_edit(model: Any, x_T: torch.Tensor, name: str | Direction, *, strength
     steps = check_int(row["steps"] if steps is None else steps, "steps", min=2)
     grid = ddim_timesteps(model, steps).tolist()
     t_edit = min(grid, key=lambda t: abs(t - int(row["t_edit"])))
-    direction.check(model, row["space"])
+    if isinstance(direction, LearnedDirection):
+        if row["space"] != "h":
+            raise ValueError(f"a learned f_t edits h; the row says space {row['space']!r}")
+        direction.check(model)
+    else:
+        direction.check(model, row["space"])
     kw = {"prompt": row.get("prompt")} if model.is_conditional else {}
     with torch.no_grad():
         if row["space"] == "h":

@@ -163,7 +163,8 @@ def _find_learned(per_sample: bool) -> Callable[..., list[Candidate]]:
         ld = train_direction(model, obj, steps=train_steps, t_edit=t_edit, seed=seed, progress=False)
         d = ld.to_direction(model, n=16, steps=steps)
         if per_sample:
-            return [Candidate(unit(d), "f_t(h)", {"train_steps": train_steps, "natural": 1.0, "f_t": ld.h_delta(model)})]
+            return [Candidate(unit(d), "f_t(h)", {"train_steps": train_steps, "natural": 1.0, "f_t": ld.h_delta(model),
+                                                    "learned": ld})]
         return [Candidate(unit(d), "f_t", {"train_steps": train_steps, "natural": natural(d)})]
     return find
 

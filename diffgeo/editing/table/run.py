@@ -18,7 +18,8 @@ to all the held-out ones, so their success is the transfer success; ``local`` re
 direction on each of ``n_local`` held-out samples (the candidate closest to the winner) and edits
 each with its own. Per-sample methods (``Candidate.meta["per_sample"]``, e.g. ``target_x``) are found
 again on every held-out sample (``find_s``: seconds per sample) and have no transfer and nothing to ship;
-a learned f_t applied per sample (``learned_ft``) is one network for every sample, with nothing to ship.
+a learned f_t applied per sample (``learned_ft``) is one network for every sample: the network is what
+ships (``Candidate.meta["learned"]``).
 
 >>> r = EditQualityRow(model="shapes", task="colour:blue", method="loco", space="x", samples="generated",
 ...                    candidate="loco1+", strength=5.0, t_edit=500, steps=10, n=4, success=1.0)
@@ -259,10 +260,10 @@ def _pick_t(model: Any, t: Task, name: str, cal: Samples, grid: list[int], steps
 
 def run_task(model: Any, t: Task, methods: Sequence[str], cal: Samples, evals: dict[str, Samples], *, t_edit: int | Sequence[int] = 500,
              steps: int = 10, prompt: Any = None, fractions: Any = FRACTIONS, n_local: int = 0,
-             strips: int = 6, n_fit: int = 16, progress: bool | None = None) -> tuple[list[EditQualityRow], dict[str, Direction], dict]:
+             strips: int = 6, n_fit: int = 16, progress: bool | None = None) -> tuple[list[EditQualityRow], dict[str, Any], dict]:
     """The rows of one task for ``methods`` on calibration samples ``cal`` and held-out samples
     ``evals`` ({"generated": ..., "real": ...}); returns (rows, the chosen unit-norm direction per
-    method (its row gives the strength), before/after images {(method, samples): (before, after, invalid)} of the
+    method (its row gives the strength; ``learned_ft``: the f_t itself; per-sample methods: none), before/after images {(method, samples): (before, after, invalid)} of the
     first ``strips`` held-out samples).
 
     >>> import diffgeo
@@ -294,7 +295,9 @@ def run_task(model: Any, t: Task, methods: Sequence[str], cal: Samples, evals: d
         per_sample = c.meta.get("per_sample") is not None
         d = _scaled(c, s)
         u = c.direction
-        if not per_sample and "f_t" not in c.meta:  # one direction to ship
+        if "learned" in c.meta:  # one f_t network for every sample: it ships
+            chosen[name] = c.meta["learned"]
+        elif not per_sample:  # one direction to ship
             chosen[name] = Direction(u.vectors, u.timesteps, u.space, u.model, {**u.meta, "candidate": c.label})
         for kind, ev in evals.items():
             base, edit = _editor(model, space, ev.x_T, te, steps, prompt)

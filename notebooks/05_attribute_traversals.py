@@ -99,11 +99,13 @@ plt.show()
 # (x-space: each image's own v_i at t_edit; h-space: u_i of the first image's basis), the mean
 # difference of h between two groups of scenes that differ in one factor, or a principal
 # component of h. The last two live in h only, so only the Asyrp side moves.
-# It opens on `size:large` at strength 0.1 (0.25 is the shipped strength): these four images hold
-# two shapes that are large already, and the shipped strength pushes them past the largest trained
-# size (framed red); at 0.1 every shape grows and keeps its colour, shape and position.
-# `background:dark` would frame them red too: three of the four are dark already. Under each image the attribute probe's reading; a red frame when the
-# probe cannot re-render the image. **images** switches to real scenes (inverted first).
+# It opens on `size:large` at its shipped strength (0.25) and t_edit: Asyrp's learned f_t, each
+# image's dh computed from its own h (Asyrp adds it at every step down to t_edit, so the
+# dashboard's 20 steps take half the per-step strength of the table's 10). On these four images
+# the medium and the small shape grow to large, the two large ones stay large, and colour, shape
+# and position are kept; from about 0.4 an already-large shape grows past the largest trained size.
+# Under each image the attribute probe's reading; a red frame when the probe cannot re-render the
+# image. **images** switches to real scenes (inverted first).
 # t_boost offers only values below t_edit. Its state adopts the samples of the calls above (checked
 # to be what it would sample) and keeps the local bases it computes on disk for the next session.
 
@@ -112,5 +114,5 @@ from diffgeo.widgets import TraversalState, notebook_cache, traversal_dashboard
 
 state = TraversalState(model, n=N, steps=STEPS, k=K, tol=TOL, cache=notebook_cache("bases"))
 state.adopt_samples(traj)
-dash = traversal_dashboard(state=state, direction="named: size:large", strength=0.1)
+dash = traversal_dashboard(state=state, direction="named: size:large")
 dash

@@ -194,9 +194,8 @@ def test_traversal_defaults_to_a_shipped_named_direction_and_reproduces_its_edit
     t_edit = dash.controls["t_edit"].value
     with torch.no_grad():
         x_T = diffgeo.sample(shapes_model, 1, steps=STEPS, seed=0, progress=False).xs[0]
-        _, expected = named_edit(shapes_model, x_T, load_named("shapes", names[0]),
-                                 info={**row, "t_edit": t_edit, "steps": STEPS},
-                                 strength=float(row["strength"]), steps=STEPS)
+        _, expected = named_edit(shapes_model, x_T, load_named("shapes", names[0]), info={**row, "t_edit": t_edit},
+                                 steps=STEPS)
     shown = dash.view.x_images if row["space"] == "x" else dash.view.h_images
     torch.testing.assert_close(shown, expected, atol=1e-5, rtol=0)
     assert row["method"] in dash.view.h_note + dash.view.x_note

@@ -5,9 +5,8 @@
 
 Writes figures/edit_quality.json / .csv / .png (rewritten after every task, so a stopped run keeps
 what it finished; rows and strips of tasks not rerun are kept: the strips' images live in
-edit_quality_strips.safetensors, uint8) and, with --ship, the winner of every task (a Direction or
-a learned f_t)
-(the most clean edits on generated samples) to diffgeo/embedded/directions/<model>/.
+edit_quality_strips.safetensors, uint8) and, with --ship, the winner of every task (the most clean
+edits on generated samples; a Direction, or a learned f_t) to diffgeo/embedded/directions/<model>/.
 """
 
 from __future__ import annotations

@@ -130,10 +130,7 @@ class LearnedDirection:
     def __call__(self, h: torch.Tensor, t: Any) -> torch.Tensor:
         return self.net(h, t)
 
-    @property
-    def space(self) -> str:
-        """``"h"``: an f_t edits h (as an h-space :class:`~diffgeo.editing.directions.Direction` does)."""
-        return "h"
+    space = "h"  # (not a field) an f_t edits h, as an h-space Direction does
 
     def h_delta(self, model: Any) -> Callable[[int], Callable[[torch.Tensor], torch.Tensor]]:
         """``t -> (h -> f_t(h, t))`` on ``model``'s device: what :func:`diffgeo.asyrp` adds to each sample's
@@ -194,7 +191,6 @@ class LearnedDirection:
         >>> d.timesteps.tolist(), d.shape, d.meta["source"]
         ([600, 800], (128, 8, 8), 'learned')
         """
-
         self.check(model)
         if model.is_conditional and prompt is None:
             raise ValueError(f"{model.name} is text-conditioned: pass prompt= for h (prompt='' is the empty prompt)")

@@ -35,7 +35,8 @@ from diffgeo.editing.learned import LearnedDirection
 from diffgeo.editing.xspace import edit_x
 from diffgeo.sampling.ddim import ddim_timesteps, sample
 
-__all__ = ["load_named", "list_named", "named_info", "named_edit", "ship_named", "named_file", "DIRECTIONS_DIR", "KINDS"]
+__all__ = ["load_named", "list_named", "named_info", "named_edit", "ship_named", "named_file", "DIRECTIONS_DIR",
+           "KINDS"]
 
 #: The folder of the shipped named directions (one subfolder per model).
 DIRECTIONS_DIR = Path(__file__).parent.parent / "embedded" / "directions"
@@ -172,9 +173,9 @@ def ship_named(direction: Direction | LearnedDirection, row: dict[str, Any], *, 
     return js
 
 
-def named_edit(model: Any, x_T: torch.Tensor, name: str | Direction | LearnedDirection, *, strength: float | None = None,
-               info: dict[str, Any] | None = None, steps: int | None = None, progress: bool | None = False,
-               folder: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def named_edit(model: Any, x_T: torch.Tensor, name: str | Direction | LearnedDirection, *,
+               strength: float | None = None, info: dict[str, Any] | None = None, steps: int | None = None,
+               progress: bool | None = False, folder: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Edit the samples of x_T (B, *x_shape) along a named direction as its row says; returns the
     (unedited, edited) clean images, each (B, *x_shape).
 

@@ -195,10 +195,9 @@ class TraversalState:
             self.model, direction, seed=self.seed, steps=self.steps, prompt=self.prompt))
 
     def named(self, strength: float, t_edit: int, direction: str, source: str = "samples") -> tuple[torch.Tensor, str]:
-        """A named direction's edit (n, *x_shape) from each image's x_T by
-        :func:`diffgeo.editing.named.named_edit` at this t_edit and the state's steps, and its space:
-        strength is relative to the shipped one (``strength / DEFAULT_STRENGTH`` times it: the default
-        reproduces it; named_edit scales an h edit to the state's steps)."""
+        """A named direction's edit (n, *x_shape) from each image's x_T by ``named_edit`` at this t_edit
+        and steps, and its space: strength is relative to the shipped one (``strength / DEFAULT_STRENGTH``
+        times it: the default reproduces it; named_edit rescales h edits to the steps)."""
         name = named_name(direction)
         row = {**named_info(self.model.name, name), "t_edit": t_edit}  # its steps: named_edit rescales h edits
         key = ("named", self._source(source), float(strength), t_edit, name)

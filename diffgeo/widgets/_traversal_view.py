@@ -124,6 +124,7 @@ def notice(view: TraversalView) -> str:
                "(pixel range 2; unconverged inversions regenerate a different image).")
     warn = f'<span style="color:#b00020">&#9888; {html.escape(view.warning)}</span><br>' if view.warning else ""
     return (warn + "<b>What to notice:</b> compare each edit with the image in the same place of the originals panel; "
-            "x-space edits every image along its own v, Asyrp shares one h direction. "
+            "x-space edits every image along its own v; Asyrp adds one h direction (a learned f_t: each image's "
+            "own dh) at every step down to t_edit. "
             + "; ".join(parts) + (". " if parts else "")
             + "Reference: at strength 0 both sides reproduce the originals (0 changed)." + inv)

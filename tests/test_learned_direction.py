@@ -125,9 +125,9 @@ def test_table_learned_ft_edits_like_asyrp_with_the_f_t_at_its_strength(shapes_m
     m = shapes_model
     x_T = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(32))
     mean = ld.to_direction(m, n=8, steps=STEPS)
-    c = Candidate(unit(mean), "f_t(h)", {"natural": 1.0, "f_t": ld.h_delta(m)})
+    c = Candidate(unit(mean), "f_t(h)", {"natural": 1.0, "f_t": ld})
     _, edit = _editor(m, "h", x_T, T_EDIT, STEPS)
-    out = edit(1.0, _scaled(c, 1.5))
+    out = edit(1.0, _scaled(m, c, 1.5))
     with torch.no_grad():
         alone = torch.cat([diffgeo.asyrp(m, x_T[i:i + 1], ld, strength=1.5, t_edit=T_EDIT, t_boost=0, steps=STEPS,
                                          progress=False).result for i in range(3)])

@@ -11,15 +11,13 @@ close to the unedited ``P_t(eps(x_t))`` (an L1 term). Here:
   edited x0 prediction towards a target class of one factor; :func:`~diffgeo.editing.objectives.clip_objective`, the paper's
   directional CLIP loss ``1 - cos(E_img(x_edit) - E_img(x_orig), E_txt(target) - E_txt(source))``
   with E the unit-normalised CLIP embeddings (as in StyleGAN-NADA, where the loss comes from), for
-  a user's transformers ``CLIPModel`` (given, or loaded from a hub id or folder; never fetched in
-  tests).
+  a user's transformers ``CLIPModel`` (given, or loaded from a hub id or folder; never fetched in tests).
 - :func:`train_direction`: training on forward-noised images at timesteps drawn uniformly from
   the edit interval [t_edit, T) (Asyrp edits there); dh enters through
   :func:`diffgeo.models.hooks.add_to_output` on the model's h module, the hook ``diffgeo.asyrp`` uses.
   Adam, one seeded batch per step (a function of the seed and the step index only), a tqdm bar,
   checkpoints (safetensors + JSON, atomic) every ``save_every`` steps; rerunning with the same
-  ``out`` resumes from the checkpoint (optimizer state included) and gives the run an
-  uninterrupted one would have given.
+  ``out`` resumes from the checkpoint (optimizer state included): the run an uninterrupted one gives.
 - :meth:`LearnedDirection.to_direction`: the project's one direction type. f_t depends on h, a
   :class:`~diffgeo.editing.directions.Direction` holds one vector per timestep; we store, at each grid
   timestep of the edit interval, the mean of f_t(h_i, t) over n forward-noised images (the
@@ -147,8 +145,10 @@ class LearnedDirection:
         net = self.net.to(model.device, model.dtype)
         return lambda t: (lambda h: net(h, model.timesteps_tensor(t, h.shape[0])))
 
-    def check(self, model: Any) -> None:
-        """Raise a ValueError unless this f_t was trained for ``model`` (name and h shape)."""
+    def check(self, model: Any, space: str = "h") -> None:
+        """Raise a ValueError unless this f_t was trained for ``model`` (name and h shape) and ``space`` is h."""
+        if space != "h":
+            raise ValueError(f"a learned f_t edits h; it cannot be used as a direction in {space!r}")
         if self.model != model.name:
             raise ValueError(f"this learned direction was trained for model {self.model!r}, not {model.name!r}: "
                              "directions do not carry over between models; train one for this model")

@@ -207,12 +207,7 @@ def named_edit(model: Any, x_T: torch.Tensor, name: str | Direction | LearnedDir
         s *= int(row["steps"]) / steps  # Asyrp adds s * dh at every step from T to t_edit: keep the sum
     grid = ddim_timesteps(model, steps).tolist()
     t_edit = min(grid, key=lambda t: abs(t - int(row["t_edit"])))
-    if isinstance(direction, LearnedDirection):
-        if row["space"] != "h":
-            raise ValueError(f"a learned f_t edits h; the row says space {row['space']!r}")
-        direction.check(model)
-    else:
-        direction.check(model, row["space"])
+    direction.check(model, row["space"])
     kw = {"prompt": row.get("prompt")} if model.is_conditional else {}
     with torch.no_grad():
         if row["space"] == "h":

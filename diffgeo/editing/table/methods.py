@@ -17,8 +17,8 @@ to edit at their own scale (mean differences, learned f_t), of that scale (:func
   (:func:`~diffgeo.editing.objectives.probe_objective` with ``keep``), as a per-timestep direction
   (its average over samples: one direction to ship and transfer);
 - ``learned_ft``: the same f_t applied as Asyrp does, each sample's dh = f_t of its own h
-  (``Candidate.meta["f_t"]``; strengths are multiples of f_t's own output); one network for every
-  sample, but no single direction to ship;
+  (``Candidate.meta["f_t"]``, the :class:`~diffgeo.editing.learned.LearnedDirection`; strengths are
+  multiples of f_t's own output); one network for every sample, shipped as it is;
 - ``target_x`` / ``target_gn`` (per sample, shapes only): x_t moved towards the sample's own fitted
   scene re-rendered with the target (:mod:`diffgeo.editing.target`): its clean-image part moved by the
   change (``x0``) / the Gauss-Newton step of x0_hat; found again on every edited sample
@@ -163,8 +163,7 @@ def _find_learned(per_sample: bool) -> Callable[..., list[Candidate]]:
         ld = train_direction(model, obj, steps=train_steps, t_edit=t_edit, seed=seed, progress=False)
         d = ld.to_direction(model, n=16, steps=steps)
         if per_sample:
-            return [Candidate(unit(d), "f_t(h)", {"train_steps": train_steps, "natural": 1.0, "f_t": ld.h_delta(model),
-                                                    "learned": ld})]
+            return [Candidate(unit(d), "f_t(h)", {"train_steps": train_steps, "natural": 1.0, "f_t": ld})]
         return [Candidate(unit(d), "f_t", {"train_steps": train_steps, "natural": natural(d)})]
     return find
 

@@ -19,7 +19,7 @@ direction on each of ``n_local`` held-out samples (the candidate closest to the 
 each with its own. Per-sample methods (``Candidate.meta["per_sample"]``, e.g. ``target_x``) are found
 again on every held-out sample (``find_s``: seconds per sample) and have no transfer and nothing to ship;
 a learned f_t applied per sample (``learned_ft``) is one network for every sample: the network is what
-ships (``Candidate.meta["learned"]``).
+ships (``Candidate.meta["f_t"]``).
 
 >>> r = EditQualityRow(model="shapes", task="colour:blue", method="loco", space="x", samples="generated",
 ...                    candidate="loco1+", strength=5.0, t_edit=500, steps=10, n=4, success=1.0)
@@ -148,12 +148,13 @@ def _mean_ci(x: torch.Tensor) -> tuple[float, tuple[float, float]]:
     return m, (m - half, m + half)
 
 
-def _scaled(c: Candidate, s: float) -> Any:
+def _scaled(model: Any, c: Candidate, s: float) -> Any:
     """The candidate at strength s: a Direction, (per-sample candidates) their (n, *x_shape) steps, or
-    (a learned f_t) ``t -> (h -> s * f_t(h, t))`` for :func:`~diffgeo.editing.hspace.asyrp`."""
+    (a learned f_t) ``t -> (h -> s * f_t(h, t))`` on ``model`` for :func:`~diffgeo.editing.hspace.asyrp`."""
     own, f_t = c.meta.get("per_sample"), c.meta.get("f_t")
     if f_t is not None:
-        return lambda te: (lambda h, f=f_t(te): s * f(h))
+        delta = f_t.h_delta(model)
+        return lambda te: (lambda h, f=delta(te): s * f(h))
     return c.direction * s if own is None else own * s
 
 
@@ -167,7 +168,7 @@ def _select(model: Any, t: Task, cands: list[Candidate], space: str, cal: Sample
         grid = c.meta.get("grid") or (NATURAL if own else (fractions[space] if isinstance(fractions, dict) else fractions))
         for f in grid:
             s = f * (own or ref)
-            sc = score(t, cal, edit(1.0, _scaled(c, s)), fit=False)
+            sc = score(t, cal, edit(1.0, _scaled(model, c, s)), fit=False)
             row = {"candidate": c.label, "fraction": f, "strength": s,
                    **{k: float(v.float().mean()) for k, v in sc.items() if isinstance(v, torch.Tensor)},
                    **{"kept_" + k: float(v.float().mean()) for k, v in sc["kept"].items()}}
@@ -199,7 +200,7 @@ def _local(model: Any, t: Task, finder: Any, space: str, ev: Samples, chosen: Di
         cos.append(dots[j])
         _, edit = _editor(model, space, ev.x_T[i:i + 1], t_edit, steps, prompt)
         start = time.perf_counter()
-        outs.append(edit(1.0, _scaled(cands[j], s)))
+        outs.append(edit(1.0, _scaled(model, cands[j], s)))
         edit_s += time.perf_counter() - start
     sub = Samples(ev.x_T[:k], ev.images[:k], {f: v[:k] for f, v in ev.reads.items() if f != "continuous"},
                   None if ev.continuous is None else {f: v[:k] for f, v in ev.continuous.items()})
@@ -263,8 +264,8 @@ def run_task(model: Any, t: Task, methods: Sequence[str], cal: Samples, evals: d
              strips: int = 6, n_fit: int = 16, progress: bool | None = None) -> tuple[list[EditQualityRow], dict[str, Any], dict]:
     """The rows of one task for ``methods`` on calibration samples ``cal`` and held-out samples
     ``evals`` ({"generated": ..., "real": ...}); returns (rows, the chosen unit-norm direction per
-    method (its row gives the strength; ``learned_ft``: the f_t itself; per-sample methods: none), before/after images {(method, samples): (before, after, invalid)} of the
-    first ``strips`` held-out samples).
+    method (its row gives the strength; ``learned_ft``: the f_t itself; per-sample methods: none),
+    before/after images {(method, samples): (before, after, invalid)} of the first ``strips`` held-out samples).
 
     >>> import diffgeo
     >>> from diffgeo.editing.table.tasks import pick_samples, task
@@ -293,17 +294,17 @@ def run_task(model: Any, t: Task, methods: Sequence[str], cal: Samples, evals: d
         logger.info("%s %s: chose %s at t_edit %d, strength %.3g on calibration (find %.1fs, select %.1fs over "
                     "t_edit %s): %s", t.name, name, c.label, te, s, find_s, select_s, grid, per_t[te])
         per_sample = c.meta.get("per_sample") is not None
-        d = _scaled(c, s)
+        d = _scaled(model, c, s)
         u = c.direction
-        if "learned" in c.meta:  # one f_t network for every sample: it ships
-            chosen[name] = c.meta["learned"]
+        if "f_t" in c.meta:  # one f_t network for every sample: it ships
+            chosen[name] = c.meta["f_t"]
         elif not per_sample:  # one direction to ship
             chosen[name] = Direction(u.vectors, u.timesteps, u.space, u.model, {**u.meta, "candidate": c.label})
         for kind, ev in evals.items():
             base, edit = _editor(model, space, ev.x_T, te, steps, prompt)
             if per_sample:  # found again on each edited sample: its own step, the calibration's strength
                 start = time.perf_counter()
-                d = _scaled(finder(model, t, ev, t_edit=te, steps=steps, prompt=prompt)[0], s)
+                d = _scaled(model, finder(model, t, ev, t_edit=te, steps=steps, prompt=prompt)[0], s)
                 find_s = (time.perf_counter() - start) / len(ev.x_T)
             start = time.perf_counter()
             out = edit(1.0, d)
